@@ -1,0 +1,261 @@
+//! The command line: the same handler as in Lambda, run from a laptop.
+//! Logs go to stderr, results to stdout.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::config::{LogFormat, Settings};
+use crate::fanout::FanOut;
+use crate::handler::BatchHandler;
+use crate::store::dynamodb::{DynamoStore, load_sdk_config};
+use crate::telemetry::{self, Sink};
+
+#[derive(Debug, Parser)]
+#[command(name = "consolidation-updater", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the handler once on a Lambda Kafka event file, against the DynamoDB
+    /// the environment configures (AWS_ENDPOINT_URL_DYNAMODB, profile, region),
+    /// and print the response JSON.
+    Invoke {
+        /// A Lambda Kafka event (MSK or self-managed), e.g. events/sample-msk-event.json.
+        #[arg(long)]
+        event: PathBuf,
+    },
+    /// Run an event end to end on the embedded DynamoDB-compatible engine:
+    /// create the table, seed a synthetic day, stamp it, report.
+    #[cfg(feature = "embedded")]
+    Demo(crate::cli::demo::DemoArgs),
+}
+
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(problem) => {
+            eprintln!("consolidation-updater: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(
+        settings.log_level,
+        settings.log_format.unwrap_or(LogFormat::Text),
+        Sink::Stderr,
+    );
+    let result = match cli.command {
+        Command::Invoke { event } => invoke(&settings, event).await,
+        #[cfg(feature = "embedded")]
+        Command::Demo(args) => demo::run(&settings, args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(problem) => {
+            eprintln!("consolidation-updater: {problem:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads a Lambda event file as JSON.
+fn read_event(path: &PathBuf) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the event file {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// A request id for a run outside Lambda, so its log lines can be found together.
+fn local_request_id() -> String {
+    format!("local-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis())
+}
+
+async fn invoke(settings: &Settings, event: PathBuf) -> anyhow::Result<ExitCode> {
+    let payload = read_event(&event)?;
+    let sdk = load_sdk_config(&settings.region).await;
+    let store = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &settings.table_name,
+        &settings.date_index,
+    ));
+    store.warm_up().await;
+    let handler = Arc::new(BatchHandler::new(FanOut::new(
+        store,
+        settings.max_concurrency,
+        Arc::default(),
+    )));
+    let outcome = handler.handle(payload, &local_request_id()).await?;
+    println!("{}", serde_json::to_string(&outcome.response())?);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "embedded")]
+pub mod demo {
+    //! `consolidation-updater demo`: the whole job on a fresh machine.
+
+    use std::io::IsTerminal;
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context as _, bail};
+    use chrono::Utc;
+    use clap::Args;
+
+    use super::*;
+    use crate::domain::event::{ConsolidationEvent, DecodedValue, decode_value};
+    use crate::domain::kafka::decode_envelope;
+    use crate::embedded::EmbeddedServer;
+    use crate::fanout::Progress;
+    use crate::ports::ChargebackStore;
+    use crate::store::dynamodb::local_client;
+    use crate::store::dynamodb::provision::{TableShape, create_table, put_chargebacks};
+    use crate::synthetic::SyntheticDay;
+
+    /// The seed's sample event, shipped in the binary so the demo runs from anywhere.
+    const SAMPLE_EVENT: &str = include_str!("../events/sample-msk-event.json");
+    /// Concurrent `BatchWriteItem` requests while seeding.
+    const SEED_CONCURRENCY: usize = 16;
+
+    #[derive(Debug, Args)]
+    pub struct DemoArgs {
+        /// The Lambda Kafka event to run [default: the seed's sample, events/sample-msk-event.json].
+        #[arg(long)]
+        event: Option<PathBuf>,
+        /// Chargebacks of the event's day to seed (90% before the execution time,
+        /// 10% after), plus 5% more on the neighbouring days.
+        #[arg(long, default_value_t = 100_000)]
+        records: u64,
+        /// Keep the engine's data in this SQLite file instead of in memory.
+        #[arg(long)]
+        db: Option<PathBuf>,
+    }
+
+    pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
+        let payload = match &args.event {
+            Some(path) => read_event(path)?,
+            None => serde_json::from_str(SAMPLE_EVENT).context("the bundled sample event")?,
+        };
+        let event = first_consolidation_event(&payload)?;
+
+        let server = EmbeddedServer::start(args.db.as_deref()).await?;
+        let sdk = load_sdk_config(&settings.region).await;
+        let client = local_client(&sdk, server.endpoint());
+        let table = settings.table_name.as_str();
+        println!("Embedded DynamoDB-compatible engine at {}", server.endpoint());
+
+        let day = SyntheticDay::around(event.execution_time, event.partition_date.date(), args.records);
+        let exists = client.describe_table().table_name(table).send().await.is_ok();
+        if exists {
+            println!("Table {table} already exists in {}: not seeding it again", db_name(&args));
+        } else {
+            create_table(&client, table, &settings.date_index, TableShape::default()).await?;
+            let seeding = Instant::now();
+            let seeded = put_chargebacks(&client, table, day.chargebacks(), SEED_CONCURRENCY).await?;
+            println!(
+                "Seeded {seeded} chargebacks in {:.1} s: {} of {} created up to {}, {} after it, {} on other days",
+                seeding.elapsed().as_secs_f64(),
+                day.before_cutoff,
+                event.partition_date,
+                event.execution_time.format("%H:%M:%S"),
+                day.after_cutoff,
+                day.other_dates,
+            );
+        }
+
+        let store = Arc::new(DynamoStore::new(client, table, &settings.date_index));
+        store.warm_up().await;
+        let progress = Arc::new(Progress::default());
+        let handler = Arc::new(BatchHandler::new(FanOut::new(
+            Arc::clone(&store),
+            settings.max_concurrency,
+            Arc::clone(&progress),
+        )));
+        let bar = progress_bar(day.before_cutoff);
+        let ticker = bar.clone().map(|bar| {
+            let progress = Arc::clone(&progress);
+            tokio::spawn(async move {
+                loop {
+                    bar.set_position(progress.examined());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        });
+
+        let started = Instant::now();
+        let outcome = handler.handle(payload, &local_request_id()).await?;
+        let elapsed = started.elapsed();
+        if let Some(ticker) = ticker {
+            ticker.abort();
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+
+        let summary = outcome.summary();
+        let written = progress.written.load(Ordering::Relaxed);
+        let examined = progress.examined();
+        let left = store
+            .count_created_from(
+                event.partition_date,
+                &crate::domain::stamp::StampPlan::for_event(&event, Utc::now()).selection.created_before,
+            )
+            .await?;
+        let seconds = elapsed.as_secs_f64();
+        println!(
+            "Stamped {written} chargebacks of {} (execution {} of {}) in {seconds:.2} s: {:.0} records/s",
+            event.partition_date,
+            event.execution.sequence(),
+            event.execution.total(),
+            examined as f64 / seconds.max(1e-9),
+        );
+        println!(
+            "  already at this execution or a newer one: {}",
+            summary.chargebacks_already_applied
+        );
+        println!(
+            "  left for the next execution (created after {}): {left}",
+            event.execution_time.format("%Y-%m-%dT%H:%M:%S")
+        );
+        println!("  messages: {} applied, {} skipped, {} handed back", summary.messages_processed, summary.messages_skipped, summary.messages_failed);
+        println!("Response: {}", serde_json::to_string(&outcome.response())?);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn db_name(args: &DemoArgs) -> String {
+        args.db.as_ref().map_or_else(|| "memory".into(), |p| p.display().to_string())
+    }
+
+    /// The demo seeds the day of the event's first consolidation message.
+    fn first_consolidation_event(payload: &Value) -> anyhow::Result<ConsolidationEvent> {
+        let partitions = decode_envelope(payload.clone())?;
+        for message in partitions.iter().flat_map(|p| &p.messages) {
+            if let Ok(DecodedValue::Consolidation(event)) = decode_value(message.value.as_deref()) {
+                return Ok(event);
+            }
+        }
+        bail!("the event holds no valid consolidation_completed message to seed a day around")
+    }
+
+    fn progress_bar(length: u64) -> Option<indicatif::ProgressBar> {
+        if !std::io::stdout().is_terminal() {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::new(length);
+        let style = indicatif::ProgressStyle::with_template(
+            "{spinner} stamping [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .map(|s| s.progress_chars("=> "));
+        if let Ok(style) = style {
+            bar.set_style(style);
+        }
+        Some(bar)
+    }
+}

@@ -1,0 +1,369 @@
+//! The Lambda Kafka event (MSK and self-managed Kafka) and the partial-batch
+//! response. The envelope is decoded first; each record's value is decoded
+//! later, on its own, so one bad record never fails the invocation.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+
+/// Event sources whose records this function understands.
+const MSK: &str = "aws:kafka";
+const SELF_MANAGED_KAFKA: &str = "SelfManagedKafka";
+
+/// Headers that carry a caller-supplied correlation id, in order of preference.
+const CORRELATION_HEADERS: [&str; 2] = ["correlation_id", "x-correlation-id"];
+
+/// The payload is not a Kafka event: the whole invocation fails, since there is
+/// no message in it that could be reported on its own.
+#[derive(Debug, Error)]
+pub enum EnvelopeError {
+    #[error("the payload is not a Lambda Kafka event: {reason}")]
+    NotKafkaEvent { reason: String },
+    #[error("unsupported event source {event_source:?}: expected \"{MSK}\" or \"{SELF_MANAGED_KAFKA}\"")]
+    UnsupportedSource { event_source: String },
+    #[error("record {index} of {partition:?} has no usable offset ({reason}); it cannot be reported on its own")]
+    UnaddressableRecord {
+        partition: String,
+        index: usize,
+        reason: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireEvent {
+    event_source: Option<String>,
+    records: BTreeMap<String, Vec<WireRecord>>,
+}
+
+/// One record as Lambda delivers it; every field but the offset is optional,
+/// because a record is judged on its own later.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRecord {
+    topic: Option<String>,
+    partition: Option<i64>,
+    offset: Option<Value>,
+    timestamp: Option<i64>,
+    timestamp_type: Option<String>,
+    key: Option<String>,
+    value: Option<String>,
+    headers: Option<Value>,
+}
+
+/// Where a message sits: the partition as Lambda names it (`<topic>-<partition>`)
+/// and its offset. This is what `batchItemFailures` reports.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId {
+    pub partition: String,
+    pub offset: i64,
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.partition, self.offset)
+    }
+}
+
+/// A Kafka record whose envelope is understood; its value is still raw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaMessage {
+    pub id: MessageId,
+    pub topic: String,
+    pub partition: Option<i64>,
+    pub timestamp: Option<i64>,
+    pub timestamp_type: Option<String>,
+    /// Base64, exactly as received.
+    pub key: Option<String>,
+    /// Base64, exactly as received.
+    pub value: Option<String>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl KafkaMessage {
+    /// The caller's correlation id, when a header carries one.
+    pub fn correlation_header(&self) -> Option<String> {
+        CORRELATION_HEADERS.iter().find_map(|wanted| {
+            self.headers
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+                .and_then(|(_, bytes)| std::str::from_utf8(bytes).ok())
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+        })
+    }
+}
+
+/// The messages of one Kafka partition, in offset order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionBatch {
+    pub partition: String,
+    pub messages: Vec<KafkaMessage>,
+}
+
+/// Decodes the envelope of a Lambda Kafka event into its partitions.
+pub fn decode_envelope(payload: Value) -> Result<Vec<PartitionBatch>, EnvelopeError> {
+    let event: WireEvent =
+        serde_json::from_value(payload).map_err(|e| EnvelopeError::NotKafkaEvent {
+            reason: e.to_string(),
+        })?;
+    if let Some(source) = event.event_source
+        && source != MSK
+        && source != SELF_MANAGED_KAFKA
+    {
+        return Err(EnvelopeError::UnsupportedSource {
+            event_source: source,
+        });
+    }
+    event
+        .records
+        .into_iter()
+        .map(|(partition, records)| {
+            let mut messages = records
+                .into_iter()
+                .enumerate()
+                .map(|(index, record)| to_message(&partition, index, record))
+                .collect::<Result<Vec<_>, _>>()?;
+            messages.sort_by_key(|m| m.id.offset);
+            Ok(PartitionBatch {
+                partition,
+                messages,
+            })
+        })
+        .collect()
+}
+
+fn to_message(
+    partition: &str,
+    index: usize,
+    record: WireRecord,
+) -> Result<KafkaMessage, EnvelopeError> {
+    let unaddressable = |reason: &str| EnvelopeError::UnaddressableRecord {
+        partition: partition.to_owned(),
+        index,
+        reason: reason.to_owned(),
+    };
+    let offset = match record.offset {
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| unaddressable("not an integer"))?,
+        // Some producers of test events quote the offset.
+        Some(Value::String(s)) => s.parse().map_err(|_| unaddressable("not an integer"))?,
+        Some(_) => return Err(unaddressable("not an integer")),
+        None => return Err(unaddressable("missing")),
+    };
+    let topic = record
+        .topic
+        .unwrap_or_else(|| topic_of(partition).to_owned());
+    Ok(KafkaMessage {
+        id: MessageId {
+            partition: partition.to_owned(),
+            offset,
+        },
+        topic,
+        partition: record.partition,
+        timestamp: record.timestamp,
+        timestamp_type: record.timestamp_type,
+        key: record.key,
+        value: record.value,
+        headers: record.headers.as_ref().map(decode_headers).unwrap_or_default(),
+    })
+}
+
+/// `"<topic>-<partition>"` without its partition number.
+fn topic_of(partition_key: &str) -> &str {
+    partition_key
+        .rsplit_once('-')
+        .map_or(partition_key, |(topic, _)| topic)
+}
+
+/// Headers arrive as `[{"name": [byte, ...]}, ...]`, where a byte may be signed
+/// (-128..=127, as Java sends it) or unsigned. Anything else is ignored: headers
+/// are informational here, never a reason to reject a message.
+fn decode_headers(headers: &Value) -> Vec<(String, Vec<u8>)> {
+    let Some(list) = headers.as_array() else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(Value::as_object)
+        .flat_map(|header| header.iter())
+        .filter_map(|(name, bytes)| {
+            let bytes = match bytes {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|b| b.as_i64().and_then(signed_or_unsigned_byte))
+                    .collect::<Option<Vec<u8>>>()?,
+                Value::String(text) => text.as_bytes().to_vec(),
+                _ => return None,
+            };
+            Some((name.clone(), bytes))
+        })
+        .collect()
+}
+
+fn signed_or_unsigned_byte(value: i64) -> Option<u8> {
+    match value {
+        -128..=-1 => Some((value + 256) as u8),
+        0..=255 => Some(value as u8),
+        _ => None,
+    }
+}
+
+/// The response Lambda expects from a Kafka event source with
+/// `ReportBatchItemFailures`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaBatchResponse {
+    pub batch_item_failures: Vec<BatchItemFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchItemFailure {
+    pub item_identifier: MessageIdentifier,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageIdentifier {
+    pub partition: String,
+    pub offset: i64,
+}
+
+impl From<&MessageId> for BatchItemFailure {
+    fn from(id: &MessageId) -> Self {
+        Self {
+            item_identifier: MessageIdentifier {
+                partition: id.partition.clone(),
+                offset: id.offset,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(offset: Value) -> Value {
+        json!({
+            "topic": "chargeback-consolidation-events",
+            "partition": 0,
+            "offset": offset,
+            "timestamp": 1700639732123_i64,
+            "timestampType": "CREATE_TIME",
+            "key": "",
+            "value": "e30=",
+            "headers": []
+        })
+    }
+
+    #[test]
+    fn the_shipped_msk_sample_decodes_into_one_message() {
+        let payload: Value =
+            serde_json::from_str(include_str!("../../events/sample-msk-event.json")).unwrap();
+        let batches = decode_envelope(payload).unwrap();
+        assert_eq!(batches.len(), 1);
+        let message = &batches[0].messages[0];
+        assert_eq!(message.id.partition, "chargeback-consolidation-events-0");
+        assert_eq!(message.id.offset, 123);
+        assert_eq!(message.topic, "chargeback-consolidation-events");
+        assert_eq!(message.timestamp, Some(1700639732123));
+        assert!(message.value.is_some());
+    }
+
+    #[test]
+    fn a_self_managed_kafka_event_with_null_optionals_decodes() {
+        let payload = json!({
+            "eventSource": "SelfManagedKafka",
+            "bootstrapServers": "b-1:9092",
+            "records": {
+                "t-3": [{"topic": "t", "partition": 3, "offset": 9, "timestamp": null,
+                          "timestampType": null, "key": null, "value": null, "headers": null,
+                          "valueSchemaMetadata": null}]
+            }
+        });
+        let batches = decode_envelope(payload).unwrap();
+        let message = &batches[0].messages[0];
+        assert_eq!(message.id, MessageId { partition: "t-3".into(), offset: 9 });
+        assert_eq!(message.value, None);
+        assert!(message.headers.is_empty());
+    }
+
+    #[test]
+    fn messages_of_a_partition_come_out_in_offset_order() {
+        let payload = json!({
+            "eventSource": "aws:kafka",
+            "records": {"t-0": [record(json!(7)), record(json!(5)), record(json!(6))]}
+        });
+        let offsets: Vec<i64> = decode_envelope(payload).unwrap()[0]
+            .messages
+            .iter()
+            .map(|m| m.id.offset)
+            .collect();
+        assert_eq!(offsets, [5, 6, 7]);
+    }
+
+    #[test]
+    fn signed_and_unsigned_header_bytes_decode_to_the_same_text() {
+        let headers = json!([
+            {"x-correlation-id": [99, 45, 49]},
+            {"signed": [-61, -87]},
+            {"unsigned": [195, 169]},
+            {"bad": [300]}
+        ]);
+        let decoded = decode_headers(&headers);
+        assert_eq!(decoded[0], ("x-correlation-id".into(), b"c-1".to_vec()));
+        assert_eq!(decoded[1].1, "é".as_bytes());
+        assert_eq!(decoded[2].1, "é".as_bytes());
+        assert_eq!(decoded.len(), 3, "an out-of-range byte drops that header only");
+    }
+
+    #[test]
+    fn the_correlation_id_header_is_found_by_either_name() {
+        let mut message = decode_envelope(json!({"records": {"t-0": [record(json!(1))]}})).unwrap()
+            [0]
+        .messages[0]
+            .clone();
+        assert_eq!(message.correlation_header(), None);
+        message.headers = vec![("X-Correlation-Id".into(), b"abc".to_vec())];
+        assert_eq!(message.correlation_header().as_deref(), Some("abc"));
+        message.headers.push(("correlation_id".into(), b"first".to_vec()));
+        assert_eq!(message.correlation_header().as_deref(), Some("first"));
+    }
+
+    #[test]
+    fn a_payload_that_is_not_a_kafka_event_is_an_envelope_error() {
+        assert!(matches!(
+            decode_envelope(json!({"Records": [{"eventSource": "aws:sqs"}]})),
+            Err(EnvelopeError::NotKafkaEvent { .. })
+        ));
+        assert!(matches!(
+            decode_envelope(json!({"eventSource": "aws:sqs", "records": {}})),
+            Err(EnvelopeError::UnsupportedSource { .. })
+        ));
+        assert!(matches!(
+            decode_envelope(json!({"records": {"t-0": [{"value": "e30="}]}})),
+            Err(EnvelopeError::UnaddressableRecord { .. })
+        ));
+    }
+
+    #[test]
+    fn the_response_has_the_shape_aws_documents() {
+        let response = KafkaBatchResponse {
+            batch_item_failures: vec![BatchItemFailure::from(&MessageId {
+                partition: "t-0".into(),
+                offset: 12,
+            })],
+        };
+        assert_eq!(
+            serde_json::to_value(&response).unwrap(),
+            json!({"batchItemFailures": [{"itemIdentifier": {"partition": "t-0", "offset": 12}}]})
+        );
+        assert_eq!(
+            serde_json::to_value(KafkaBatchResponse::default()).unwrap(),
+            json!({"batchItemFailures": []})
+        );
+    }
+}

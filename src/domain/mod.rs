@@ -1,0 +1,6 @@
+//! The pure core: no AWS types, no I/O.
+
+pub mod event;
+pub mod kafka;
+pub mod outcome;
+pub mod stamp;

@@ -1,0 +1,427 @@
+//! The fan-out: one message's selection read page by page while the updates of
+//! earlier pages are already in flight, under one limiter shared by the whole
+//! invocation. Memory stays bounded whatever the partition size: at most a few
+//! pages of keys and `MAX_CONCURRENCY` updates exist at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::domain::stamp::{KeySelection, StampPlan, StampReport, StampResult};
+use crate::ports::{ChargebackStore, ErrorClass, StoreError};
+
+/// Pages read ahead of the updates, per key stream. Two keep the updates fed
+/// while the next page is fetched, without holding many keys in memory.
+const PAGES_AHEAD_PER_STREAM: usize = 2;
+
+/// Counters of every record examined by this process, for progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub written: AtomicU64,
+    pub already_applied: AtomicU64,
+}
+
+impl Progress {
+    pub fn examined(&self) -> u64 {
+        self.written.load(Ordering::Relaxed) + self.already_applied.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, result: StampResult) {
+        match result {
+            StampResult::Written => self.written.fetch_add(1, Ordering::Relaxed),
+            StampResult::AlreadyApplied | StampResult::Missing => {
+                self.already_applied.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+/// Applies stamp plans to a store.
+pub struct FanOut<S> {
+    store: Arc<S>,
+    limiter: Arc<Semaphore>,
+    progress: Arc<Progress>,
+}
+
+impl<S: ChargebackStore> FanOut<S> {
+    /// `max_concurrency` bounds the updates in flight across every message of
+    /// the invocation, whichever partition they belong to.
+    pub fn new(store: Arc<S>, max_concurrency: usize, progress: Arc<Progress>) -> Self {
+        Self {
+            store,
+            limiter: Arc::new(Semaphore::new(max_concurrency)),
+            progress,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// Stamps every record the plan selects. On the first failed request no
+    /// new update starts; those in flight finish, and the error is returned.
+    /// Whatever was written stays written: the updates are conditional, so a
+    /// retry of the same message skips it.
+    pub async fn stamp_partition(&self, plan: &StampPlan) -> Result<StampReport, StoreError> {
+        let stamp = Arc::new(self.store.prepare_stamp(&plan.values).await?);
+        let streams = self.store.key_streams().await?;
+        let (pages_tx, mut pages) =
+            mpsc::channel(PAGES_AHEAD_PER_STREAM * usize::try_from(streams).unwrap_or(1));
+        let mut pagers = JoinSet::new();
+        for stream in 0..streams {
+            let store = Arc::clone(&self.store);
+            let selection = plan.selection.clone();
+            pagers.spawn(read_key_stream(store, selection, stream, pages_tx.clone()));
+        }
+        drop(pages_tx);
+
+        let mut report = StampReport::default();
+        let mut updates = JoinSet::new();
+        let mut failure = None;
+        'pages: while let Some(page) = pages.recv().await {
+            let keys = match page {
+                Ok(keys) => keys,
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            };
+            for key in keys {
+                let permit = Arc::clone(&self.limiter)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| StoreError::new(ErrorClass::Setup, "fan-out", "limiter closed"))?;
+                self.tally_finished(&mut updates, &mut report, &mut failure);
+                if failure.is_some() {
+                    break 'pages;
+                }
+                let store = Arc::clone(&self.store);
+                let stamp = Arc::clone(&stamp);
+                updates.spawn(async move {
+                    let result = store.stamp(key, &stamp).await;
+                    drop(permit);
+                    result
+                });
+            }
+        }
+        drop(pages);
+        pagers.abort_all();
+        while let Some(joined) = updates.join_next().await {
+            self.tally(joined, &mut report, &mut failure);
+        }
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        if plan.count_left_behind {
+            let selection = &plan.selection;
+            let left = self
+                .store
+                .count_created_from(selection.partition_date, &selection.created_before)
+                .await?;
+            report.left_behind = Some(left);
+        }
+        Ok(report)
+    }
+
+    fn tally_finished(
+        &self,
+        updates: &mut JoinSet<Result<StampResult, StoreError>>,
+        report: &mut StampReport,
+        failure: &mut Option<StoreError>,
+    ) {
+        while let Some(joined) = updates.try_join_next() {
+            self.tally(joined, report, failure);
+        }
+    }
+
+    fn tally(
+        &self,
+        joined: Result<Result<StampResult, StoreError>, tokio::task::JoinError>,
+        report: &mut StampReport,
+        failure: &mut Option<StoreError>,
+    ) {
+        match joined {
+            Ok(Ok(result)) => {
+                report.record(result);
+                self.progress.record(result);
+            }
+            Ok(Err(error)) => {
+                failure.get_or_insert(error);
+            }
+            Err(join_error) => {
+                failure.get_or_insert(StoreError::new(
+                    ErrorClass::Transient,
+                    "UpdateItem",
+                    format!("update task ended abnormally: {join_error}"),
+                ));
+            }
+        }
+    }
+}
+
+/// Reads one key stream to its end, or until the fan-out stops listening.
+async fn read_key_stream<S: ChargebackStore>(
+    store: Arc<S>,
+    selection: KeySelection,
+    stream: u32,
+    pages: mpsc::Sender<Result<Vec<S::Key>, StoreError>>,
+) {
+    let mut cursor = None;
+    loop {
+        match store.key_page(&selection, stream, cursor.take()).await {
+            Ok(page) => {
+                if !page.keys.is_empty() && pages.send(Ok(page.keys)).await.is_err() {
+                    return;
+                }
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => return,
+                }
+            }
+            Err(error) => {
+                let _ = pages.send(Err(error)).await;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! An in-memory store behind the port, for unit tests of the core only.
+
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::domain::event::PartitionDate;
+    use crate::domain::stamp::StampValues;
+    use crate::ports::KeyPage;
+
+    #[derive(Debug, Clone)]
+    pub struct FakeRecord {
+        pub partition_date: String,
+        pub created_at: String,
+        pub execution: Option<u64>,
+    }
+
+    #[derive(Default)]
+    pub struct FakeStore {
+        pub records: Mutex<BTreeMap<String, FakeRecord>>,
+        pub page_size: usize,
+        pub streams: u32,
+        /// Fail the update of this key.
+        pub fail_on: Option<String>,
+        pub in_flight: AtomicUsize,
+        pub max_in_flight: AtomicUsize,
+        pub deleted_before_update: Vec<String>,
+    }
+
+    impl FakeStore {
+        pub fn with_records(records: impl IntoIterator<Item = (String, FakeRecord)>) -> Self {
+            Self {
+                records: Mutex::new(records.into_iter().collect()),
+                page_size: 3,
+                streams: 1,
+                ..Self::default()
+            }
+        }
+
+        pub fn execution_of(&self, id: &str) -> Option<u64> {
+            self.records.lock().unwrap().get(id).and_then(|r| r.execution)
+        }
+    }
+
+    impl ChargebackStore for FakeStore {
+        type Key = String;
+        type Cursor = usize;
+        type PreparedStamp = StampValues;
+
+        async fn key_streams(&self) -> Result<u32, StoreError> {
+            Ok(self.streams)
+        }
+
+        async fn key_page(
+            &self,
+            selection: &KeySelection,
+            stream: u32,
+            cursor: Option<usize>,
+        ) -> Result<KeyPage<String, usize>, StoreError> {
+            let date = selection.partition_date.to_string();
+            let selected: Vec<String> = self
+                .records
+                .lock()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i as u32 % self.streams == stream)
+                .filter(|(_, (_, r))| {
+                    r.partition_date == date && r.created_at.as_str() < selection.created_before.as_str()
+                })
+                .map(|(_, (id, _))| id.clone())
+                .collect();
+            let start = cursor.unwrap_or(0);
+            let end = (start + self.page_size).min(selected.len());
+            Ok(KeyPage {
+                keys: selected[start..end].to_vec(),
+                next: (end < selected.len()).then_some(end),
+            })
+        }
+
+        async fn prepare_stamp(&self, values: &StampValues) -> Result<StampValues, StoreError> {
+            Ok(values.clone())
+        }
+
+        async fn stamp(&self, key: String, stamp: &StampValues) -> Result<StampResult, StoreError> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if self.fail_on.as_deref() == Some(key.as_str()) {
+                return Err(StoreError::new(ErrorClass::Transient, "UpdateItem", "throttled"));
+            }
+            if self.deleted_before_update.contains(&key) {
+                return Ok(StampResult::Missing);
+            }
+            let mut records = self.records.lock().unwrap();
+            let Some(record) = records.get_mut(&key) else {
+                return Ok(StampResult::Missing);
+            };
+            if record.execution.is_some_and(|e| e >= stamp.execution_sequence) {
+                return Ok(StampResult::AlreadyApplied);
+            }
+            record.execution = Some(stamp.execution_sequence);
+            Ok(StampResult::Written)
+        }
+
+        async fn count_created_from(&self, date: PartitionDate, from: &str) -> Result<u64, StoreError> {
+            let date = date.to_string();
+            Ok(self
+                .records
+                .lock()
+                .unwrap()
+                .values()
+                .filter(|r| r.partition_date == date && r.created_at.as_str() >= from)
+                .count() as u64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{FakeRecord, FakeStore};
+    use super::*;
+    use crate::domain::event::PartitionDate;
+    use crate::domain::stamp::StampValues;
+
+    fn record(date: &str, created_at: &str, execution: Option<u64>) -> FakeRecord {
+        FakeRecord {
+            partition_date: date.into(),
+            created_at: created_at.into(),
+            execution,
+        }
+    }
+
+    fn day(n_before: usize, n_after: usize) -> Vec<(String, FakeRecord)> {
+        let before = (0..n_before).map(|i| {
+            (format!("cb-{i:04}"), record("2025-11-20", &format!("2025-11-20T05:{:02}:00Z", i % 60), None))
+        });
+        let after = (0..n_after).map(|i| {
+            (format!("late-{i:04}"), record("2025-11-20", "2025-11-20T07:00:00.000Z", None))
+        });
+        let other_day = std::iter::once(("other".to_owned(), record("2025-11-19", "2025-11-19T01:00:00Z", None)));
+        before.chain(after).chain(other_day).collect()
+    }
+
+    fn plan(execution_sequence: u64, last: bool) -> StampPlan {
+        StampPlan {
+            selection: KeySelection {
+                partition_date: PartitionDate::parse("2025-11-20").unwrap(),
+                created_before: "2025-11-20T06:30:01".into(),
+                execution_sequence,
+            },
+            values: StampValues {
+                s3_path: "s3://b/p".into(),
+                consolidation_date: "2025-11-20T06:45:32+00:00".into(),
+                execution_sequence,
+                job_name: "job".into(),
+                output_format: "csv",
+                records_in_consolidation: 10,
+                updated_at: "2025-11-20T07:00:00.000Z".into(),
+            },
+            count_left_behind: last,
+        }
+    }
+
+    fn fan_out(store: FakeStore, concurrency: usize) -> FanOut<FakeStore> {
+        FanOut::new(Arc::new(store), concurrency, Arc::default())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_selected_record_is_stamped_once_and_nothing_else() {
+        let fan_out = fan_out(FakeStore::with_records(day(50, 5)), 8);
+        let report = fan_out.stamp_partition(&plan(2, false)).await.unwrap();
+        assert_eq!((report.written, report.already_applied, report.left_behind), (50, 0, None));
+        let store = fan_out.store();
+        assert_eq!(store.execution_of("cb-0049"), Some(2));
+        assert_eq!(store.execution_of("late-0000"), None);
+        assert_eq!(store.execution_of("other"), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_pass_writes_nothing_and_counts_what_was_already_applied() {
+        let fan_out = fan_out(FakeStore::with_records(day(20, 0)), 4);
+        fan_out.stamp_partition(&plan(2, false)).await.unwrap();
+        let again = fan_out.stamp_partition(&plan(2, false)).await.unwrap();
+        assert_eq!((again.written, again.already_applied), (0, 20));
+        let older = fan_out.stamp_partition(&plan(1, false)).await.unwrap();
+        assert_eq!((older.written, older.already_applied), (0, 20));
+        assert_eq!(fan_out.store().execution_of("cb-0000"), Some(2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_key_streams_are_all_read() {
+        let mut store = FakeStore::with_records(day(40, 3));
+        store.streams = 4;
+        let report = fan_out(store, 8).stamp_partition(&plan(1, false)).await.unwrap();
+        assert_eq!(report.written, 40);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn updates_in_flight_never_exceed_the_limit() {
+        let mut store = FakeStore::with_records(day(200, 0));
+        store.page_size = 50;
+        let fan_out = fan_out(store, 5);
+        fan_out.stamp_partition(&plan(1, false)).await.unwrap();
+        let max = fan_out.store().max_in_flight.load(Ordering::SeqCst);
+        assert!((1..=5).contains(&max), "max in flight {max}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_update_fails_the_message_and_stops_new_updates() {
+        let mut store = FakeStore::with_records(day(300, 0));
+        store.fail_on = Some("cb-0010".into());
+        let fan_out = fan_out(store, 2);
+        let error = fan_out.stamp_partition(&plan(1, false)).await.unwrap_err();
+        assert_eq!(error.class, ErrorClass::Transient);
+        assert_eq!(fan_out.store().execution_of("cb-0299"), None, "work stopped early");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_last_execution_counts_records_left_behind() {
+        let fan_out = fan_out(FakeStore::with_records(day(10, 7)), 4);
+        let report = fan_out.stamp_partition(&plan(4, true)).await.unwrap();
+        assert_eq!((report.written, report.left_behind), (10, Some(7)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_gone_before_its_update_is_counted_missing() {
+        let mut store = FakeStore::with_records(day(5, 0));
+        store.deleted_before_update = vec!["cb-0001".into()];
+        let report = fan_out(store, 4).stamp_partition(&plan(1, false)).await.unwrap();
+        assert_eq!((report.written, report.missing), (4, 1));
+    }
+}

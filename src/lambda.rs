@@ -1,0 +1,115 @@
+//! The Lambda custom runtime (`provided.al2023`): configuration and clients
+//! are built once at cold start and borrowed by every invocation.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use lambda_runtime_api_client::body::Body;
+use serde_json::{Value, json};
+use tracing::level_filters::LevelFilter;
+use tracing::{error, info, warn};
+
+use crate::config::{ConfigError, LogFormat, Settings};
+use crate::domain::kafka::{EnvelopeError, KafkaBatchResponse};
+use crate::fanout::FanOut;
+use crate::handler::BatchHandler;
+use crate::store::dynamodb::{DynamoStore, load_sdk_config};
+use crate::telemetry::{self, Sink};
+
+/// How long cold start waits for `DescribeTable`. Past it, the first message
+/// describes the table instead: a slow DynamoDB never fails the init.
+const WARM_UP_LIMIT: Duration = Duration::from_secs(2);
+
+impl From<EnvelopeError> for Diagnostic {
+    fn from(error: EnvelopeError) -> Self {
+        Diagnostic {
+            error_type: "InvalidKafkaEvent".into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// Runs the function until Lambda stops it.
+pub async fn main() -> ExitCode {
+    let started = Instant::now();
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(problem) => {
+            telemetry::init(LevelFilter::INFO, LogFormat::Json, Sink::Stdout);
+            error!(variable = problem.variable, error = %problem, "the function cannot start: {problem}");
+            report_init_error(&problem).await;
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(
+        settings.log_level,
+        settings.log_format.unwrap_or(LogFormat::Json),
+        Sink::Stdout,
+    );
+    match run(settings, started).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(problem) => {
+            error!(error = %problem, "the runtime stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings, started: Instant) -> Result<(), lambda_runtime::Error> {
+    let sdk = load_sdk_config(&settings.region).await;
+    let store = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &settings.table_name,
+        &settings.date_index,
+    ));
+    if tokio::time::timeout(WARM_UP_LIMIT, store.warm_up()).await.is_err() {
+        warn!(
+            table = %settings.table_name,
+            "DescribeTable did not answer within {WARM_UP_LIMIT:?} at start-up; the first message will retry it"
+        );
+    }
+    let handler = Arc::new(BatchHandler::new(FanOut::new(
+        store,
+        settings.max_concurrency,
+        Arc::default(),
+    )));
+    info!(
+        table = %settings.table_name,
+        index = %settings.date_index,
+        region = %settings.region,
+        max_concurrency = settings.max_concurrency,
+        init_ms = started.elapsed().as_millis() as u64,
+        "ready for invocations"
+    );
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let handler = Arc::clone(&handler);
+        async move {
+            let outcome = handler.handle(event.payload, &event.context.request_id).await?;
+            Ok::<KafkaBatchResponse, EnvelopeError>(outcome.response())
+        }
+    }))
+    .await
+}
+
+/// Tells Lambda why the init failed, so the console and the logs show the
+/// variable at fault instead of a bare "Runtime exited".
+async fn report_init_error(problem: &ConfigError) {
+    const ERROR_TYPE: &str = "Runtime.InvalidConfiguration";
+    let body = json!({"errorType": ERROR_TYPE, "errorMessage": problem.to_string()}).to_string();
+    let request = lambda_runtime_api_client::build_request()
+        .method("POST")
+        .uri("/2018-06-01/runtime/init/error")
+        .header("Lambda-Runtime-Function-Error-Type", ERROR_TYPE)
+        .header("Content-Type", "application/json")
+        .body(Body::from(body));
+    let sent = match (lambda_runtime_api_client::Client::builder().build(), request) {
+        (Ok(client), Ok(request)) => client.call(request).await.map(|_| ()).map_err(|e| e.to_string()),
+        (Err(e), _) => Err(e.to_string()),
+        (_, Err(e)) => Err(e.to_string()),
+    };
+    if let Err(e) = sent {
+        error!(error = %e, "could not report the init error to the runtime API");
+    }
+}

@@ -1,0 +1,20 @@
+//! Consumes `consolidation_completed` events from Kafka and stamps every
+//! chargeback of the consolidated day in DynamoDB, conditionally and idempotently.
+//!
+//! Layout: `domain` is the pure core (decoding, the stamp plan, outcomes and
+//! the response); `ports` are the traits it needs; `fanout` drives a store
+//! through them; `store` holds the DynamoDB adapter; `handler` is one
+//! invocation; `lambda` and `cli` are the two ways to run it.
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+#[cfg(feature = "embedded")]
+pub mod embedded;
+pub mod fanout;
+pub mod handler;
+pub mod lambda;
+pub mod ports;
+pub mod store;
+pub mod synthetic;
+pub mod telemetry;

@@ -1,0 +1,90 @@
+//! The capabilities the core needs from the outside world, as narrow traits.
+//! Adapters (under `store/`) implement them; unit tests use fakes.
+
+use std::future::Future;
+
+use thiserror::Error;
+
+use crate::domain::event::PartitionDate;
+use crate::domain::stamp::{KeySelection, StampResult, StampValues};
+
+/// What to do about a failed store call, decided by the adapter from the error
+/// itself, never from its text by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Throttling, 5xx, timeouts: the same request may succeed later.
+    Transient,
+    /// The request itself is wrong (e.g. a validation error): retrying it is pointless.
+    Permanent,
+    /// The data is fine but the setup is not (missing table, no permission,
+    /// endpoint unreachable): nothing in this invocation can succeed.
+    Setup,
+}
+
+#[derive(Debug, Clone, Error)]
+#[error("{operation} failed ({class:?}): {message}")]
+pub struct StoreError {
+    pub class: ErrorClass,
+    pub operation: &'static str,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(class: ErrorClass, operation: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            operation,
+            message: message.into(),
+        }
+    }
+}
+
+/// One page of keys and where the next one starts.
+pub struct KeyPage<K, C> {
+    pub keys: Vec<K>,
+    pub next: Option<C>,
+}
+
+/// The chargebacks table, as the fan-out sees it.
+///
+/// Keys are read page by page from one or more independent streams (one for an
+/// index query, several for a parallel scan), and each key is stamped with one
+/// conditional update.
+pub trait ChargebackStore: Send + Sync + 'static {
+    /// A record's primary key, opaque to the core.
+    type Key: Send + 'static;
+    /// Where a stream's next page starts.
+    type Cursor: Send + 'static;
+    /// A stamp turned into the adapter's request form once per message.
+    type PreparedStamp: Send + Sync + 'static;
+
+    /// How many independent key streams a selection is read through.
+    fn key_streams(&self) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
+    fn key_page(
+        &self,
+        selection: &KeySelection,
+        stream: u32,
+        cursor: Option<Self::Cursor>,
+    ) -> impl Future<Output = Result<KeyPage<Self::Key, Self::Cursor>, StoreError>> + Send;
+
+    /// Turns a stamp into the adapter's request form, once per message.
+    fn prepare_stamp(
+        &self,
+        values: &StampValues,
+    ) -> impl Future<Output = Result<Self::PreparedStamp, StoreError>> + Send;
+
+    /// Stamps one record if it exists and is not already at this execution or a newer one.
+    fn stamp(
+        &self,
+        key: Self::Key,
+        stamp: &Self::PreparedStamp,
+    ) -> impl Future<Output = Result<StampResult, StoreError>> + Send;
+
+    /// How many records of `date` were created at or after `created_from`.
+    fn count_created_from(
+        &self,
+        date: PartitionDate,
+        created_from: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}

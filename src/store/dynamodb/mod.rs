@@ -1,0 +1,461 @@
+//! The DynamoDB adapter: the only place that speaks `AttributeValue`.
+//!
+//! Keys come from the date index (`partition_date` + `created_at`) page by
+//! page, or from a parallel scan when the table has no such index. Each record
+//! gets one conditional `UpdateItem`.
+
+pub mod provision;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeyType, ProjectionType, ReturnValuesOnConditionCheckFailure, Select,
+};
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
+
+use crate::domain::event::PartitionDate;
+use crate::domain::stamp::{KeySelection, STATUS_COMPLETED, StampResult, StampValues};
+use crate::ports::{ChargebackStore, ErrorClass, KeyPage, StoreError};
+
+/// The attribute that records which execution stamped a record last.
+pub const EXECUTION_ATTRIBUTE: &str = "consolidation_execution";
+pub const PARTITION_DATE_ATTRIBUTE: &str = "partition_date";
+pub const CREATED_AT_ATTRIBUTE: &str = "created_at";
+
+/// Segments of the fallback scan. A scan reads the whole table, so it is
+/// split to finish in a reasonable time; more segments than this only add
+/// pagers competing with the updates for the same limiter.
+const SCAN_SEGMENTS: u32 = 8;
+
+/// Everything the SDK needs to retry on its own before an error reaches us:
+/// a few quick attempts (DynamoDB's usual base delay is tens of milliseconds).
+const SDK_MAX_ATTEMPTS: u32 = 3;
+const SDK_INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+/// A connect that takes longer than this will not succeed (no VPC endpoint,
+/// wrong security group): fail fast so the message is handed back promptly.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `SET` of every stamped attribute.
+const UPDATE_EXPRESSION: &str = "SET consolidation_status = :status, \
+     consolidation_s3_path = :s3_path, consolidation_date = :consolidation_date, \
+     consolidation_execution = :execution, consolidation_job_name = :job_name, \
+     output_format = :output_format, records_in_consolidation = :records, \
+     updated_at = :updated_at";
+/// The record exists (never create one) and is not at this execution or newer.
+const UPDATE_CONDITION: &str = "attribute_exists(#pk) AND \
+     (attribute_not_exists(consolidation_execution) OR consolidation_execution < :execution)";
+/// Read-side skip of records already at this execution or newer.
+const NOT_YET_STAMPED: &str =
+    "attribute_not_exists(#execution) OR #execution < :execution";
+
+/// Loads the AWS configuration the standard way (environment, profile, IMDS,
+/// `AWS_ENDPOINT_URL*`), with the region from our settings and our timeouts.
+pub async fn load_sdk_config(region: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        )
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(SDK_MAX_ATTEMPTS)
+                .with_initial_backoff(SDK_INITIAL_BACKOFF),
+        )
+        .load()
+        .await
+}
+
+/// How the table is laid out, read once with `DescribeTable`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableLayout {
+    pub hash_key: String,
+    pub range_key: Option<String>,
+    pub reader: KeyReader,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyReader {
+    /// Query the date index; when it projects `consolidation_execution`,
+    /// records already stamped are filtered out before they reach us.
+    Index { projects_execution: bool },
+    /// No date index: a parallel scan with the same filter (slow and costly).
+    Scan { segments: u32 },
+}
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    index: String,
+    layout: OnceCell<TableLayout>,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>, index: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            index: index.into(),
+            layout: OnceCell::new(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Reads the table layout now, at cold start. If DynamoDB does not answer,
+    /// the first message tries again, so an outage is handled per message and
+    /// never becomes an init failure.
+    pub async fn warm_up(&self) {
+        if let Err(error) = self.layout().await {
+            warn!(
+                table = %self.table,
+                error = %error,
+                "could not describe the table at start-up; will retry on the first message"
+            );
+        }
+    }
+
+    pub async fn layout(&self) -> Result<&TableLayout, StoreError> {
+        self.layout.get_or_try_init(|| self.describe()).await
+    }
+
+    async fn describe(&self) -> Result<TableLayout, StoreError> {
+        let output = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeTable", e))?;
+        let table = output.table().ok_or_else(|| {
+            StoreError::new(ErrorClass::Setup, "DescribeTable", "no table description returned")
+        })?;
+        let key_named = |kind: KeyType| {
+            table
+                .key_schema()
+                .iter()
+                .find(|k| *k.key_type() == kind)
+                .map(|k| k.attribute_name().to_owned())
+        };
+        let hash_key = key_named(KeyType::Hash).ok_or_else(|| {
+            StoreError::new(ErrorClass::Setup, "DescribeTable", "the table has no partition key")
+        })?;
+        let index = table
+            .global_secondary_indexes()
+            .iter()
+            .find(|i| i.index_name() == Some(self.index.as_str()));
+        let reader = match index {
+            Some(index) => {
+                let projection = index.projection();
+                let projects_execution = match projection.and_then(|p| p.projection_type()) {
+                    Some(ProjectionType::All) => true,
+                    Some(ProjectionType::Include) => projection
+                        .is_some_and(|p| p.non_key_attributes().iter().any(|a| a == EXECUTION_ATTRIBUTE)),
+                    _ => false,
+                };
+                info!(
+                    table = %self.table,
+                    index = %self.index,
+                    projects_execution,
+                    "reading keys from the date index"
+                );
+                KeyReader::Index { projects_execution }
+            }
+            None => {
+                warn!(
+                    table = %self.table,
+                    index = %self.index,
+                    "the table has no date index: falling back to a parallel Scan of the whole \
+                     table for every message, which is slow and consumes read capacity for \
+                     every record of every day; create the index (see the README's table contract)"
+                );
+                KeyReader::Scan {
+                    segments: SCAN_SEGMENTS,
+                }
+            }
+        };
+        Ok(TableLayout {
+            hash_key,
+            range_key: key_named(KeyType::Range),
+            reader,
+        })
+    }
+
+    fn key_projection(layout: &TableLayout) -> (String, HashMap<String, String>) {
+        let mut names = HashMap::from([("#pk".to_owned(), layout.hash_key.clone())]);
+        match &layout.range_key {
+            Some(range) => {
+                names.insert("#sk".to_owned(), range.clone());
+                ("#pk, #sk".to_owned(), names)
+            }
+            None => ("#pk".to_owned(), names),
+        }
+    }
+}
+
+/// A prepared conditional update: expression values built once per message.
+pub struct PreparedUpdate {
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+/// A primary key, as DynamoDB wants it back.
+pub type ItemKey = HashMap<String, AttributeValue>;
+
+impl ChargebackStore for DynamoStore {
+    type Key = ItemKey;
+    type Cursor = ItemKey;
+    type PreparedStamp = PreparedUpdate;
+
+    async fn key_streams(&self) -> Result<u32, StoreError> {
+        Ok(match self.layout().await?.reader {
+            KeyReader::Index { .. } => 1,
+            KeyReader::Scan { segments } => segments,
+        })
+    }
+
+    async fn key_page(
+        &self,
+        selection: &KeySelection,
+        stream: u32,
+        cursor: Option<ItemKey>,
+    ) -> Result<KeyPage<ItemKey, ItemKey>, StoreError> {
+        let layout = self.layout().await?;
+        let (projection, mut names) = Self::key_projection(layout);
+        names.insert("#date".into(), PARTITION_DATE_ATTRIBUTE.into());
+        names.insert("#created".into(), CREATED_AT_ATTRIBUTE.into());
+        let mut values = HashMap::from([
+            (":date".to_owned(), AttributeValue::S(selection.partition_date.to_string())),
+            (":before".to_owned(), AttributeValue::S(selection.created_before.clone())),
+        ]);
+        let mut skip_stamped = || {
+            names.insert("#execution".into(), EXECUTION_ATTRIBUTE.into());
+            values.insert(
+                ":execution".into(),
+                AttributeValue::N(selection.execution_sequence.to_string()),
+            );
+            NOT_YET_STAMPED
+        };
+        let (items, next) = match layout.reader {
+            KeyReader::Index { projects_execution } => {
+                let filter = projects_execution.then(&mut skip_stamped);
+                let output = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(&self.index)
+                    .key_condition_expression("#date = :date AND #created < :before")
+                    .set_filter_expression(filter.map(str::to_owned))
+                    .projection_expression(projection)
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(Some(values))
+                    .set_exclusive_start_key(cursor)
+                    .send()
+                    .await
+                    .map_err(|e| classify("Query", e))?;
+                (output.items, output.last_evaluated_key)
+            }
+            KeyReader::Scan { segments } => {
+                let filter = format!("#date = :date AND #created < :before AND ({})", skip_stamped());
+                let output = self
+                    .client
+                    .scan()
+                    .table_name(&self.table)
+                    .segment(i32::try_from(stream).unwrap_or(0))
+                    .total_segments(i32::try_from(segments).unwrap_or(1))
+                    .filter_expression(filter)
+                    .projection_expression(projection)
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(Some(values))
+                    .set_exclusive_start_key(cursor)
+                    .send()
+                    .await
+                    .map_err(|e| classify("Scan", e))?;
+                (output.items, output.last_evaluated_key)
+            }
+        };
+        Ok(KeyPage {
+            keys: items.unwrap_or_default(),
+            next: next.filter(|k| !k.is_empty()),
+        })
+    }
+
+    async fn prepare_stamp(&self, stamp: &StampValues) -> Result<PreparedUpdate, StoreError> {
+        let layout = self.layout().await?;
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        let n = |v: u64| AttributeValue::N(v.to_string());
+        Ok(PreparedUpdate {
+            names: HashMap::from([("#pk".to_owned(), layout.hash_key.clone())]),
+            values: HashMap::from([
+                (":status".to_owned(), s(STATUS_COMPLETED)),
+                (":s3_path".to_owned(), s(&stamp.s3_path)),
+                (":consolidation_date".to_owned(), s(&stamp.consolidation_date)),
+                (":execution".to_owned(), n(stamp.execution_sequence)),
+                (":job_name".to_owned(), s(&stamp.job_name)),
+                (":output_format".to_owned(), s(stamp.output_format)),
+                (":records".to_owned(), n(stamp.records_in_consolidation)),
+                (":updated_at".to_owned(), s(&stamp.updated_at)),
+            ]),
+        })
+    }
+
+    async fn stamp(&self, key: ItemKey, stamp: &PreparedUpdate) -> Result<StampResult, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression(UPDATE_EXPRESSION)
+            .condition_expression(UPDATE_CONDITION)
+            .set_expression_attribute_names(Some(stamp.names.clone()))
+            .set_expression_attribute_values(Some(stamp.values.clone()))
+            // Tells "already at this execution or newer" from "gone" at no extra cost.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(StampResult::Written),
+            Err(SdkError::ServiceError(service)) => match service.err() {
+                UpdateItemError::ConditionalCheckFailedException(failed) => {
+                    Ok(if failed.item().is_some_and(|item| !item.is_empty()) {
+                        StampResult::AlreadyApplied
+                    } else {
+                        StampResult::Missing
+                    })
+                }
+                _ => Err(classify("UpdateItem", SdkError::ServiceError(service))),
+            },
+            Err(other) => Err(classify("UpdateItem", other)),
+        }
+    }
+
+    async fn count_created_from(
+        &self,
+        date: PartitionDate,
+        created_from: &str,
+    ) -> Result<u64, StoreError> {
+        let layout = self.layout().await?;
+        let names = HashMap::from([
+            ("#date".to_owned(), PARTITION_DATE_ATTRIBUTE.to_owned()),
+            ("#created".to_owned(), CREATED_AT_ATTRIBUTE.to_owned()),
+        ]);
+        let values = HashMap::from([
+            (":date".to_owned(), AttributeValue::S(date.to_string())),
+            (":from".to_owned(), AttributeValue::S(created_from.to_owned())),
+        ]);
+        let condition = "#date = :date AND #created >= :from";
+        let mut total = 0_u64;
+        let mut cursor = None;
+        loop {
+            let (count, next) = match layout.reader {
+                KeyReader::Index { .. } => {
+                    let output = self
+                        .client
+                        .query()
+                        .table_name(&self.table)
+                        .index_name(&self.index)
+                        .key_condition_expression(condition)
+                        .select(Select::Count)
+                        .set_expression_attribute_names(Some(names.clone()))
+                        .set_expression_attribute_values(Some(values.clone()))
+                        .set_exclusive_start_key(cursor)
+                        .send()
+                        .await
+                        .map_err(|e| classify("Query", e))?;
+                    (output.count, output.last_evaluated_key)
+                }
+                KeyReader::Scan { .. } => {
+                    let output = self
+                        .client
+                        .scan()
+                        .table_name(&self.table)
+                        .filter_expression(condition)
+                        .select(Select::Count)
+                        .set_expression_attribute_names(Some(names.clone()))
+                        .set_expression_attribute_values(Some(values.clone()))
+                        .set_exclusive_start_key(cursor)
+                        .send()
+                        .await
+                        .map_err(|e| classify("Scan", e))?;
+                    (output.count, output.last_evaluated_key)
+                }
+            };
+            total += u64::try_from(count).unwrap_or(0);
+            match next.filter(|k| !k.is_empty()) {
+                Some(next) => cursor = Some(next),
+                None => return Ok(total),
+            }
+        }
+    }
+}
+
+/// Error codes DynamoDB uses for "too fast, try again later".
+const THROTTLING_CODES: [&str; 4] = [
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TransactionConflictException",
+];
+/// Error codes that say the setup is wrong, not the request.
+const SETUP_CODES: [&str; 7] = [
+    "ResourceNotFoundException",
+    "AccessDeniedException",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "MissingAuthenticationTokenException",
+    "ExpiredTokenException",
+    "IncompleteSignatureException",
+];
+
+/// Decides what a failed call means, from the error's type and code.
+pub fn classify<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let class = match &error {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => ErrorClass::Transient,
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => ErrorClass::Transient,
+        // Connection refused or reset after the SDK's own retries: the endpoint is unreachable.
+        SdkError::DispatchFailure(failure) if failure.is_io() => ErrorClass::Setup,
+        SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) => ErrorClass::Setup,
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default();
+            if THROTTLING_CODES.contains(&code) || service.raw().status().is_server_error() {
+                ErrorClass::Transient
+            } else if SETUP_CODES.contains(&code) {
+                ErrorClass::Setup
+            } else {
+                ErrorClass::Permanent
+            }
+        }
+        _ => ErrorClass::Transient,
+    };
+    StoreError::new(class, operation, DisplayErrorContext(&error).to_string())
+}
+
+/// A client for a local DynamoDB-compatible server (the embedded engine,
+/// DynamoDB Local): the SDK configuration as loaded, with this endpoint and
+/// static credentials, since a local server accepts any.
+pub fn local_client(sdk: &SdkConfig, endpoint: &str) -> Client {
+    let config = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "local", "local", None, None, "local",
+        ))
+        .build();
+    Client::from_conf(config)
+}

@@ -1,0 +1,200 @@
+//! Creating a chargebacks table that follows the table contract, and loading
+//! records into it: for the demo, the tests and the benchmark, on local
+//! DynamoDB-compatible servers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, PutRequest, ScalarAttributeType, TableStatus, WriteRequest,
+};
+use tokio::task::JoinSet;
+
+use super::{CREATED_AT_ATTRIBUTE, EXECUTION_ATTRIBUTE, PARTITION_DATE_ATTRIBUTE, classify};
+use crate::ports::{ErrorClass, StoreError};
+use crate::synthetic::Chargeback;
+
+pub const HASH_KEY: &str = "chargeback_id";
+/// DynamoDB's limit of items per `BatchWriteItem`.
+const BATCH_WRITE_LIMIT: usize = 25;
+
+/// The date index's projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexProjection {
+    KeysOnly,
+    /// Keys plus `consolidation_execution`: stamped records can be skipped on read.
+    IncludeExecution,
+}
+
+/// Which variant of the table contract to create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableShape {
+    /// `created_at` as the sort key (hash + range table), or hash only.
+    pub created_at_sort_key: bool,
+    /// The date index, or none (the store falls back to a scan).
+    pub index: Option<IndexProjection>,
+}
+
+impl Default for TableShape {
+    fn default() -> Self {
+        Self {
+            created_at_sort_key: false,
+            index: Some(IndexProjection::KeysOnly),
+        }
+    }
+}
+
+fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, StoreError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .map_err(|e| StoreError::new(ErrorClass::Permanent, "CreateTable", e.to_string()))
+}
+
+fn string_attribute(name: &str) -> Result<AttributeDefinition, StoreError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(|e| StoreError::new(ErrorClass::Permanent, "CreateTable", e.to_string()))
+}
+
+/// Creates the table (on-demand billing) and waits until it is active.
+pub async fn create_table(
+    client: &Client,
+    table: &str,
+    index_name: &str,
+    shape: TableShape,
+) -> Result<(), StoreError> {
+    let mut request = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key(HASH_KEY, KeyType::Hash)?)
+        .attribute_definitions(string_attribute(HASH_KEY)?);
+    let mut defined_created_at = false;
+    if shape.created_at_sort_key {
+        request = request
+            .key_schema(key(CREATED_AT_ATTRIBUTE, KeyType::Range)?)
+            .attribute_definitions(string_attribute(CREATED_AT_ATTRIBUTE)?);
+        defined_created_at = true;
+    }
+    if let Some(projection) = shape.index {
+        let projection = match projection {
+            IndexProjection::KeysOnly => Projection::builder()
+                .projection_type(ProjectionType::KeysOnly)
+                .build(),
+            IndexProjection::IncludeExecution => Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .non_key_attributes(EXECUTION_ATTRIBUTE)
+                .build(),
+        };
+        let index = GlobalSecondaryIndex::builder()
+            .index_name(index_name)
+            .key_schema(key(PARTITION_DATE_ATTRIBUTE, KeyType::Hash)?)
+            .key_schema(key(CREATED_AT_ATTRIBUTE, KeyType::Range)?)
+            .projection(projection)
+            .build()
+            .map_err(|e| StoreError::new(ErrorClass::Permanent, "CreateTable", e.to_string()))?;
+        request = request
+            .global_secondary_indexes(index)
+            .attribute_definitions(string_attribute(PARTITION_DATE_ATTRIBUTE)?);
+        if !defined_created_at {
+            request = request.attribute_definitions(string_attribute(CREATED_AT_ATTRIBUTE)?);
+        }
+    }
+    request.send().await.map_err(|e| classify("CreateTable", e))?;
+    for _ in 0..600 {
+        let described = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeTable", e))?;
+        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(StoreError::new(ErrorClass::Setup, "CreateTable", format!("table {table} did not become active")))
+}
+
+/// A chargeback as a DynamoDB item.
+pub fn chargeback_item(chargeback: &Chargeback) -> HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+    HashMap::from([
+        (HASH_KEY.to_owned(), S(chargeback.chargeback_id.clone())),
+        (PARTITION_DATE_ATTRIBUTE.to_owned(), S(chargeback.partition_date.clone())),
+        (CREATED_AT_ATTRIBUTE.to_owned(), S(chargeback.created_at.clone())),
+        ("merchant_id".to_owned(), S(chargeback.merchant_id.clone())),
+        ("amount_cents".to_owned(), N(chargeback.amount_cents.to_string())),
+        ("currency".to_owned(), S(chargeback.currency.to_owned())),
+        ("reason_code".to_owned(), S(chargeback.reason_code.to_owned())),
+        ("status".to_owned(), S("open".to_owned())),
+    ])
+}
+
+/// Writes chargebacks with `BatchWriteItem`, `concurrency` requests at a time,
+/// resending whatever the server leaves unprocessed. Returns how many were written.
+pub async fn put_chargebacks(
+    client: &Client,
+    table: &str,
+    chargebacks: impl Iterator<Item = Chargeback>,
+    concurrency: usize,
+) -> Result<u64, StoreError> {
+    let mut in_flight = JoinSet::new();
+    let mut written = 0_u64;
+    let mut batch = Vec::with_capacity(BATCH_WRITE_LIMIT);
+    let mut chargebacks = chargebacks.peekable();
+    while chargebacks.peek().is_some() || !batch.is_empty() {
+        batch.extend(chargebacks.by_ref().take(BATCH_WRITE_LIMIT - batch.len()));
+        let requests = std::mem::take(&mut batch)
+            .iter()
+            .map(|c| {
+                PutRequest::builder()
+                    .set_item(Some(chargeback_item(c)))
+                    .build()
+                    .map(|put| WriteRequest::builder().put_request(put).build())
+                    .map_err(|e| StoreError::new(ErrorClass::Permanent, "BatchWriteItem", e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if in_flight.len() >= concurrency.max(1)
+            && let Some(done) = in_flight.join_next().await
+        {
+            written += joined(done)?;
+        }
+        in_flight.spawn(write_batch(client.clone(), table.to_owned(), requests));
+    }
+    while let Some(done) = in_flight.join_next().await {
+        written += joined(done)?;
+    }
+    Ok(written)
+}
+
+fn joined(done: Result<Result<u64, StoreError>, tokio::task::JoinError>) -> Result<u64, StoreError> {
+    done.map_err(|e| StoreError::new(ErrorClass::Transient, "BatchWriteItem", e.to_string()))?
+}
+
+async fn write_batch(client: Client, table: String, mut requests: Vec<WriteRequest>) -> Result<u64, StoreError> {
+    let total = requests.len() as u64;
+    for attempt in 0..10_u32 {
+        let output = client
+            .batch_write_item()
+            .request_items(table.clone(), requests)
+            .send()
+            .await
+            .map_err(|e| classify("BatchWriteItem", e))?;
+        requests = output
+            .unprocessed_items
+            .and_then(|mut left| left.remove(&table))
+            .unwrap_or_default();
+        if requests.is_empty() {
+            return Ok(total);
+        }
+        tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
+    }
+    Err(StoreError::new(ErrorClass::Transient, "BatchWriteItem", "items left unprocessed after 10 attempts"))
+}

@@ -1,0 +1,3 @@
+//! Adapters behind the core's ports.
+
+pub mod dynamodb;
