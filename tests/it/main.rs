@@ -1,1 +1,77 @@
-fn main() {}
+//! One integration-test binary. Scenarios run against every real backend: the
+//! embedded engine always, DynamoDB Local when `DYNAMODB_LOCAL_ENDPOINT` names
+//! it (`.ci/run` starts it and sets it). Without it those tests are listed as
+//! ignored and a notice says so: nothing skips silently.
+
+mod binary;
+mod scenarios;
+mod support;
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+use support::Backend;
+
+const DYNAMODB_LOCAL_ENDPOINT: &str = "DYNAMODB_LOCAL_ENDPOINT";
+
+fn run(test: impl Future<Output = anyhow::Result<()>>) -> Result<(), Failed> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failed::from(format!("runtime: {e}")))?;
+    runtime
+        .block_on(test)
+        .map_err(|e| Failed::from(format!("{e:#}")))
+}
+
+fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    let dynamodb_local = std::env::var(DYNAMODB_LOCAL_ENDPOINT)
+        .ok()
+        .filter(|e| !e.is_empty());
+    let notice = match &dynamodb_local {
+        Some(endpoint) => format!("DynamoDB Local suite: running against {endpoint}"),
+        None => format!(
+            "DynamoDB Local suite: NOT RUN ({DYNAMODB_LOCAL_ENDPOINT} is not set; its tests are \
+             listed as ignored). `.ci/run` starts DynamoDB Local and runs it."
+        ),
+    };
+    eprintln!("{notice}");
+
+    let mut trials = Vec::new();
+    for (name, scenario) in scenarios::ALL {
+        let scenario = *scenario;
+        trials.push(Trial::test(format!("embedded::{name}"), move || {
+            run(scenario(Backend::Embedded))
+        }));
+        let backend = dynamodb_local.clone().map(Backend::DynamoDbLocal);
+        let ignored = backend.is_none();
+        trials.push(
+            Trial::test(format!("dynamodb_local::{name}"), move || match backend {
+                Some(backend) => run(scenario(backend)),
+                None => Err(Failed::from(format!("{DYNAMODB_LOCAL_ENDPOINT} is not set"))),
+            })
+            .with_ignored_flag(ignored),
+        );
+    }
+    macro_rules! binary_tests {
+        ($($name:ident),* $(,)?) => {
+            $(trials.push(Trial::test(concat!("binary::", stringify!($name)), || run(binary::$name())));)*
+        };
+    }
+    binary_tests![
+        the_runtime_polls_handles_a_kafka_event_and_posts_the_response,
+        a_payload_that_is_not_a_kafka_event_fails_the_invocation,
+        an_invalid_setting_is_reported_to_the_init_error_endpoint,
+        cold_start_is_measured_to_the_first_poll,
+        the_invoke_command_prints_the_response_and_logs_to_stderr,
+        an_unreachable_dynamodb_hands_every_message_back,
+    ];
+
+    let conclusion = libtest_mimic::run(&args, trials);
+    eprintln!("{notice}");
+    conclusion.exit_code()
+}

@@ -1,0 +1,351 @@
+//! The real binary: as a Lambda custom runtime against a runtime-API stub,
+//! and as the `invoke` CLI. DynamoDB is the embedded engine on loopback.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, ensure};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use consolidation_updater::store::dynamodb::provision::TableShape;
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+use tokio::sync::{Mutex, Notify};
+
+use crate::support::*;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_consolidation-updater");
+const REQUEST_ID: &str = "8476a536-e9f4-11e8-9739-2dfe598c3fcd";
+
+/// What the stub saw, in order.
+#[derive(Default)]
+struct Seen {
+    first_poll: Option<Instant>,
+    polls: usize,
+    response: Option<Value>,
+    invocation_error: Option<Value>,
+    init_error: Option<(Option<String>, Value)>,
+}
+
+#[derive(Clone)]
+struct Stub {
+    event: Value,
+    seen: Arc<Mutex<Seen>>,
+    changed: Arc<Notify>,
+}
+
+async fn next(State(stub): State<Stub>) -> impl IntoResponse {
+    let first = {
+        let mut seen = stub.seen.lock().await;
+        seen.first_poll.get_or_insert_with(Instant::now);
+        seen.polls += 1;
+        seen.polls == 1
+    };
+    stub.changed.notify_waiters();
+    if !first {
+        // One invocation per test: later polls wait until the process is killed.
+        std::future::pending::<()>().await;
+    }
+    let deadline = chrono::Utc::now().timestamp_millis() + 60_000;
+    (
+        [
+            ("Lambda-Runtime-Aws-Request-Id", REQUEST_ID.to_owned()),
+            ("Lambda-Runtime-Deadline-Ms", deadline.to_string()),
+            (
+                "Lambda-Runtime-Invoked-Function-Arn",
+                "arn:aws:lambda:sa-east-1:123456789012:function:consolidation-updater".to_owned(),
+            ),
+            ("Lambda-Runtime-Trace-Id", "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1".to_owned()),
+        ],
+        stub.event.to_string(),
+    )
+}
+
+async fn response(State(stub): State<Stub>, Path(_id): Path<String>, body: String) -> StatusCode {
+    stub.seen.lock().await.response = serde_json::from_str(&body).ok();
+    stub.changed.notify_waiters();
+    StatusCode::ACCEPTED
+}
+
+async fn invocation_error(State(stub): State<Stub>, Path(_id): Path<String>, body: String) -> StatusCode {
+    stub.seen.lock().await.invocation_error = serde_json::from_str(&body).ok();
+    stub.changed.notify_waiters();
+    StatusCode::ACCEPTED
+}
+
+async fn init_error(State(stub): State<Stub>, headers: HeaderMap, body: String) -> StatusCode {
+    let error_type = headers
+        .get("Lambda-Runtime-Function-Error-Type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    stub.seen.lock().await.init_error = Some((error_type, serde_json::from_str(&body).unwrap_or_default()));
+    stub.changed.notify_waiters();
+    StatusCode::ACCEPTED
+}
+
+/// Starts the stub on loopback; returns its `host:port`.
+async fn start_stub(stub: Stub) -> anyhow::Result<String> {
+    let app = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(invocation_error))
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .with_state(stub);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let address = listener.local_addr()?.to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(address)
+}
+
+/// Lambda's environment for a custom runtime, with static credentials as Lambda
+/// provides them (so the SDK probes nothing).
+fn lambda_command(runtime_api: &str, dynamodb: &str, table: &str) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "consolidation-updater")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_SESSION_TOKEN", "local")
+        .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb)
+        .env("DYNAMODB_TABLE_NAME", table)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+async fn wait_for(stub: &Stub, what: impl Fn(&Seen) -> bool) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let changed = stub.changed.notified();
+            if what(&*stub.seen.lock().await) {
+                return;
+            }
+            changed.await;
+        }
+    })
+    .await
+    .map_err(|_| anyhow!("the runtime did not get there within 30 s"))
+}
+
+async fn stop(mut child: Child) -> anyhow::Result<(String, String)> {
+    let _ = child.start_kill();
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut stdout).await?;
+    }
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut stderr).await?;
+    }
+    let _ = child.wait().await;
+    Ok((stdout, stderr))
+}
+
+pub async fn the_runtime_polls_handles_a_kafka_event_and_posts_the_response() -> anyhow::Result<()> {
+    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    table
+        .seed(std::iter::once(chargeback("cb-1", "2025-11-20", "2025-11-20T06:00:00.000Z")))
+        .await?;
+    let stub = Stub {
+        event: sample_event(),
+        seen: Arc::default(),
+        changed: Arc::default(),
+    };
+    let api = start_stub(stub.clone()).await?;
+    let child = lambda_command(&api, &table.endpoint, &table.name).spawn()?;
+    wait_for(&stub, |s| s.response.is_some()).await?;
+    let (stdout, stderr) = stop(child).await?;
+
+    let response = stub.seen.lock().await.response.clone();
+    ensure!(
+        response == Some(serde_json::json!({"batchItemFailures": []})),
+        "response {response:?}; stderr: {stderr}"
+    );
+    ensure!(table.execution_of(&chargeback("cb-1", "2025-11-20", "")).await? == Some(2));
+
+    // Every stdout line is one JSON object with timestamp, level and message.
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).with_context(|| format!("not JSON: {line}")))
+        .collect::<anyhow::Result<_>>()?;
+    ensure!(!lines.is_empty(), "no log output");
+    for line in &lines {
+        for field in ["timestamp", "level", "message"] {
+            ensure!(line.get(field).is_some(), "no {field} in {line}");
+        }
+    }
+    let in_invocation: Vec<&Value> = lines.iter().filter(|l| l.get("request_id").is_some()).collect();
+    ensure!(in_invocation.iter().all(|l| l["request_id"] == REQUEST_ID));
+    let applied = lines
+        .iter()
+        .find(|l| l["message"] == "applied")
+        .ok_or_else(|| anyhow!("no 'applied' line in {stdout}"))?;
+    for field in ["request_id", "topic", "partition", "offset", "partition_date", "execution_sequence", "correlation_id"] {
+        ensure!(applied.get(field).is_some(), "no {field} in {applied}");
+    }
+    ensure!(applied["correlation_id"] == "poc-chargeback-dev-chargebacks-consolidation:2025-11-20:2");
+    let metrics = lines
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .filter(|m| m.contains("METRICS: messages_processed=1, messages_failed=0, chargebacks_updated=1"))
+        .count();
+    ensure!(metrics == 1, "expected one METRICS line, found {metrics}: {stdout}");
+    Ok(())
+}
+
+pub async fn a_payload_that_is_not_a_kafka_event_fails_the_invocation() -> anyhow::Result<()> {
+    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let stub = Stub {
+        event: serde_json::json!({"Records": [{"eventSource": "aws:sqs", "body": "{}"}]}),
+        seen: Arc::default(),
+        changed: Arc::default(),
+    };
+    let api = start_stub(stub.clone()).await?;
+    let child = lambda_command(&api, &table.endpoint, &table.name).spawn()?;
+    wait_for(&stub, |s| s.invocation_error.is_some()).await?;
+    stop(child).await?;
+    let error = stub.seen.lock().await.invocation_error.clone().unwrap_or_default();
+    ensure!(error["errorType"] == "InvalidKafkaEvent", "{error}");
+    ensure!(
+        error["errorMessage"].as_str().is_some_and(|m| m.contains("not a Lambda Kafka event")),
+        "{error}"
+    );
+    Ok(())
+}
+
+pub async fn an_invalid_setting_is_reported_to_the_init_error_endpoint() -> anyhow::Result<()> {
+    let stub = Stub {
+        event: sample_event(),
+        seen: Arc::default(),
+        changed: Arc::default(),
+    };
+    let api = start_stub(stub.clone()).await?;
+    let mut command = lambda_command(&api, "http://127.0.0.1:9", "chargebacks");
+    command.env("MAX_CONCURRENCY", "lots");
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output()).await??;
+    ensure!(!output.status.success(), "the process should exit non-zero");
+    let seen = stub.seen.lock().await;
+    let (error_type, body) = seen.init_error.clone().ok_or_else(|| anyhow!("no init error posted"))?;
+    ensure!(error_type.as_deref() == Some("Runtime.InvalidConfiguration"));
+    ensure!(
+        body["errorMessage"].as_str().is_some_and(|m| m.contains("MAX_CONCURRENCY")),
+        "{body}"
+    );
+    ensure!(seen.polls == 0, "it must not poll for events after a failed init");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(stdout.contains("MAX_CONCURRENCY"), "the log names the variable: {stdout}");
+    Ok(())
+}
+
+/// Cold start: process start to the first runtime-API poll, with the table
+/// described at init. Printed (median of several runs), not asserted: speed is
+/// measured, not tested.
+pub async fn cold_start_is_measured_to_the_first_poll() -> anyhow::Result<()> {
+    const RUNS: usize = 7;
+    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let mut samples = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let stub = Stub {
+            event: sample_event(),
+            seen: Arc::default(),
+            changed: Arc::default(),
+        };
+        let api = start_stub(stub.clone()).await?;
+        let spawned = Instant::now();
+        let child = lambda_command(&api, &table.endpoint, &table.name).spawn()?;
+        wait_for(&stub, |s| s.first_poll.is_some()).await?;
+        let first_poll = stub.seen.lock().await.first_poll.ok_or_else(|| anyhow!("no poll"))?;
+        samples.push(first_poll.duration_since(spawned));
+        stop(child).await?;
+    }
+    samples.sort();
+    let median = samples[RUNS / 2];
+    eprintln!(
+        "cold start (process start to first runtime-API poll, DescribeTable included, local, no TLS): \
+         median {:.1} ms over {RUNS} runs (min {:.1} ms, max {:.1} ms)",
+        median.as_secs_f64() * 1e3,
+        samples[0].as_secs_f64() * 1e3,
+        samples[RUNS - 1].as_secs_f64() * 1e3
+    );
+    ensure!(median > Duration::ZERO);
+    Ok(())
+}
+
+pub async fn the_invoke_command_prints_the_response_and_logs_to_stderr() -> anyhow::Result<()> {
+    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    table
+        .seed(std::iter::once(chargeback("cb-9", "2025-11-20", "2025-11-20T18:00:00.000Z")))
+        .await?;
+    let event = concat!(env!("CARGO_MANIFEST_DIR"), "/events/self-managed-kafka-event.json");
+    let output = Command::new(BINARY)
+        .args(["invoke", "--event", event])
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_ENDPOINT_URL_DYNAMODB", &table.endpoint)
+        .env("DYNAMODB_TABLE_NAME", &table.name)
+        .env("LOG_FORMAT", "json")
+        .output()
+        .await?;
+    let stdout = String::from_utf8(output.stdout)?;
+    let stderr = String::from_utf8(output.stderr)?;
+    ensure!(output.status.success(), "{stderr}");
+    let response: Value = serde_json::from_str(stdout.trim()).with_context(|| format!("stdout: {stdout}"))?;
+    ensure!(response == serde_json::json!({"batchItemFailures": []}), "{response}");
+    ensure!(table.execution_of(&chargeback("cb-9", "2025-11-20", "")).await? == Some(4));
+    ensure!(
+        stderr.contains("\"correlation_id\":\"glue-run-7f3a\""),
+        "the header's correlation id (signed bytes) is used: {stderr}"
+    );
+    Ok(())
+}
+
+/// With DynamoDB unreachable every message is handed back, promptly, and the
+/// invocation itself still answers.
+pub async fn an_unreachable_dynamodb_hands_every_message_back() -> anyhow::Result<()> {
+    let closed = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let endpoint = format!("http://{}", closed.local_addr()?);
+    drop(closed);
+    let sdk = consolidation_updater::store::dynamodb::load_sdk_config(REGION).await;
+    let client = consolidation_updater::store::dynamodb::local_client(&sdk, &endpoint);
+    let store = Arc::new(consolidation_updater::store::dynamodb::DynamoStore::new(client, "chargebacks", INDEX));
+    let handler = Arc::new(consolidation_updater::handler::BatchHandler::new(
+        consolidation_updater::fanout::FanOut::new(store, 8, Arc::default()),
+    ));
+    let event = |sequence| consolidation("2025-11-20", sequence, 4, "2025-11-20T06:30:00");
+    let messages = [
+        Message::json(0, 10, &event(1)),
+        Message::json(0, 11, &event(2)),
+        Message::json(1, 20, &event(3)),
+        Message::json(1, 21, &event(4)),
+    ];
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        handler.handle(kafka_event(&messages), "unreachable"),
+    )
+    .await??;
+    let elapsed = started.elapsed();
+    let listed: Vec<i64> = outcome
+        .response()
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.offset)
+        .collect();
+    ensure!(listed == [10, 11, 20, 21], "listed {listed:?}");
+    ensure!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+    eprintln!("unreachable DynamoDB: 4 messages handed back in {:.2} s", elapsed.as_secs_f64());
+    Ok(())
+}
