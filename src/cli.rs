@@ -75,7 +75,11 @@ fn read_event(path: &PathBuf) -> anyhow::Result<Value> {
 
 /// A request id for a run outside Lambda, so its log lines can be found together.
 fn local_request_id() -> String {
-    format!("local-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis())
+    format!(
+        "local-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    )
 }
 
 async fn invoke(settings: &Settings, event: PathBuf) -> anyhow::Result<ExitCode> {
@@ -134,8 +138,12 @@ pub mod demo {
         #[arg(long, default_value_t = 100_000)]
         records: u64,
         /// Keep the engine's data in this SQLite file instead of in memory.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "endpoint")]
         db: Option<PathBuf>,
+        /// Use this DynamoDB-compatible server (e.g. DynamoDB Local at
+        /// http://127.0.0.1:8000) instead of the embedded engine.
+        #[arg(long)]
+        endpoint: Option<String>,
     }
 
     pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -145,20 +153,45 @@ pub mod demo {
         };
         let event = first_consolidation_event(&payload)?;
 
-        let server = EmbeddedServer::start(args.db.as_deref()).await?;
+        // Kept alive until the end of the run when used.
+        let server = match &args.endpoint {
+            Some(_) => None,
+            None => Some(EmbeddedServer::start(args.db.as_deref()).await?),
+        };
+        let endpoint = match (&server, &args.endpoint) {
+            (Some(server), _) => server.endpoint().to_owned(),
+            (None, Some(endpoint)) => endpoint.clone(),
+            (None, None) => bail!("no DynamoDB endpoint"),
+        };
         let sdk = load_sdk_config(&settings.region).await;
-        let client = local_client(&sdk, server.endpoint());
+        let client = local_client(&sdk, &endpoint);
         let table = settings.table_name.as_str();
-        println!("Embedded DynamoDB-compatible engine at {}", server.endpoint());
+        match &server {
+            Some(_) => println!("Embedded DynamoDB-compatible engine at {endpoint}"),
+            None => println!("DynamoDB-compatible server at {endpoint}"),
+        }
 
-        let day = SyntheticDay::around(event.execution_time, event.partition_date.date(), args.records);
-        let exists = client.describe_table().table_name(table).send().await.is_ok();
+        let day = SyntheticDay::around(
+            event.execution_time,
+            event.partition_date.date(),
+            args.records,
+        );
+        let exists = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .is_ok();
         if exists {
-            println!("Table {table} already exists in {}: not seeding it again", db_name(&args));
+            println!(
+                "Table {table} already exists in {}: not seeding it again",
+                db_name(&args)
+            );
         } else {
             create_table(&client, table, &settings.date_index, TableShape::default()).await?;
             let seeding = Instant::now();
-            let seeded = put_chargebacks(&client, table, day.chargebacks(), SEED_CONCURRENCY).await?;
+            let seeded =
+                put_chargebacks(&client, table, day.chargebacks(), SEED_CONCURRENCY).await?;
             println!(
                 "Seeded {seeded} chargebacks in {:.1} s: {} of {} created up to {}, {} after it, {} on other days",
                 seeding.elapsed().as_secs_f64(),
@@ -205,7 +238,9 @@ pub mod demo {
         let left = store
             .count_created_from(
                 event.partition_date,
-                &crate::domain::stamp::StampPlan::for_event(&event, Utc::now()).selection.created_before,
+                &crate::domain::stamp::StampPlan::for_event(&event, Utc::now())
+                    .selection
+                    .created_before,
             )
             .await?;
         let seconds = elapsed.as_secs_f64();
@@ -224,13 +259,20 @@ pub mod demo {
             "  left for the next execution (created after {}): {left}",
             event.execution_time.format("%Y-%m-%dT%H:%M:%S")
         );
-        println!("  messages: {} applied, {} skipped, {} handed back", summary.messages_processed, summary.messages_skipped, summary.messages_failed);
+        println!(
+            "  messages: {} applied, {} skipped, {} handed back",
+            summary.messages_processed, summary.messages_skipped, summary.messages_failed
+        );
         println!("Response: {}", serde_json::to_string(&outcome.response())?);
         Ok(ExitCode::SUCCESS)
     }
 
     fn db_name(args: &DemoArgs) -> String {
-        args.db.as_ref().map_or_else(|| "memory".into(), |p| p.display().to_string())
+        match (&args.db, &args.endpoint) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Some(endpoint)) => endpoint.clone(),
+            (None, None) => "memory".into(),
+        }
     }
 
     /// The demo seeds the day of the event's first consolidation message.

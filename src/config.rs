@@ -136,7 +136,11 @@ fn region(value: String) -> Result<String, ConfigError> {
     if ok {
         Ok(value)
     } else {
-        Err(invalid("AWS_REGION", &value, "expected a region name such as sa-east-1"))
+        Err(invalid(
+            "AWS_REGION",
+            &value,
+            "expected a region name such as sa-east-1",
+        ))
     }
 }
 
@@ -156,7 +160,11 @@ fn queue_url(value: &str) -> Result<String, ConfigError> {
     if trimmed.starts_with("https://") || trimmed.starts_with("http://") {
         Ok(trimmed.to_owned())
     } else {
-        Err(invalid("DLQ_URL", value, "expected an SQS queue URL (https://...)"))
+        Err(invalid(
+            "DLQ_URL",
+            value,
+            "expected an SQS queue URL (https://...)",
+        ))
     }
 }
 
@@ -203,12 +211,20 @@ mod tests {
         assert_eq!(s.log_format, Some(LogFormat::Json));
         assert_eq!(s.date_index, "by-date");
         assert_eq!(s.max_concurrency, 16);
-        assert_eq!(s.dlq_url.as_deref(), Some("https://sqs.us-east-2.amazonaws.com/1/dlq"));
+        assert_eq!(
+            s.dlq_url.as_deref(),
+            Some("https://sqs.us-east-2.amazonaws.com/1/dlq")
+        );
     }
 
     #[test]
     fn log_levels_are_case_insensitive_and_accept_warning() {
-        for (value, level) in [("Info", LevelFilter::INFO), ("WARNING", LevelFilter::WARN), ("warn", LevelFilter::WARN), ("ERROR", LevelFilter::ERROR)] {
+        for (value, level) in [
+            ("Info", LevelFilter::INFO),
+            ("WARNING", LevelFilter::WARN),
+            ("warn", LevelFilter::WARN),
+            ("ERROR", LevelFilter::ERROR),
+        ] {
             assert_eq!(settings(&[("LOG_LEVEL", value)]).unwrap().log_level, level);
         }
     }
@@ -246,6 +262,9 @@ mod tests {
     #[test]
     fn empty_values_count_as_unset() {
         let s = settings(&[("DLQ_URL", ""), ("LOG_LEVEL", " "), ("MAX_CONCURRENCY", "")]).unwrap();
-        assert_eq!((s.dlq_url, s.log_level, s.max_concurrency), (None, LevelFilter::INFO, DEFAULT_MAX_CONCURRENCY));
+        assert_eq!(
+            (s.dlq_url, s.log_level, s.max_concurrency),
+            (None, LevelFilter::INFO, DEFAULT_MAX_CONCURRENCY)
+        );
     }
 }

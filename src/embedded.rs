@@ -32,9 +32,13 @@ impl EmbeddedServer {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let (shutdown, stopped) = oneshot::channel::<()>();
-        tokio::spawn(dynoxide::server::serve_with_shutdown(listener, database, async {
-            let _ = stopped.await;
-        }));
+        tokio::spawn(dynoxide::server::serve_with_shutdown(
+            listener,
+            database,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Ok(Self {
             endpoint,
             shutdown: Some(shutdown),

@@ -231,7 +231,11 @@ pub(crate) mod fake {
         }
 
         pub fn execution_of(&self, id: &str) -> Option<u64> {
-            self.records.lock().unwrap().get(id).and_then(|r| r.execution)
+            self.records
+                .lock()
+                .unwrap()
+                .get(id)
+                .and_then(|r| r.execution)
         }
     }
 
@@ -259,7 +263,8 @@ pub(crate) mod fake {
                 .enumerate()
                 .filter(|(i, _)| *i as u32 % self.streams == stream)
                 .filter(|(_, (_, r))| {
-                    r.partition_date == date && r.created_at.as_str() < selection.created_before.as_str()
+                    r.partition_date == date
+                        && r.created_at.as_str() < selection.created_before.as_str()
                 })
                 .map(|(_, (id, _))| id.clone())
                 .collect();
@@ -281,7 +286,11 @@ pub(crate) mod fake {
             tokio::task::yield_now().await;
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             if self.fail_on.as_deref() == Some(key.as_str()) {
-                return Err(StoreError::new(ErrorClass::Transient, "UpdateItem", "throttled"));
+                return Err(StoreError::new(
+                    ErrorClass::Transient,
+                    "UpdateItem",
+                    "throttled",
+                ));
             }
             if self.deleted_before_update.contains(&key) {
                 return Ok(StampResult::Missing);
@@ -290,14 +299,21 @@ pub(crate) mod fake {
             let Some(record) = records.get_mut(&key) else {
                 return Ok(StampResult::Missing);
             };
-            if record.execution.is_some_and(|e| e >= stamp.execution_sequence) {
+            if record
+                .execution
+                .is_some_and(|e| e >= stamp.execution_sequence)
+            {
                 return Ok(StampResult::AlreadyApplied);
             }
             record.execution = Some(stamp.execution_sequence);
             Ok(StampResult::Written)
         }
 
-        async fn count_created_from(&self, date: PartitionDate, from: &str) -> Result<u64, StoreError> {
+        async fn count_created_from(
+            &self,
+            date: PartitionDate,
+            from: &str,
+        ) -> Result<u64, StoreError> {
             let date = date.to_string();
             Ok(self
                 .records
@@ -327,12 +343,25 @@ mod tests {
 
     fn day(n_before: usize, n_after: usize) -> Vec<(String, FakeRecord)> {
         let before = (0..n_before).map(|i| {
-            (format!("cb-{i:04}"), record("2025-11-20", &format!("2025-11-20T05:{:02}:00Z", i % 60), None))
+            (
+                format!("cb-{i:04}"),
+                record(
+                    "2025-11-20",
+                    &format!("2025-11-20T05:{:02}:00Z", i % 60),
+                    None,
+                ),
+            )
         });
         let after = (0..n_after).map(|i| {
-            (format!("late-{i:04}"), record("2025-11-20", "2025-11-20T07:00:00.000Z", None))
+            (
+                format!("late-{i:04}"),
+                record("2025-11-20", "2025-11-20T07:00:00.000Z", None),
+            )
         });
-        let other_day = std::iter::once(("other".to_owned(), record("2025-11-19", "2025-11-19T01:00:00Z", None)));
+        let other_day = std::iter::once((
+            "other".to_owned(),
+            record("2025-11-19", "2025-11-19T01:00:00Z", None),
+        ));
         before.chain(after).chain(other_day).collect()
     }
 
@@ -364,7 +393,10 @@ mod tests {
     async fn every_selected_record_is_stamped_once_and_nothing_else() {
         let fan_out = fan_out(FakeStore::with_records(day(50, 5)), 8);
         let report = fan_out.stamp_partition(&plan(2, false)).await.unwrap();
-        assert_eq!((report.written, report.already_applied, report.left_behind), (50, 0, None));
+        assert_eq!(
+            (report.written, report.already_applied, report.left_behind),
+            (50, 0, None)
+        );
         let store = fan_out.store();
         assert_eq!(store.execution_of("cb-0049"), Some(2));
         assert_eq!(store.execution_of("late-0000"), None);
@@ -386,7 +418,10 @@ mod tests {
     async fn parallel_key_streams_are_all_read() {
         let mut store = FakeStore::with_records(day(40, 3));
         store.streams = 4;
-        let report = fan_out(store, 8).stamp_partition(&plan(1, false)).await.unwrap();
+        let report = fan_out(store, 8)
+            .stamp_partition(&plan(1, false))
+            .await
+            .unwrap();
         assert_eq!(report.written, 40);
     }
 
@@ -407,7 +442,11 @@ mod tests {
         let fan_out = fan_out(store, 2);
         let error = fan_out.stamp_partition(&plan(1, false)).await.unwrap_err();
         assert_eq!(error.class, ErrorClass::Transient);
-        assert_eq!(fan_out.store().execution_of("cb-0299"), None, "work stopped early");
+        assert_eq!(
+            fan_out.store().execution_of("cb-0299"),
+            None,
+            "work stopped early"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,7 +460,10 @@ mod tests {
     async fn a_record_gone_before_its_update_is_counted_missing() {
         let mut store = FakeStore::with_records(day(5, 0));
         store.deleted_before_update = vec!["cb-0001".into()];
-        let report = fan_out(store, 4).stamp_partition(&plan(1, false)).await.unwrap();
+        let report = fan_out(store, 4)
+            .stamp_partition(&plan(1, false))
+            .await
+            .unwrap();
         assert_eq!((report.written, report.missing), (4, 1));
     }
 }

@@ -43,9 +43,13 @@ impl<S: ChargebackStore> BatchHandler<S> {
         self.handle_in_span(payload).instrument(span).await
     }
 
-    async fn handle_in_span(self: &Arc<Self>, payload: Value) -> Result<BatchOutcome, EnvelopeError> {
+    async fn handle_in_span(
+        self: &Arc<Self>,
+        payload: Value,
+    ) -> Result<BatchOutcome, EnvelopeError> {
         let started = Instant::now();
-        let partitions = decode_envelope(payload).inspect_err(|e| error!(error = %e, "invocation failed"))?;
+        let partitions =
+            decode_envelope(payload).inspect_err(|e| error!(error = %e, "invocation failed"))?;
         let messages: usize = partitions.iter().map(|p| p.messages.len()).sum();
         info!(partitions = partitions.len(), messages, "batch received");
 
@@ -69,7 +73,9 @@ impl<S: ChargebackStore> BatchHandler<S> {
                 Err(join_error) => {
                     error!(error = %join_error, "a partition task ended abnormally; handing its messages back");
                     let ids = held.remove(&join_error.id()).unwrap_or_default();
-                    outcome.outcomes.extend(ids.into_iter().map(|id| (id, lost_task_outcome())));
+                    outcome
+                        .outcomes
+                        .extend(ids.into_iter().map(|id| (id, lost_task_outcome())));
                 }
             }
         }
@@ -103,15 +109,19 @@ impl<S: ChargebackStore> BatchHandler<S> {
             partition_date = Empty,
             execution_sequence = Empty,
         );
-        self.process_in_span(message, &span).instrument(span.clone()).await
+        self.process_in_span(message, &span)
+            .instrument(span.clone())
+            .await
     }
 
     async fn process_in_span(&self, message: KafkaMessage, span: &Span) -> MessageOutcome {
         let decoded = decode_value(message.value.as_deref());
-        let correlation_id = message.correlation_header().unwrap_or_else(|| match &decoded {
-            Ok(DecodedValue::Consolidation(event)) => event.derived_correlation_id(),
-            _ => format!("{}@{}", message.id.partition, message.id.offset),
-        });
+        let correlation_id = message
+            .correlation_header()
+            .unwrap_or_else(|| match &decoded {
+                Ok(DecodedValue::Consolidation(event)) => event.derived_correlation_id(),
+                _ => format!("{}@{}", message.id.partition, message.id.offset),
+            });
         span.record("correlation_id", correlation_id.as_str());
         info!("message received");
         let event = match decoded {

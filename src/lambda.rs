@@ -64,7 +64,10 @@ async fn run(settings: Settings, started: Instant) -> Result<(), lambda_runtime:
         &settings.table_name,
         &settings.date_index,
     ));
-    if tokio::time::timeout(WARM_UP_LIMIT, store.warm_up()).await.is_err() {
+    if tokio::time::timeout(WARM_UP_LIMIT, store.warm_up())
+        .await
+        .is_err()
+    {
         warn!(
             table = %settings.table_name,
             "DescribeTable did not answer within {WARM_UP_LIMIT:?} at start-up; the first message will retry it"
@@ -86,7 +89,9 @@ async fn run(settings: Settings, started: Instant) -> Result<(), lambda_runtime:
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let handler = Arc::clone(&handler);
         async move {
-            let outcome = handler.handle(event.payload, &event.context.request_id).await?;
+            let outcome = handler
+                .handle(event.payload, &event.context.request_id)
+                .await?;
             Ok::<KafkaBatchResponse, EnvelopeError>(outcome.response())
         }
     }))
@@ -104,8 +109,15 @@ async fn report_init_error(problem: &ConfigError) {
         .header("Lambda-Runtime-Function-Error-Type", ERROR_TYPE)
         .header("Content-Type", "application/json")
         .body(Body::from(body));
-    let sent = match (lambda_runtime_api_client::Client::builder().build(), request) {
-        (Ok(client), Ok(request)) => client.call(request).await.map(|_| ()).map_err(|e| e.to_string()),
+    let sent = match (
+        lambda_runtime_api_client::Client::builder().build(),
+        request,
+    ) {
+        (Ok(client), Ok(request)) => client
+            .call(request)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         (Err(e), _) => Err(e.to_string()),
         (_, Err(e)) => Err(e.to_string()),
     };

@@ -54,9 +54,15 @@ impl SyntheticDay {
         // Everything up to the end of the execution's second is stamped by it.
         let cutoff_end = crate::domain::event::floor_to_second(self.execution_time)
             + TimeDelta::milliseconds(999);
-        let before = (0..self.before_cutoff).map(move |i| (i, start, cutoff_end.min(end_of_day), self.date));
+        let before =
+            (0..self.before_cutoff).map(move |i| (i, start, cutoff_end.min(end_of_day), self.date));
         let after = (0..self.after_cutoff).map(move |i| {
-            (self.before_cutoff + i, cutoff_end + TimeDelta::milliseconds(1), end_of_day, self.date)
+            (
+                self.before_cutoff + i,
+                cutoff_end + TimeDelta::milliseconds(1),
+                end_of_day,
+                self.date,
+            )
         });
         let others = (0..self.other_dates).map(move |i| {
             let date = if i % 2 == 0 {
@@ -67,7 +73,12 @@ impl SyntheticDay {
             .unwrap_or(self.date);
             let day_start = date.and_time(NaiveTime::MIN).and_utc();
             let n = self.before_cutoff + self.after_cutoff + i;
-            (n, day_start, day_start + TimeDelta::days(1) - TimeDelta::milliseconds(1), date)
+            (
+                n,
+                day_start,
+                day_start + TimeDelta::days(1) - TimeDelta::milliseconds(1),
+                date,
+            )
         });
         before
             .chain(after)
@@ -110,22 +121,60 @@ mod tests {
         let execution_time = DateTime::parse_from_rfc3339("2025-11-20T06:30:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        SyntheticDay::around(execution_time, NaiveDate::from_ymd_opt(2025, 11, 20).unwrap(), 1000)
+        SyntheticDay::around(
+            execution_time,
+            NaiveDate::from_ymd_opt(2025, 11, 20).unwrap(),
+            1000,
+        )
     }
 
     #[test]
     fn the_day_splits_around_the_execution_time_and_spills_onto_other_dates() {
         let day = day();
-        assert_eq!((day.before_cutoff, day.after_cutoff, day.other_dates), (900, 100, 50));
+        assert_eq!(
+            (day.before_cutoff, day.after_cutoff, day.other_dates),
+            (900, 100, 50)
+        );
         let records: Vec<_> = day.chargebacks().collect();
         assert_eq!(records.len() as u64, day.total());
         let cutoff = "2025-11-20T06:30:01";
         let on_day = |r: &&Chargeback| r.partition_date == "2025-11-20";
-        assert_eq!(records.iter().filter(on_day).filter(|r| r.created_at.as_str() < cutoff).count(), 900);
-        assert_eq!(records.iter().filter(on_day).filter(|r| r.created_at.as_str() >= cutoff).count(), 100);
-        assert!(records.iter().filter(on_day).all(|r| r.created_at.starts_with("2025-11-20T")));
-        assert_eq!(records.iter().filter(|r| r.partition_date == "2025-11-19").count(), 25);
-        assert_eq!(records.iter().filter(|r| r.partition_date == "2025-11-21").count(), 25);
+        assert_eq!(
+            records
+                .iter()
+                .filter(on_day)
+                .filter(|r| r.created_at.as_str() < cutoff)
+                .count(),
+            900
+        );
+        assert_eq!(
+            records
+                .iter()
+                .filter(on_day)
+                .filter(|r| r.created_at.as_str() >= cutoff)
+                .count(),
+            100
+        );
+        assert!(
+            records
+                .iter()
+                .filter(on_day)
+                .all(|r| r.created_at.starts_with("2025-11-20T"))
+        );
+        assert_eq!(
+            records
+                .iter()
+                .filter(|r| r.partition_date == "2025-11-19")
+                .count(),
+            25
+        );
+        assert_eq!(
+            records
+                .iter()
+                .filter(|r| r.partition_date == "2025-11-21")
+                .count(),
+            25
+        );
     }
 
     #[test]

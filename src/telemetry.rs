@@ -40,7 +40,9 @@ pub fn init(level: LevelFilter, format: LogFormat, sink: Sink) {
         LogFormat::Text => {
             let text = tracing_subscriber::fmt::layer()
                 .with_target(false)
-                .with_ansi(sink == Sink::Stderr && std::io::IsTerminal::is_terminal(&std::io::stderr()));
+                .with_ansi(
+                    sink == Sink::Stderr && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                );
             match sink {
                 Sink::Stdout => tracing_subscriber::registry()
                     .with(text.with_writer(std::io::stdout).with_filter(filter))
@@ -77,10 +79,12 @@ impl Visit for JsonVisitor<'_> {
         self.0.insert(field.name().to_owned(), Value::from(value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.insert(field.name().to_owned(), Value::from(value.to_string()));
+        self.0
+            .insert(field.name().to_owned(), Value::from(value.to_string()));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), Value::from(format!("{value:?}")));
+        self.0
+            .insert(field.name().to_owned(), Value::from(format!("{value:?}")));
     }
 }
 

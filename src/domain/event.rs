@@ -481,9 +481,18 @@ mod tests {
             event.output_path.as_str(),
             "s3://bucket/consolidated/chargebacks/year=2025/month=11/day=20"
         );
-        assert_eq!(event.execution_time.to_rfc3339(), "2025-11-20T06:30:00+00:00");
-        assert_eq!(event.completed_at.as_str(), "2025-11-20T06:45:32.123456+00:00");
-        assert_eq!(event.job_name.as_str(), "poc-chargeback-dev-chargebacks-consolidation");
+        assert_eq!(
+            event.execution_time.to_rfc3339(),
+            "2025-11-20T06:30:00+00:00"
+        );
+        assert_eq!(
+            event.completed_at.as_str(),
+            "2025-11-20T06:45:32.123456+00:00"
+        );
+        assert_eq!(
+            event.job_name.as_str(),
+            "poc-chargeback-dev-chargebacks-consolidation"
+        );
         assert_eq!(
             event.derived_correlation_id(),
             "poc-chargeback-dev-chargebacks-consolidation:2025-11-20:2"
@@ -520,32 +529,49 @@ mod tests {
 
     #[test]
     fn a_value_that_is_not_base64_is_reported() {
-        assert_eq!(decode_value(Some("%%%")).map_err(|e| e.kind()), Err("not_base64"));
+        assert_eq!(
+            decode_value(Some("%%%")).map_err(|e| e.kind()),
+            Err("not_base64")
+        );
     }
 
     #[test]
     fn a_value_that_is_not_utf8_is_reported() {
         let encoded = BASE64.encode([0xff, 0xfe, 0x00]);
-        assert_eq!(decode_value(Some(&encoded)).map_err(|e| e.kind()), Err("not_utf8"));
+        assert_eq!(
+            decode_value(Some(&encoded)).map_err(|e| e.kind()),
+            Err("not_utf8")
+        );
     }
 
     #[test]
     fn a_value_that_is_not_json_is_reported() {
         let encoded = BASE64.encode("event_type=consolidation_completed");
-        assert_eq!(decode_value(Some(&encoded)).map_err(|e| e.kind()), Err("not_json"));
+        assert_eq!(
+            decode_value(Some(&encoded)).map_err(|e| e.kind()),
+            Err("not_json")
+        );
     }
 
     #[test]
     fn json_that_is_not_an_object_is_reported_with_what_it_is() {
-        assert_eq!(decode_err("[1,2]"), DecodeError::NotAnObject { found: "an array" });
-        assert_eq!(decode_err("\"x\""), DecodeError::NotAnObject { found: "a string" });
+        assert_eq!(
+            decode_err("[1,2]"),
+            DecodeError::NotAnObject { found: "an array" }
+        );
+        assert_eq!(
+            decode_err("\"x\""),
+            DecodeError::NotAnObject { found: "a string" }
+        );
     }
 
     #[test]
     fn an_object_without_a_string_event_type_is_a_bad_message() {
         assert_eq!(
             decode_err(&without("event_type")),
-            DecodeError::MissingField { field: "event_type" }
+            DecodeError::MissingField {
+                field: "event_type"
+            }
         );
         assert_eq!(
             decode_err(&with("event_type", json!(3))),
@@ -572,8 +598,14 @@ mod tests {
             "completed_at",
             "job_name",
         ] {
-            assert_eq!(decode_err(&without(field)), DecodeError::MissingField { field });
-            assert_eq!(decode_err(&with(field, Value::Null)), DecodeError::MissingField { field });
+            assert_eq!(
+                decode_err(&without(field)),
+                DecodeError::MissingField { field }
+            );
+            assert_eq!(
+                decode_err(&with(field, Value::Null)),
+                DecodeError::MissingField { field }
+            );
         }
     }
 
@@ -607,7 +639,14 @@ mod tests {
 
     #[test]
     fn partition_dates_must_be_real_zero_padded_calendar_dates() {
-        for bad in ["2025-02-30", "2025-13-01", "2025-1-5", "20251120", "2025-11-20T00:00:00", ""] {
+        for bad in [
+            "2025-02-30",
+            "2025-13-01",
+            "2025-1-5",
+            "20251120",
+            "2025-11-20T00:00:00",
+            "",
+        ] {
             assert_eq!(
                 decode_err(&with("partition_date", json!(bad))),
                 DecodeError::InvalidPartitionDate { value: bad.into() },
@@ -629,13 +668,23 @@ mod tests {
     fn execution_sequence_must_be_within_one_and_total() {
         assert_eq!(
             decode_err(&with("execution_sequence", json!(0))),
-            DecodeError::ExecutionSequenceOutOfRange { sequence: 0, total: 4 }
+            DecodeError::ExecutionSequenceOutOfRange {
+                sequence: 0,
+                total: 4
+            }
         );
         assert_eq!(
             decode_err(&with("execution_sequence", json!(5))),
-            DecodeError::ExecutionSequenceOutOfRange { sequence: 5, total: 4 }
+            DecodeError::ExecutionSequenceOutOfRange {
+                sequence: 5,
+                total: 4
+            }
         );
-        assert!(decode_ok(&with("execution_sequence", json!(4))).execution.is_last());
+        assert!(
+            decode_ok(&with("execution_sequence", json!(4)))
+                .execution
+                .is_last()
+        );
     }
 
     #[test]
@@ -652,7 +701,9 @@ mod tests {
     fn output_format_must_be_csv_parquet_or_json() {
         assert_eq!(
             decode_err(&with("output_format", json!("avro"))),
-            DecodeError::UnsupportedOutputFormat { value: "avro".into() }
+            DecodeError::UnsupportedOutputFormat {
+                value: "avro".into()
+            }
         );
         assert_eq!(
             decode_ok(&with("output_format", json!("parquet"))).output_format,
@@ -662,7 +713,14 @@ mod tests {
 
     #[test]
     fn output_path_must_be_an_s3_uri_with_bucket_and_prefix() {
-        for bad in ["https://bucket/x", "s3://bucket", "s3://bucket/", "s3:///x", "s3://Bad_Bucket/x", "s3://bucket/a b"] {
+        for bad in [
+            "https://bucket/x",
+            "s3://bucket",
+            "s3://bucket/",
+            "s3:///x",
+            "s3://Bad_Bucket/x",
+            "s3://bucket/a b",
+        ] {
             assert_eq!(
                 decode_err(&with("output_path", json!(bad))),
                 DecodeError::InvalidOutputPath { value: bad.into() },
@@ -674,9 +732,15 @@ mod tests {
     #[test]
     fn execution_time_without_offset_is_utc_and_with_offset_is_converted() {
         let naive = decode_ok(&with("execution_time", json!("2025-11-20T06:30:00.250")));
-        assert_eq!(naive.execution_time.to_rfc3339(), "2025-11-20T06:30:00.250+00:00");
+        assert_eq!(
+            naive.execution_time.to_rfc3339(),
+            "2025-11-20T06:30:00.250+00:00"
+        );
         let offset = decode_ok(&with("execution_time", json!("2025-11-20T03:30:00-03:00")));
-        assert_eq!(offset.execution_time.to_rfc3339(), "2025-11-20T06:30:00+00:00");
+        assert_eq!(
+            offset.execution_time.to_rfc3339(),
+            "2025-11-20T06:30:00+00:00"
+        );
     }
 
     #[test]
@@ -699,26 +763,55 @@ mod tests {
 
     #[test]
     fn an_empty_job_name_is_reported() {
-        assert_eq!(decode_err(&with("job_name", json!("  "))), DecodeError::EmptyJobName);
+        assert_eq!(
+            decode_err(&with("job_name", json!("  "))),
+            DecodeError::EmptyJobName
+        );
     }
 
     #[test]
     fn every_error_kind_is_a_distinct_name() {
         let errors = [
             DecodeError::MissingValue,
-            DecodeError::NotBase64 { reason: String::new() },
-            DecodeError::NotUtf8 { reason: String::new() },
-            DecodeError::NotJson { reason: String::new() },
+            DecodeError::NotBase64 {
+                reason: String::new(),
+            },
+            DecodeError::NotUtf8 {
+                reason: String::new(),
+            },
+            DecodeError::NotJson {
+                reason: String::new(),
+            },
             DecodeError::NotAnObject { found: "" },
             DecodeError::MissingField { field: "" },
-            DecodeError::WrongType { field: "", expected: "", found: "" },
-            DecodeError::InvalidPartitionDate { value: String::new() },
+            DecodeError::WrongType {
+                field: "",
+                expected: "",
+                found: "",
+            },
+            DecodeError::InvalidPartitionDate {
+                value: String::new(),
+            },
             DecodeError::InvalidTotalExecutions { value: 0 },
-            DecodeError::ExecutionSequenceOutOfRange { sequence: 0, total: 1 },
-            DecodeError::NegativeCount { field: "", value: 0 },
-            DecodeError::UnsupportedOutputFormat { value: String::new() },
-            DecodeError::InvalidOutputPath { value: String::new() },
-            DecodeError::InvalidTimestamp { field: "", value: String::new(), hint: "" },
+            DecodeError::ExecutionSequenceOutOfRange {
+                sequence: 0,
+                total: 1,
+            },
+            DecodeError::NegativeCount {
+                field: "",
+                value: 0,
+            },
+            DecodeError::UnsupportedOutputFormat {
+                value: String::new(),
+            },
+            DecodeError::InvalidOutputPath {
+                value: String::new(),
+            },
+            DecodeError::InvalidTimestamp {
+                field: "",
+                value: String::new(),
+                hint: "",
+            },
             DecodeError::EmptyJobName,
         ];
         let kinds: std::collections::HashSet<_> = errors.iter().map(DecodeError::kind).collect();

@@ -21,9 +21,13 @@ const CORRELATION_HEADERS: [&str; 2] = ["correlation_id", "x-correlation-id"];
 pub enum EnvelopeError {
     #[error("the payload is not a Lambda Kafka event: {reason}")]
     NotKafkaEvent { reason: String },
-    #[error("unsupported event source {event_source:?}: expected \"{MSK}\" or \"{SELF_MANAGED_KAFKA}\"")]
+    #[error(
+        "unsupported event source {event_source:?}: expected \"{MSK}\" or \"{SELF_MANAGED_KAFKA}\""
+    )]
     UnsupportedSource { event_source: String },
-    #[error("record {index} of {partition:?} has no usable offset ({reason}); it cannot be reported on its own")]
+    #[error(
+        "record {index} of {partition:?} has no usable offset ({reason}); it cannot be reported on its own"
+    )]
     UnaddressableRecord {
         partition: String,
         index: usize,
@@ -167,7 +171,11 @@ fn to_message(
         timestamp_type: record.timestamp_type,
         key: record.key,
         value: record.value,
-        headers: record.headers.as_ref().map(decode_headers).unwrap_or_default(),
+        headers: record
+            .headers
+            .as_ref()
+            .map(decode_headers)
+            .unwrap_or_default(),
     })
 }
 
@@ -286,7 +294,13 @@ mod tests {
         });
         let batches = decode_envelope(payload).unwrap();
         let message = &batches[0].messages[0];
-        assert_eq!(message.id, MessageId { partition: "t-3".into(), offset: 9 });
+        assert_eq!(
+            message.id,
+            MessageId {
+                partition: "t-3".into(),
+                offset: 9
+            }
+        );
         assert_eq!(message.value, None);
         assert!(message.headers.is_empty());
     }
@@ -317,7 +331,11 @@ mod tests {
         assert_eq!(decoded[0], ("x-correlation-id".into(), b"c-1".to_vec()));
         assert_eq!(decoded[1].1, "é".as_bytes());
         assert_eq!(decoded[2].1, "é".as_bytes());
-        assert_eq!(decoded.len(), 3, "an out-of-range byte drops that header only");
+        assert_eq!(
+            decoded.len(),
+            3,
+            "an out-of-range byte drops that header only"
+        );
     }
 
     #[test]
@@ -329,7 +347,9 @@ mod tests {
         assert_eq!(message.correlation_header(), None);
         message.headers = vec![("X-Correlation-Id".into(), b"abc".to_vec())];
         assert_eq!(message.correlation_header().as_deref(), Some("abc"));
-        message.headers.push(("correlation_id".into(), b"first".to_vec()));
+        message
+            .headers
+            .push(("correlation_id".into(), b"first".to_vec()));
         assert_eq!(message.correlation_header().as_deref(), Some("first"));
     }
 

@@ -165,7 +165,11 @@ mod tests {
     }
 
     fn failed() -> MessageOutcome {
-        MessageOutcome::Failed(StoreError::new(ErrorClass::Transient, "UpdateItem", "throttled"))
+        MessageOutcome::Failed(StoreError::new(
+            ErrorClass::Transient,
+            "UpdateItem",
+            "throttled",
+        ))
     }
 
     fn batch(offsets: &[i64]) -> PartitionBatch {
@@ -180,14 +184,32 @@ mod tests {
         let mut attempted = Vec::new();
         let outcomes = run_in_offset_order(batch(&[10, 11, 12, 13]), |m| {
             attempted.push(m.id.offset);
-            let outcome = if m.id.offset == 11 { failed() } else { applied(1) };
+            let outcome = if m.id.offset == 11 {
+                failed()
+            } else {
+                applied(1)
+            };
             async move { outcome }
         })
         .await;
         assert_eq!(attempted, [10, 11]);
-        let labels: Vec<_> = outcomes.iter().map(|(id, o)| (id.offset, o.label())).collect();
-        assert_eq!(labels, [(10, "applied"), (11, "failed"), (12, "blocked"), (13, "blocked")]);
-        assert!(matches!(outcomes[3].1, MessageOutcome::Blocked { behind: 11 }));
+        let labels: Vec<_> = outcomes
+            .iter()
+            .map(|(id, o)| (id.offset, o.label()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                (10, "applied"),
+                (11, "failed"),
+                (12, "blocked"),
+                (13, "blocked")
+            ]
+        );
+        assert!(matches!(
+            outcomes[3].1,
+            MessageOutcome::Blocked { behind: 11 }
+        ));
     }
 
     #[tokio::test]
@@ -203,7 +225,9 @@ mod tests {
     async fn skipped_messages_do_not_stop_their_partition() {
         let outcomes = run_in_offset_order(batch(&[1, 2]), |m| async move {
             if m.id.offset == 1 {
-                MessageOutcome::Skipped { event_type: "other".into() }
+                MessageOutcome::Skipped {
+                    event_type: "other".into(),
+                }
             } else {
                 applied(3)
             }
@@ -221,7 +245,12 @@ mod tests {
         let outcome = BatchOutcome {
             outcomes: vec![
                 (id(1), applied(5)),
-                (id(2), MessageOutcome::Skipped { event_type: "x".into() }),
+                (
+                    id(2),
+                    MessageOutcome::Skipped {
+                        event_type: "x".into(),
+                    },
+                ),
                 (id(3), MessageOutcome::Invalid(DecodeError::EmptyJobName)),
                 (id(4), failed()),
                 (id(5), MessageOutcome::Blocked { behind: 3 }),
@@ -236,7 +265,12 @@ mod tests {
         assert_eq!(listed, [3, 4, 5]);
         let summary = outcome.summary();
         assert_eq!(
-            (summary.messages_processed, summary.messages_skipped, summary.messages_failed, summary.chargebacks_updated),
+            (
+                summary.messages_processed,
+                summary.messages_skipped,
+                summary.messages_failed,
+                summary.chargebacks_updated
+            ),
             (1, 1, 3, 5)
         );
         assert_eq!(
@@ -248,7 +282,13 @@ mod tests {
     #[test]
     fn an_all_good_batch_answers_with_an_empty_list() {
         let outcome = BatchOutcome {
-            outcomes: vec![(MessageId { partition: "t-0".into(), offset: 1 }, applied(0))],
+            outcomes: vec![(
+                MessageId {
+                    partition: "t-0".into(),
+                    offset: 1,
+                },
+                applied(0),
+            )],
         };
         assert!(outcome.response().batch_item_failures.is_empty());
     }

@@ -188,18 +188,33 @@ mod tests {
         ] {
             assert!(included < cutoff.as_str(), "{included} should be stamped");
         }
-        for excluded in ["2025-11-20T06:30:01Z", "2025-11-20T06:30:01.000Z", "2025-11-20T06:30:01+00:00"] {
-            assert!(excluded >= cutoff.as_str(), "{excluded} is for the next run");
+        for excluded in [
+            "2025-11-20T06:30:01Z",
+            "2025-11-20T06:30:01.000Z",
+            "2025-11-20T06:30:01+00:00",
+        ] {
+            assert!(
+                excluded >= cutoff.as_str(),
+                "{excluded} is for the next run"
+            );
         }
     }
 
     #[test]
     fn a_report_counts_each_result_separately() {
         let mut report = StampReport::default();
-        for result in [StampResult::Written, StampResult::Written, StampResult::AlreadyApplied, StampResult::Missing] {
+        for result in [
+            StampResult::Written,
+            StampResult::Written,
+            StampResult::AlreadyApplied,
+            StampResult::Missing,
+        ] {
             report.record(result);
         }
-        assert_eq!((report.written, report.already_applied, report.missing), (2, 1, 1));
+        assert_eq!(
+            (report.written, report.already_applied, report.missing),
+            (2, 1, 1)
+        );
         assert_eq!(report.examined(), 4);
     }
 }

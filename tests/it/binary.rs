@@ -60,7 +60,10 @@ async fn next(State(stub): State<Stub>) -> impl IntoResponse {
                 "Lambda-Runtime-Invoked-Function-Arn",
                 "arn:aws:lambda:sa-east-1:123456789012:function:consolidation-updater".to_owned(),
             ),
-            ("Lambda-Runtime-Trace-Id", "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1".to_owned()),
+            (
+                "Lambda-Runtime-Trace-Id",
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1".to_owned(),
+            ),
         ],
         stub.event.to_string(),
     )
@@ -72,7 +75,11 @@ async fn response(State(stub): State<Stub>, Path(_id): Path<String>, body: Strin
     StatusCode::ACCEPTED
 }
 
-async fn invocation_error(State(stub): State<Stub>, Path(_id): Path<String>, body: String) -> StatusCode {
+async fn invocation_error(
+    State(stub): State<Stub>,
+    Path(_id): Path<String>,
+    body: String,
+) -> StatusCode {
     stub.seen.lock().await.invocation_error = serde_json::from_str(&body).ok();
     stub.changed.notify_waiters();
     StatusCode::ACCEPTED
@@ -83,7 +90,8 @@ async fn init_error(State(stub): State<Stub>, headers: HeaderMap, body: String) 
         .get("Lambda-Runtime-Function-Error-Type")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    stub.seen.lock().await.init_error = Some((error_type, serde_json::from_str(&body).unwrap_or_default()));
+    stub.seen.lock().await.init_error =
+        Some((error_type, serde_json::from_str(&body).unwrap_or_default()));
     stub.changed.notify_waiters();
     StatusCode::ACCEPTED
 }
@@ -92,8 +100,14 @@ async fn init_error(State(stub): State<Stub>, headers: HeaderMap, body: String) 
 async fn start_stub(stub: Stub) -> anyhow::Result<String> {
     let app = Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
-        .route("/2018-06-01/runtime/invocation/{id}/error", post(invocation_error))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response),
+        )
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/error",
+            post(invocation_error),
+        )
         .route("/2018-06-01/runtime/init/error", post(init_error))
         .with_state(stub);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -152,10 +166,15 @@ async fn stop(mut child: Child) -> anyhow::Result<(String, String)> {
     Ok((stdout, stderr))
 }
 
-pub async fn the_runtime_polls_handles_a_kafka_event_and_posts_the_response() -> anyhow::Result<()> {
+pub async fn the_runtime_polls_handles_a_kafka_event_and_posts_the_response() -> anyhow::Result<()>
+{
     let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
     table
-        .seed(std::iter::once(chargeback("cb-1", "2025-11-20", "2025-11-20T06:00:00.000Z")))
+        .seed(std::iter::once(chargeback(
+            "cb-1",
+            "2025-11-20",
+            "2025-11-20T06:00:00.000Z",
+        )))
         .await?;
     let stub = Stub {
         event: sample_event(),
@@ -172,7 +191,12 @@ pub async fn the_runtime_polls_handles_a_kafka_event_and_posts_the_response() ->
         response == Some(serde_json::json!({"batchItemFailures": []})),
         "response {response:?}; stderr: {stderr}"
     );
-    ensure!(table.execution_of(&chargeback("cb-1", "2025-11-20", "")).await? == Some(2));
+    ensure!(
+        table
+            .execution_of(&chargeback("cb-1", "2025-11-20", ""))
+            .await?
+            == Some(2)
+    );
 
     // Every stdout line is one JSON object with timestamp, level and message.
     let lines: Vec<Value> = stdout
@@ -185,22 +209,40 @@ pub async fn the_runtime_polls_handles_a_kafka_event_and_posts_the_response() ->
             ensure!(line.get(field).is_some(), "no {field} in {line}");
         }
     }
-    let in_invocation: Vec<&Value> = lines.iter().filter(|l| l.get("request_id").is_some()).collect();
+    let in_invocation: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l.get("request_id").is_some())
+        .collect();
     ensure!(in_invocation.iter().all(|l| l["request_id"] == REQUEST_ID));
     let applied = lines
         .iter()
         .find(|l| l["message"] == "applied")
         .ok_or_else(|| anyhow!("no 'applied' line in {stdout}"))?;
-    for field in ["request_id", "topic", "partition", "offset", "partition_date", "execution_sequence", "correlation_id"] {
+    for field in [
+        "request_id",
+        "topic",
+        "partition",
+        "offset",
+        "partition_date",
+        "execution_sequence",
+        "correlation_id",
+    ] {
         ensure!(applied.get(field).is_some(), "no {field} in {applied}");
     }
-    ensure!(applied["correlation_id"] == "poc-chargeback-dev-chargebacks-consolidation:2025-11-20:2");
+    ensure!(
+        applied["correlation_id"] == "poc-chargeback-dev-chargebacks-consolidation:2025-11-20:2"
+    );
     let metrics = lines
         .iter()
         .filter_map(|l| l["message"].as_str())
-        .filter(|m| m.contains("METRICS: messages_processed=1, messages_failed=0, chargebacks_updated=1"))
+        .filter(|m| {
+            m.contains("METRICS: messages_processed=1, messages_failed=0, chargebacks_updated=1")
+        })
         .count();
-    ensure!(metrics == 1, "expected one METRICS line, found {metrics}: {stdout}");
+    ensure!(
+        metrics == 1,
+        "expected one METRICS line, found {metrics}: {stdout}"
+    );
     Ok(())
 }
 
@@ -215,10 +257,18 @@ pub async fn a_payload_that_is_not_a_kafka_event_fails_the_invocation() -> anyho
     let child = lambda_command(&api, &table.endpoint, &table.name).spawn()?;
     wait_for(&stub, |s| s.invocation_error.is_some()).await?;
     stop(child).await?;
-    let error = stub.seen.lock().await.invocation_error.clone().unwrap_or_default();
+    let error = stub
+        .seen
+        .lock()
+        .await
+        .invocation_error
+        .clone()
+        .unwrap_or_default();
     ensure!(error["errorType"] == "InvalidKafkaEvent", "{error}");
     ensure!(
-        error["errorMessage"].as_str().is_some_and(|m| m.contains("not a Lambda Kafka event")),
+        error["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a Lambda Kafka event")),
         "{error}"
     );
     Ok(())
@@ -236,15 +286,26 @@ pub async fn an_invalid_setting_is_reported_to_the_init_error_endpoint() -> anyh
     let output = tokio::time::timeout(Duration::from_secs(30), command.output()).await??;
     ensure!(!output.status.success(), "the process should exit non-zero");
     let seen = stub.seen.lock().await;
-    let (error_type, body) = seen.init_error.clone().ok_or_else(|| anyhow!("no init error posted"))?;
+    let (error_type, body) = seen
+        .init_error
+        .clone()
+        .ok_or_else(|| anyhow!("no init error posted"))?;
     ensure!(error_type.as_deref() == Some("Runtime.InvalidConfiguration"));
     ensure!(
-        body["errorMessage"].as_str().is_some_and(|m| m.contains("MAX_CONCURRENCY")),
+        body["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("MAX_CONCURRENCY")),
         "{body}"
     );
-    ensure!(seen.polls == 0, "it must not poll for events after a failed init");
+    ensure!(
+        seen.polls == 0,
+        "it must not poll for events after a failed init"
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    ensure!(stdout.contains("MAX_CONCURRENCY"), "the log names the variable: {stdout}");
+    ensure!(
+        stdout.contains("MAX_CONCURRENCY"),
+        "the log names the variable: {stdout}"
+    );
     Ok(())
 }
 
@@ -265,7 +326,12 @@ pub async fn cold_start_is_measured_to_the_first_poll() -> anyhow::Result<()> {
         let spawned = Instant::now();
         let child = lambda_command(&api, &table.endpoint, &table.name).spawn()?;
         wait_for(&stub, |s| s.first_poll.is_some()).await?;
-        let first_poll = stub.seen.lock().await.first_poll.ok_or_else(|| anyhow!("no poll"))?;
+        let first_poll = stub
+            .seen
+            .lock()
+            .await
+            .first_poll
+            .ok_or_else(|| anyhow!("no poll"))?;
         samples.push(first_poll.duration_since(spawned));
         stop(child).await?;
     }
@@ -285,9 +351,16 @@ pub async fn cold_start_is_measured_to_the_first_poll() -> anyhow::Result<()> {
 pub async fn the_invoke_command_prints_the_response_and_logs_to_stderr() -> anyhow::Result<()> {
     let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
     table
-        .seed(std::iter::once(chargeback("cb-9", "2025-11-20", "2025-11-20T18:00:00.000Z")))
+        .seed(std::iter::once(chargeback(
+            "cb-9",
+            "2025-11-20",
+            "2025-11-20T18:00:00.000Z",
+        )))
         .await?;
-    let event = concat!(env!("CARGO_MANIFEST_DIR"), "/events/self-managed-kafka-event.json");
+    let event = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/events/self-managed-kafka-event.json"
+    );
     let output = Command::new(BINARY)
         .args(["invoke", "--event", event])
         .env_remove("AWS_LAMBDA_RUNTIME_API")
@@ -302,9 +375,18 @@ pub async fn the_invoke_command_prints_the_response_and_logs_to_stderr() -> anyh
     let stdout = String::from_utf8(output.stdout)?;
     let stderr = String::from_utf8(output.stderr)?;
     ensure!(output.status.success(), "{stderr}");
-    let response: Value = serde_json::from_str(stdout.trim()).with_context(|| format!("stdout: {stdout}"))?;
-    ensure!(response == serde_json::json!({"batchItemFailures": []}), "{response}");
-    ensure!(table.execution_of(&chargeback("cb-9", "2025-11-20", "")).await? == Some(4));
+    let response: Value =
+        serde_json::from_str(stdout.trim()).with_context(|| format!("stdout: {stdout}"))?;
+    ensure!(
+        response == serde_json::json!({"batchItemFailures": []}),
+        "{response}"
+    );
+    ensure!(
+        table
+            .execution_of(&chargeback("cb-9", "2025-11-20", ""))
+            .await?
+            == Some(4)
+    );
     ensure!(
         stderr.contains("\"correlation_id\":\"glue-run-7f3a\""),
         "the header's correlation id (signed bytes) is used: {stderr}"
@@ -320,7 +402,11 @@ pub async fn an_unreachable_dynamodb_hands_every_message_back() -> anyhow::Resul
     drop(closed);
     let sdk = consolidation_updater::store::dynamodb::load_sdk_config(REGION).await;
     let client = consolidation_updater::store::dynamodb::local_client(&sdk, &endpoint);
-    let store = Arc::new(consolidation_updater::store::dynamodb::DynamoStore::new(client, "chargebacks", INDEX));
+    let store = Arc::new(consolidation_updater::store::dynamodb::DynamoStore::new(
+        client,
+        "chargebacks",
+        INDEX,
+    ));
     let handler = Arc::new(consolidation_updater::handler::BatchHandler::new(
         consolidation_updater::fanout::FanOut::new(store, 8, Arc::default()),
     ));
@@ -346,6 +432,9 @@ pub async fn an_unreachable_dynamodb_hands_every_message_back() -> anyhow::Resul
         .collect();
     ensure!(listed == [10, 11, 20, 21], "listed {listed:?}");
     ensure!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
-    eprintln!("unreachable DynamoDB: 4 messages handed back in {:.2} s", elapsed.as_secs_f64());
+    eprintln!(
+        "unreachable DynamoDB: 4 messages handed back in {:.2} s",
+        elapsed.as_secs_f64()
+    );
     Ok(())
 }

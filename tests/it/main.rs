@@ -52,7 +52,9 @@ fn main() -> ExitCode {
         trials.push(
             Trial::test(format!("dynamodb_local::{name}"), move || match backend {
                 Some(backend) => run(scenario(backend)),
-                None => Err(Failed::from(format!("{DYNAMODB_LOCAL_ENDPOINT} is not set"))),
+                None => Err(Failed::from(format!(
+                    "{DYNAMODB_LOCAL_ENDPOINT} is not set"
+                ))),
             })
             .with_ignored_flag(ignored),
         );

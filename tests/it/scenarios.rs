@@ -65,14 +65,22 @@ async fn the_sample_event_stamps_every_record_created_up_to_the_execution_time(
     let day = sample_day(400);
     let (included, excluded) = edge_records();
     table
-        .seed(day.chargebacks().chain(included.clone()).chain(excluded.clone()))
+        .seed(
+            day.chargebacks()
+                .chain(included.clone())
+                .chain(excluded.clone()),
+        )
         .await?;
 
     let before = Utc::now();
     let outcome = table.invoke(sample_event()).await?;
     let summary = outcome.summary();
 
-    ensure!(outcome.response().batch_item_failures.is_empty(), "{:?}", outcome.response());
+    ensure!(
+        outcome.response().batch_item_failures.is_empty(),
+        "{:?}",
+        outcome.response()
+    );
     ensure!(summary.messages_processed == 1);
     ensure!(
         summary.chargebacks_updated == day.before_cutoff + included.len() as u64,
@@ -87,7 +95,10 @@ async fn the_sample_event_stamps_every_record_created_up_to_the_execution_time(
         .iter()
         .find(|c| c.partition_date == "2025-11-20" && c.created_at.as_str() < "2025-11-20T06:30:01")
         .ok_or_else(|| anyhow!("no record before the cutoff"))?;
-    let item = table.item(stamped).await?.ok_or_else(|| anyhow!("stamped record vanished"))?;
+    let item = table
+        .item(stamped)
+        .await?
+        .ok_or_else(|| anyhow!("stamped record vanished"))?;
     let s = |name: &str| item.get(name).and_then(text).map(str::to_owned);
     let n = |name: &str| item.get(name).and_then(number);
     ensure!(s("consolidation_status").as_deref() == Some("completed"));
@@ -97,31 +108,52 @@ async fn the_sample_event_stamps_every_record_created_up_to_the_execution_time(
     );
     ensure!(s("consolidation_date").as_deref() == Some("2025-11-20T06:45:32.123456+00:00"));
     ensure!(n("consolidation_execution") == Some(2));
-    ensure!(s("consolidation_job_name").as_deref() == Some("poc-chargeback-dev-chargebacks-consolidation"));
+    ensure!(
+        s("consolidation_job_name").as_deref()
+            == Some("poc-chargeback-dev-chargebacks-consolidation")
+    );
     ensure!(s("output_format").as_deref() == Some("csv"));
     ensure!(n("records_in_consolidation") == Some(1_250_000));
     let updated_at = s("updated_at").ok_or_else(|| anyhow!("no updated_at"))?;
     let updated_at = DateTime::parse_from_rfc3339(&updated_at)?.with_timezone(&Utc);
     ensure!(updated_at >= before - chrono::TimeDelta::seconds(1) && updated_at <= Utc::now());
-    ensure!(s("merchant_id").as_deref() == Some(stamped.merchant_id.as_str()), "other attributes kept");
+    ensure!(
+        s("merchant_id").as_deref() == Some(stamped.merchant_id.as_str()),
+        "other attributes kept"
+    );
 
     for edge in &included {
-        ensure!(table.execution_of(edge).await? == Some(2), "{} should be stamped", edge.chargeback_id);
+        ensure!(
+            table.execution_of(edge).await? == Some(2),
+            "{} should be stamped",
+            edge.chargeback_id
+        );
     }
     for edge in &excluded {
-        ensure!(table.execution_of(edge).await?.is_none(), "{} is for the next run", edge.chargeback_id);
+        ensure!(
+            table.execution_of(edge).await?.is_none(),
+            "{} is for the next run",
+            edge.chargeback_id
+        );
     }
     let late = records
         .iter()
-        .find(|c| c.partition_date == "2025-11-20" && c.created_at.as_str() >= "2025-11-20T06:30:01")
+        .find(|c| {
+            c.partition_date == "2025-11-20" && c.created_at.as_str() >= "2025-11-20T06:30:01"
+        })
         .ok_or_else(|| anyhow!("no late record"))?;
     ensure!(table.execution_of(late).await?.is_none());
     let other_day = records
         .iter()
         .find(|c| c.partition_date != "2025-11-20")
         .ok_or_else(|| anyhow!("no other-day record"))?;
-    let untouched = table.item(other_day).await?.ok_or_else(|| anyhow!("vanished"))?;
-    ensure!(!untouched.contains_key("consolidation_status") && !untouched.contains_key("updated_at"));
+    let untouched = table
+        .item(other_day)
+        .await?
+        .ok_or_else(|| anyhow!("vanished"))?;
+    ensure!(
+        !untouched.contains_key("consolidation_status") && !untouched.contains_key("updated_at")
+    );
     Ok(())
 }
 
@@ -131,17 +163,33 @@ async fn a_redelivered_event_writes_nothing(backend: Backend) -> anyhow::Result<
     table.seed(day.chargebacks()).await?;
     let first = table.invoke(sample_event()).await?.summary();
     ensure!(first.chargebacks_updated == day.before_cutoff);
-    let probe = day.chargebacks().next().ok_or_else(|| anyhow!("empty day"))?;
-    let stamped_at = table.item(&probe).await?.and_then(|i| i.get("updated_at").cloned());
+    let probe = day
+        .chargebacks()
+        .next()
+        .ok_or_else(|| anyhow!("empty day"))?;
+    let stamped_at = table
+        .item(&probe)
+        .await?
+        .and_then(|i| i.get("updated_at").cloned());
 
     let again = table.invoke(sample_event()).await?;
     let summary = again.summary();
     ensure!(again.response().batch_item_failures.is_empty());
     ensure!(summary.messages_processed == 1);
-    ensure!(summary.chargebacks_updated == 0, "redelivery wrote {}", summary.chargebacks_updated);
+    ensure!(
+        summary.chargebacks_updated == 0,
+        "redelivery wrote {}",
+        summary.chargebacks_updated
+    );
     ensure!(summary.chargebacks_already_applied == day.before_cutoff);
-    let after = table.item(&probe).await?.and_then(|i| i.get("updated_at").cloned());
-    ensure!(stamped_at.is_some() && after == stamped_at, "updated_at moved: {stamped_at:?} -> {after:?}");
+    let after = table
+        .item(&probe)
+        .await?
+        .and_then(|i| i.get("updated_at").cloned());
+    ensure!(
+        stamped_at.is_some() && after == stamped_at,
+        "updated_at moved: {stamped_at:?} -> {after:?}"
+    );
     Ok(())
 }
 
@@ -156,12 +204,20 @@ async fn an_older_execution_arriving_after_a_newer_one_changes_nothing(
     table.seed(records.clone().into_iter()).await?;
     let newer = consolidation("2025-11-20", 3, 4, "2025-11-20T12:00:00");
     let older = consolidation("2025-11-20", 2, 4, "2025-11-20T06:30:00");
-    table.invoke(kafka_event(&[Message::json(0, 1, &newer)])).await?;
-    let late = table.invoke(kafka_event(&[Message::json(0, 2, &older)])).await?.summary();
+    table
+        .invoke(kafka_event(&[Message::json(0, 1, &newer)]))
+        .await?;
+    let late = table
+        .invoke(kafka_event(&[Message::json(0, 2, &older)]))
+        .await?
+        .summary();
     ensure!(late.messages_processed == 1 && late.chargebacks_updated == 0);
     ensure!(late.chargebacks_already_applied == 2);
     for record in &records {
-        let item = table.item(record).await?.ok_or_else(|| anyhow!("vanished"))?;
+        let item = table
+            .item(record)
+            .await?
+            .ok_or_else(|| anyhow!("vanished"))?;
         ensure!(item.get("consolidation_execution").and_then(number) == Some(3));
         ensure!(
             item.get("consolidation_s3_path").and_then(text)
@@ -171,7 +227,9 @@ async fn an_older_execution_arriving_after_a_newer_one_changes_nothing(
     Ok(())
 }
 
-async fn a_hash_and_range_table_is_stamped_like_a_hash_only_one(backend: Backend) -> anyhow::Result<()> {
+async fn a_hash_and_range_table_is_stamped_like_a_hash_only_one(
+    backend: Backend,
+) -> anyhow::Result<()> {
     let shape = TableShape {
         created_at_sort_key: true,
         ..TableShape::default()
@@ -180,15 +238,26 @@ async fn a_hash_and_range_table_is_stamped_like_a_hash_only_one(backend: Backend
     let day = sample_day(120);
     table.seed(day.chargebacks()).await?;
     let summary = table.invoke(sample_event()).await?.summary();
-    ensure!(summary.chargebacks_updated == day.before_cutoff, "updated {}", summary.chargebacks_updated);
+    ensure!(
+        summary.chargebacks_updated == day.before_cutoff,
+        "updated {}",
+        summary.chargebacks_updated
+    );
     let again = table.invoke(sample_event()).await?.summary();
-    ensure!(again.chargebacks_updated == 0 && again.chargebacks_already_applied == day.before_cutoff);
-    let first = day.chargebacks().next().ok_or_else(|| anyhow!("empty day"))?;
+    ensure!(
+        again.chargebacks_updated == 0 && again.chargebacks_already_applied == day.before_cutoff
+    );
+    let first = day
+        .chargebacks()
+        .next()
+        .ok_or_else(|| anyhow!("empty day"))?;
     ensure!(table.execution_of(&first).await? == Some(2));
     Ok(())
 }
 
-async fn a_table_without_the_date_index_falls_back_to_a_scan(backend: Backend) -> anyhow::Result<()> {
+async fn a_table_without_the_date_index_falls_back_to_a_scan(
+    backend: Backend,
+) -> anyhow::Result<()> {
     let shape = TableShape {
         index: None,
         ..TableShape::default()
@@ -197,23 +266,36 @@ async fn a_table_without_the_date_index_falls_back_to_a_scan(backend: Backend) -
     let day = sample_day(200);
     table.seed(day.chargebacks()).await?;
     let summary = table.invoke(sample_event()).await?.summary();
-    ensure!(summary.chargebacks_updated == day.before_cutoff, "updated {}", summary.chargebacks_updated);
+    ensure!(
+        summary.chargebacks_updated == day.before_cutoff,
+        "updated {}",
+        summary.chargebacks_updated
+    );
     // The scan filters out what is already stamped: a redelivery reads nothing to write.
     let again = table.invoke(sample_event()).await?.summary();
     ensure!(again.chargebacks_updated == 0 && again.messages_processed == 1);
     let records: Vec<Chargeback> = day.chargebacks().collect();
-    let other_day = records.iter().find(|c| c.partition_date != "2025-11-20").ok_or_else(|| anyhow!("none"))?;
+    let other_day = records
+        .iter()
+        .find(|c| c.partition_date != "2025-11-20")
+        .ok_or_else(|| anyhow!("none"))?;
     ensure!(table.execution_of(other_day).await?.is_none());
     Ok(())
 }
 
-async fn the_last_execution_reports_records_created_after_it(backend: Backend) -> anyhow::Result<()> {
+async fn the_last_execution_reports_records_created_after_it(
+    backend: Backend,
+) -> anyhow::Result<()> {
     let table = TestTable::create(&backend, TableShape::default()).await?;
     let day = sample_day(100);
     let (included, excluded) = edge_records();
-    table.seed(day.chargebacks().chain(included).chain(excluded.clone())).await?;
+    table
+        .seed(day.chargebacks().chain(included).chain(excluded.clone()))
+        .await?;
     let last = consolidation("2025-11-20", 4, 4, "2025-11-20T06:30:00");
-    let outcome = table.invoke(kafka_event(&[Message::json(0, 7, &last)])).await?;
+    let outcome = table
+        .invoke(kafka_event(&[Message::json(0, 7, &last)]))
+        .await?;
     let summary = outcome.summary();
     let expected_left = day.after_cutoff + excluded.len() as u64;
     ensure!(
@@ -227,19 +309,30 @@ async fn the_last_execution_reports_records_created_after_it(backend: Backend) -
     }
     // A run that is not the last does not count.
     let earlier = consolidation("2025-11-20", 3, 4, "2025-11-20T06:30:00");
-    let summary = table.invoke(kafka_event(&[Message::json(0, 8, &earlier)])).await?.summary();
+    let summary = table
+        .invoke(kafka_event(&[Message::json(0, 8, &earlier)]))
+        .await?
+        .summary();
     ensure!(summary.chargebacks_left_behind == 0);
     Ok(())
 }
 
-async fn a_batch_of_100_messages_over_several_partitions_and_dates(backend: Backend) -> anyhow::Result<()> {
+async fn a_batch_of_100_messages_over_several_partitions_and_dates(
+    backend: Backend,
+) -> anyhow::Result<()> {
     const DATES: [&str; 4] = ["2025-11-18", "2025-11-19", "2025-11-20", "2025-11-21"];
     const PER_DATE: usize = 15;
     let table = TestTable::create(&backend, TableShape::default()).await?;
     let records: Vec<Chargeback> = DATES
         .iter()
         .flat_map(|date| {
-            (0..PER_DATE).map(move |i| chargeback(&format!("cb-{date}-{i}"), date, &format!("{date}T0{}:00:00.000Z", i % 6)))
+            (0..PER_DATE).map(move |i| {
+                chargeback(
+                    &format!("cb-{date}-{i}"),
+                    date,
+                    &format!("{date}T0{}:00:00.000Z", i % 6),
+                )
+            })
         })
         .collect();
     table.seed(records.clone().into_iter()).await?;
@@ -254,11 +347,19 @@ async fn a_batch_of_100_messages_over_several_partitions_and_dates(backend: Back
             let date = DATES[((partition + i) % 4) as usize];
             let sequence = (((partition * 7 + i * 3) % 4) + 1) as u64;
             if partition == 1 && i == 5 {
-                messages.push(Message::json(partition, offset, &json!({"event_type": "consolidation_started", "partition_date": date})));
+                messages.push(Message::json(
+                    partition,
+                    offset,
+                    &json!({"event_type": "consolidation_started", "partition_date": date}),
+                ));
                 continue;
             }
             if partition == 3 && i == 20 {
-                messages.push(Message { partition, offset, value: "{not json".into() });
+                messages.push(Message {
+                    partition,
+                    offset,
+                    value: "{not json".into(),
+                });
                 continue;
             }
             let event = consolidation(date, sequence, 4, &format!("{date}T12:00:00"));
@@ -279,15 +380,26 @@ async fn a_batch_of_100_messages_over_several_partitions_and_dates(backend: Back
         .into_iter()
         .map(|f| (f.item_identifier.partition, f.item_identifier.offset))
         .collect();
-    let expected_listed: Vec<(String, i64)> = (1020..1025).map(|o| (format!("{TOPIC}-3"), o)).collect();
+    let expected_listed: Vec<(String, i64)> =
+        (1020..1025).map(|o| (format!("{TOPIC}-3"), o)).collect();
     ensure!(listed == expected_listed, "listed {listed:?}");
     ensure!(summary.messages_skipped == 1);
     ensure!(summary.messages_failed == 5);
-    ensure!(summary.messages_processed == 94, "processed {}", summary.messages_processed);
+    ensure!(
+        summary.messages_processed == 94,
+        "processed {}",
+        summary.messages_processed
+    );
     for record in &records {
-        let expected = expected_execution.get(record.partition_date.as_str()).copied();
+        let expected = expected_execution
+            .get(record.partition_date.as_str())
+            .copied();
         let actual = table.execution_of(record).await?;
-        ensure!(actual == expected, "{}: {actual:?} expected {expected:?}", record.chargeback_id);
+        ensure!(
+            actual == expected,
+            "{}: {actual:?} expected {expected:?}",
+            record.chargeback_id
+        );
     }
     Ok(())
 }
@@ -313,7 +425,10 @@ async fn a_missing_record_is_never_created(backend: Backend) -> anyhow::Result<(
     )]);
     let result = store.stamp(key, &stamp).await?;
     ensure!(result == StampResult::Missing, "got {result:?}");
-    ensure!(table.item(&ghost).await?.is_none(), "the update created the record");
+    ensure!(
+        table.item(&ghost).await?.is_none(),
+        "the update created the record"
+    );
     Ok(())
 }
 
@@ -335,7 +450,14 @@ async fn the_read_side_skips_stamped_records_when_the_index_projects_the_executi
         "stamped records were read again: {again:?}"
     );
     let newer = consolidation("2025-11-20", 3, 4, "2025-11-20T06:30:00");
-    let next = table.invoke(kafka_event(&[Message::json(0, 1, &newer)])).await?.summary();
-    ensure!(next.chargebacks_updated == day.before_cutoff, "newer run updated {}", next.chargebacks_updated);
+    let next = table
+        .invoke(kafka_event(&[Message::json(0, 1, &newer)]))
+        .await?
+        .summary();
+    ensure!(
+        next.chargebacks_updated == day.before_cutoff,
+        "newer run updated {}",
+        next.chargebacks_updated
+    );
     Ok(())
 }

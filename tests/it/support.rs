@@ -15,7 +15,9 @@ use consolidation_updater::domain::outcome::BatchOutcome;
 use consolidation_updater::embedded::EmbeddedServer;
 use consolidation_updater::fanout::FanOut;
 use consolidation_updater::handler::BatchHandler;
-use consolidation_updater::store::dynamodb::provision::{TableShape, create_table, put_chargebacks};
+use consolidation_updater::store::dynamodb::provision::{
+    TableShape, create_table, put_chargebacks,
+};
 use consolidation_updater::store::dynamodb::{DynamoStore, load_sdk_config, local_client};
 use consolidation_updater::synthetic::Chargeback;
 use serde_json::{Value, json};
@@ -102,15 +104,24 @@ impl TestTable {
         Ok(self.handler().handle(event, "test-request").await?)
     }
 
-    pub async fn item(&self, chargeback: &Chargeback) -> anyhow::Result<Option<HashMap<String, AttributeValue>>> {
+    pub async fn item(
+        &self,
+        chargeback: &Chargeback,
+    ) -> anyhow::Result<Option<HashMap<String, AttributeValue>>> {
         let mut request = self
             .client
             .get_item()
             .table_name(&self.name)
             .consistent_read(true)
-            .key("chargeback_id", AttributeValue::S(chargeback.chargeback_id.clone()));
+            .key(
+                "chargeback_id",
+                AttributeValue::S(chargeback.chargeback_id.clone()),
+            );
         if self.shape.created_at_sort_key {
-            request = request.key("created_at", AttributeValue::S(chargeback.created_at.clone()));
+            request = request.key(
+                "created_at",
+                AttributeValue::S(chargeback.created_at.clone()),
+            );
         }
         Ok(request.send().await?.item)
     }
@@ -122,7 +133,9 @@ impl TestTable {
             .await?
             .ok_or_else(|| anyhow!("{} is not in the table", chargeback.chargeback_id))?;
         item.get("consolidation_execution")
-            .map(|v| number(v).ok_or_else(|| anyhow!("consolidation_execution is not a number: {v:?}")))
+            .map(|v| {
+                number(v).ok_or_else(|| anyhow!("consolidation_execution is not a number: {v:?}"))
+            })
             .transpose()
     }
 }

@@ -55,8 +55,7 @@ const UPDATE_EXPRESSION: &str = "SET consolidation_status = :status, \
 const UPDATE_CONDITION: &str = "attribute_exists(#pk) AND \
      (attribute_not_exists(consolidation_execution) OR consolidation_execution < :execution)";
 /// Read-side skip of records already at this execution or newer.
-const NOT_YET_STAMPED: &str =
-    "attribute_not_exists(#execution) OR #execution < :execution";
+const NOT_YET_STAMPED: &str = "attribute_not_exists(#execution) OR #execution < :execution";
 
 /// Loads the AWS configuration the standard way (environment, profile, IMDS,
 /// `AWS_ENDPOINT_URL*`), with the region from our settings and our timeouts.
@@ -142,7 +141,11 @@ impl DynamoStore {
             .await
             .map_err(|e| classify("DescribeTable", e))?;
         let table = output.table().ok_or_else(|| {
-            StoreError::new(ErrorClass::Setup, "DescribeTable", "no table description returned")
+            StoreError::new(
+                ErrorClass::Setup,
+                "DescribeTable",
+                "no table description returned",
+            )
         })?;
         let key_named = |kind: KeyType| {
             table
@@ -152,7 +155,11 @@ impl DynamoStore {
                 .map(|k| k.attribute_name().to_owned())
         };
         let hash_key = key_named(KeyType::Hash).ok_or_else(|| {
-            StoreError::new(ErrorClass::Setup, "DescribeTable", "the table has no partition key")
+            StoreError::new(
+                ErrorClass::Setup,
+                "DescribeTable",
+                "the table has no partition key",
+            )
         })?;
         let index = table
             .global_secondary_indexes()
@@ -163,8 +170,11 @@ impl DynamoStore {
                 let projection = index.projection();
                 let projects_execution = match projection.and_then(|p| p.projection_type()) {
                     Some(ProjectionType::All) => true,
-                    Some(ProjectionType::Include) => projection
-                        .is_some_and(|p| p.non_key_attributes().iter().any(|a| a == EXECUTION_ATTRIBUTE)),
+                    Some(ProjectionType::Include) => projection.is_some_and(|p| {
+                        p.non_key_attributes()
+                            .iter()
+                            .any(|a| a == EXECUTION_ATTRIBUTE)
+                    }),
                     _ => false,
                 };
                 info!(
@@ -239,8 +249,14 @@ impl ChargebackStore for DynamoStore {
         names.insert("#date".into(), PARTITION_DATE_ATTRIBUTE.into());
         names.insert("#created".into(), CREATED_AT_ATTRIBUTE.into());
         let mut values = HashMap::from([
-            (":date".to_owned(), AttributeValue::S(selection.partition_date.to_string())),
-            (":before".to_owned(), AttributeValue::S(selection.created_before.clone())),
+            (
+                ":date".to_owned(),
+                AttributeValue::S(selection.partition_date.to_string()),
+            ),
+            (
+                ":before".to_owned(),
+                AttributeValue::S(selection.created_before.clone()),
+            ),
         ]);
         let mut skip_stamped = || {
             names.insert("#execution".into(), EXECUTION_ATTRIBUTE.into());
@@ -270,7 +286,10 @@ impl ChargebackStore for DynamoStore {
                 (output.items, output.last_evaluated_key)
             }
             KeyReader::Scan { segments } => {
-                let filter = format!("#date = :date AND #created < :before AND ({})", skip_stamped());
+                let filter = format!(
+                    "#date = :date AND #created < :before AND ({})",
+                    skip_stamped()
+                );
                 let output = self
                     .client
                     .scan()
@@ -303,7 +322,10 @@ impl ChargebackStore for DynamoStore {
             values: HashMap::from([
                 (":status".to_owned(), s(STATUS_COMPLETED)),
                 (":s3_path".to_owned(), s(&stamp.s3_path)),
-                (":consolidation_date".to_owned(), s(&stamp.consolidation_date)),
+                (
+                    ":consolidation_date".to_owned(),
+                    s(&stamp.consolidation_date),
+                ),
                 (":execution".to_owned(), n(stamp.execution_sequence)),
                 (":job_name".to_owned(), s(&stamp.job_name)),
                 (":output_format".to_owned(), s(stamp.output_format)),
@@ -355,7 +377,10 @@ impl ChargebackStore for DynamoStore {
         ]);
         let values = HashMap::from([
             (":date".to_owned(), AttributeValue::S(date.to_string())),
-            (":from".to_owned(), AttributeValue::S(created_from.to_owned())),
+            (
+                ":from".to_owned(),
+                AttributeValue::S(created_from.to_owned()),
+            ),
         ]);
         let condition = "#date = :date AND #created >= :from";
         let mut total = 0_u64;

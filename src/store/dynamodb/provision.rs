@@ -106,7 +106,10 @@ pub async fn create_table(
             request = request.attribute_definitions(string_attribute(CREATED_AT_ATTRIBUTE)?);
         }
     }
-    request.send().await.map_err(|e| classify("CreateTable", e))?;
+    request
+        .send()
+        .await
+        .map_err(|e| classify("CreateTable", e))?;
     for _ in 0..600 {
         let described = client
             .describe_table()
@@ -119,20 +122,38 @@ pub async fn create_table(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(StoreError::new(ErrorClass::Setup, "CreateTable", format!("table {table} did not become active")))
+    Err(StoreError::new(
+        ErrorClass::Setup,
+        "CreateTable",
+        format!("table {table} did not become active"),
+    ))
 }
 
 /// A chargeback as a DynamoDB item.
-pub fn chargeback_item(chargeback: &Chargeback) -> HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+pub fn chargeback_item(
+    chargeback: &Chargeback,
+) -> HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
     use aws_sdk_dynamodb::types::AttributeValue::{N, S};
     HashMap::from([
         (HASH_KEY.to_owned(), S(chargeback.chargeback_id.clone())),
-        (PARTITION_DATE_ATTRIBUTE.to_owned(), S(chargeback.partition_date.clone())),
-        (CREATED_AT_ATTRIBUTE.to_owned(), S(chargeback.created_at.clone())),
+        (
+            PARTITION_DATE_ATTRIBUTE.to_owned(),
+            S(chargeback.partition_date.clone()),
+        ),
+        (
+            CREATED_AT_ATTRIBUTE.to_owned(),
+            S(chargeback.created_at.clone()),
+        ),
         ("merchant_id".to_owned(), S(chargeback.merchant_id.clone())),
-        ("amount_cents".to_owned(), N(chargeback.amount_cents.to_string())),
+        (
+            "amount_cents".to_owned(),
+            N(chargeback.amount_cents.to_string()),
+        ),
         ("currency".to_owned(), S(chargeback.currency.to_owned())),
-        ("reason_code".to_owned(), S(chargeback.reason_code.to_owned())),
+        (
+            "reason_code".to_owned(),
+            S(chargeback.reason_code.to_owned()),
+        ),
         ("status".to_owned(), S("open".to_owned())),
     ])
 }
@@ -158,7 +179,9 @@ pub async fn put_chargebacks(
                     .set_item(Some(chargeback_item(c)))
                     .build()
                     .map(|put| WriteRequest::builder().put_request(put).build())
-                    .map_err(|e| StoreError::new(ErrorClass::Permanent, "BatchWriteItem", e.to_string()))
+                    .map_err(|e| {
+                        StoreError::new(ErrorClass::Permanent, "BatchWriteItem", e.to_string())
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         if in_flight.len() >= concurrency.max(1)
@@ -174,11 +197,17 @@ pub async fn put_chargebacks(
     Ok(written)
 }
 
-fn joined(done: Result<Result<u64, StoreError>, tokio::task::JoinError>) -> Result<u64, StoreError> {
+fn joined(
+    done: Result<Result<u64, StoreError>, tokio::task::JoinError>,
+) -> Result<u64, StoreError> {
     done.map_err(|e| StoreError::new(ErrorClass::Transient, "BatchWriteItem", e.to_string()))?
 }
 
-async fn write_batch(client: Client, table: String, mut requests: Vec<WriteRequest>) -> Result<u64, StoreError> {
+async fn write_batch(
+    client: Client,
+    table: String,
+    mut requests: Vec<WriteRequest>,
+) -> Result<u64, StoreError> {
     let total = requests.len() as u64;
     for attempt in 0..10_u32 {
         let output = client
@@ -196,5 +225,9 @@ async fn write_batch(client: Client, table: String, mut requests: Vec<WriteReque
         }
         tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
     }
-    Err(StoreError::new(ErrorClass::Transient, "BatchWriteItem", "items left unprocessed after 10 attempts"))
+    Err(StoreError::new(
+        ErrorClass::Transient,
+        "BatchWriteItem",
+        "items left unprocessed after 10 attempts",
+    ))
 }
