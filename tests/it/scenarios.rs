@@ -44,6 +44,26 @@ fn sample_day(total: u64) -> SyntheticDay {
     SyntheticDay::around(execution_time, date, total)
 }
 
+/// A fresh table of `shape` holding a sample day of `total` records, stamped
+/// once by the sample event (checked): the starting point of several scenarios.
+async fn a_stamped_sample_day(
+    backend: &Backend,
+    shape: TableShape,
+    total: u64,
+) -> anyhow::Result<(TestTable, SyntheticDay)> {
+    let table = TestTable::create(backend, shape).await?;
+    let day = sample_day(total);
+    table.seed(day.chargebacks()).await?;
+    let first = table.invoke(sample_event()).await?.summary();
+    ensure!(
+        first.chargebacks_updated == day.before_cutoff,
+        "first pass updated {} of {}",
+        first.chargebacks_updated,
+        day.before_cutoff
+    );
+    Ok((table, day))
+}
+
 /// Records right at the cutoff, with each `created_at` suffix the contract allows.
 fn edge_records() -> (Vec<Chargeback>, Vec<Chargeback>) {
     let included = vec![
@@ -158,11 +178,7 @@ async fn the_sample_event_stamps_every_record_created_up_to_the_execution_time(
 }
 
 async fn a_redelivered_event_writes_nothing(backend: Backend) -> anyhow::Result<()> {
-    let table = TestTable::create(&backend, TableShape::default()).await?;
-    let day = sample_day(100);
-    table.seed(day.chargebacks()).await?;
-    let first = table.invoke(sample_event()).await?.summary();
-    ensure!(first.chargebacks_updated == day.before_cutoff);
+    let (table, day) = a_stamped_sample_day(&backend, TableShape::default(), 100).await?;
     let probe = day
         .chargebacks()
         .next()
@@ -234,15 +250,7 @@ async fn a_hash_and_range_table_is_stamped_like_a_hash_only_one(
         created_at_sort_key: true,
         ..TableShape::default()
     };
-    let table = TestTable::create(&backend, shape).await?;
-    let day = sample_day(120);
-    table.seed(day.chargebacks()).await?;
-    let summary = table.invoke(sample_event()).await?.summary();
-    ensure!(
-        summary.chargebacks_updated == day.before_cutoff,
-        "updated {}",
-        summary.chargebacks_updated
-    );
+    let (table, day) = a_stamped_sample_day(&backend, shape, 120).await?;
     let again = table.invoke(sample_event()).await?.summary();
     ensure!(
         again.chargebacks_updated == 0 && again.chargebacks_already_applied == day.before_cutoff
@@ -262,15 +270,7 @@ async fn a_table_without_the_date_index_falls_back_to_a_scan(
         index: None,
         ..TableShape::default()
     };
-    let table = TestTable::create(&backend, shape).await?;
-    let day = sample_day(200);
-    table.seed(day.chargebacks()).await?;
-    let summary = table.invoke(sample_event()).await?.summary();
-    ensure!(
-        summary.chargebacks_updated == day.before_cutoff,
-        "updated {}",
-        summary.chargebacks_updated
-    );
+    let (table, day) = a_stamped_sample_day(&backend, shape, 200).await?;
     // The scan filters out what is already stamped: a redelivery reads nothing to write.
     let again = table.invoke(sample_event()).await?.summary();
     ensure!(again.chargebacks_updated == 0 && again.messages_processed == 1);
@@ -439,11 +439,7 @@ async fn the_read_side_skips_stamped_records_when_the_index_projects_the_executi
         index: Some(IndexProjection::IncludeExecution),
         ..TableShape::default()
     };
-    let table = TestTable::create(&backend, shape).await?;
-    let day = sample_day(100);
-    table.seed(day.chargebacks()).await?;
-    let first = table.invoke(sample_event()).await?.summary();
-    ensure!(first.chargebacks_updated == day.before_cutoff);
+    let (table, day) = a_stamped_sample_day(&backend, shape, 100).await?;
     let again = table.invoke(sample_event()).await?.summary();
     ensure!(
         again.chargebacks_updated == 0 && again.chargebacks_already_applied == 0,
