@@ -290,9 +290,13 @@ pub mod demo {
         if !std::io::stdout().is_terminal() {
             return None;
         }
-        let bar = indicatif::ProgressBar::new(length);
+        // On stdout, with the results; stderr carries the logs.
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(length),
+            indicatif::ProgressDrawTarget::stdout(),
+        );
         let style = indicatif::ProgressStyle::with_template(
-            "{spinner} stamping [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
+            "{spinner} stamping [{bar:40}] {human_pos}/{human_len} ({percent}%) eta {eta}",
         )
         .map(|s| s.progress_chars("=> "));
         if let Ok(style) = style {
