@@ -279,7 +279,7 @@ pub mod demo {
     fn first_consolidation_event(payload: &Value) -> anyhow::Result<ConsolidationEvent> {
         let partitions = decode_envelope(payload.clone())?;
         for message in partitions.iter().flat_map(|p| &p.messages) {
-            if let Ok(DecodedValue::Consolidation(event)) = decode_value(message.value.as_deref()) {
+            if let Ok(DecodedValue::Consolidation(event)) = decode_value(message.value.as_ref()) {
                 return Ok(event);
             }
         }

@@ -81,13 +81,18 @@ impl<S: ChargebackStore> FanOut<S> {
         let mut updates = JoinSet::new();
         let mut failure = None;
         'pages: while let Some(page) = pages.recv().await {
-            let keys = match page {
-                Ok(keys) => keys,
+            let (keys, already_applied) = match page {
+                Ok(page) => page,
                 Err(error) => {
                     failure = Some(error);
                     break;
                 }
             };
+            report.already_applied += already_applied;
+            report.already_applied_on_read += already_applied;
+            self.progress
+                .already_applied
+                .fetch_add(already_applied, Ordering::Relaxed);
             for key in keys {
                 let permit = Arc::clone(&self.limiter)
                     .acquire_owned()
@@ -107,9 +112,24 @@ impl<S: ChargebackStore> FanOut<S> {
             }
         }
         drop(pages);
-        pagers.abort_all();
+        if failure.is_some() {
+            pagers.abort_all();
+        }
         while let Some(joined) = updates.join_next().await {
             self.tally(joined, &mut report, &mut failure);
+        }
+        // A pager that ended abnormally closed its side of the channel like a
+        // finished one: without this check its keys would be silently skipped.
+        while let Some(joined) = pagers.join_next().await {
+            if let Err(join_error) = joined
+                && !join_error.is_cancelled()
+            {
+                failure.get_or_insert(StoreError::new(
+                    ErrorClass::Transient,
+                    "key read",
+                    format!("a key reader ended abnormally: {join_error}"),
+                ));
+            }
         }
         if let Some(error) = failure {
             return Err(error);
@@ -166,13 +186,19 @@ async fn read_key_stream<S: ChargebackStore>(
     store: Arc<S>,
     selection: KeySelection,
     stream: u32,
-    pages: mpsc::Sender<Result<Vec<S::Key>, StoreError>>,
+    pages: mpsc::Sender<Result<(Vec<S::Key>, u64), StoreError>>,
 ) {
     let mut cursor = None;
     loop {
         match store.key_page(&selection, stream, cursor.take()).await {
             Ok(page) => {
-                if !page.keys.is_empty() && pages.send(Ok(page.keys)).await.is_err() {
+                let worth_sending = !page.keys.is_empty() || page.already_applied > 0;
+                if worth_sending
+                    && pages
+                        .send(Ok((page.keys, page.already_applied)))
+                        .await
+                        .is_err()
+                {
                     return;
                 }
                 match page.next {
@@ -215,9 +241,13 @@ pub(crate) mod fake {
         pub streams: u32,
         /// Fail the update of this key.
         pub fail_on: Option<String>,
+        /// Fail every update (to prove none is attempted).
+        pub fail_on_any: std::sync::atomic::AtomicBool,
         pub in_flight: AtomicUsize,
         pub max_in_flight: AtomicUsize,
         pub deleted_before_update: Vec<String>,
+        /// Count stamped records on read instead of returning their keys.
+        pub sees_execution: bool,
     }
 
     impl FakeStore {
@@ -270,8 +300,19 @@ pub(crate) mod fake {
                 .collect();
             let start = cursor.unwrap_or(0);
             let end = (start + self.page_size).min(selected.len());
+            let mut keys = selected[start..end].to_vec();
+            let before = keys.len();
+            if self.sees_execution {
+                let records = self.records.lock().unwrap();
+                keys.retain(|k| {
+                    records[k]
+                        .execution
+                        .is_none_or(|e| e < selection.execution_sequence)
+                });
+            }
             Ok(KeyPage {
-                keys: selected[start..end].to_vec(),
+                already_applied: (before - keys.len()) as u64,
+                keys,
                 next: (end < selected.len()).then_some(end),
             })
         }
@@ -285,7 +326,9 @@ pub(crate) mod fake {
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
             tokio::task::yield_now().await;
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            if self.fail_on.as_deref() == Some(key.as_str()) {
+            if self.fail_on.as_deref() == Some(key.as_str())
+                || self.fail_on_any.load(Ordering::SeqCst)
+            {
                 return Err(StoreError::new(
                     ErrorClass::Transient,
                     "UpdateItem",
@@ -412,6 +455,18 @@ mod tests {
         let older = fan_out.stamp_partition(&plan(1, false)).await.unwrap();
         assert_eq!((older.written, older.already_applied), (0, 20));
         assert_eq!(fan_out.store().execution_of("cb-0000"), Some(2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_seen_stamped_on_read_are_counted_without_a_write() {
+        let mut store = FakeStore::with_records(day(20, 0));
+        store.sees_execution = true;
+        let fan_out = fan_out(store, 4);
+        fan_out.stamp_partition(&plan(2, false)).await.unwrap();
+        fan_out.store().fail_on_any.store(true, Ordering::SeqCst);
+        let again = fan_out.stamp_partition(&plan(2, false)).await.unwrap();
+        assert_eq!((again.written, again.already_applied), (0, 20));
+        assert_eq!(again.already_applied_on_read, 20);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,7 +115,7 @@ impl<S: ChargebackStore> BatchHandler<S> {
     }
 
     async fn process_in_span(&self, message: KafkaMessage, span: &Span) -> MessageOutcome {
-        let decoded = decode_value(message.value.as_deref());
+        let decoded = decode_value(message.value.as_ref());
         let correlation_id = message
             .correlation_header()
             .unwrap_or_else(|| match &decoded {

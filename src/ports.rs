@@ -39,9 +39,12 @@ impl StoreError {
     }
 }
 
-/// One page of keys and where the next one starts.
+/// One page of keys to stamp and where the next one starts.
 pub struct KeyPage<K, C> {
     pub keys: Vec<K>,
+    /// Records the read itself showed to be at this execution or newer:
+    /// counted as already applied, never written.
+    pub already_applied: u64,
     pub next: Option<C>,
 }
 

@@ -102,9 +102,17 @@ impl DecodeError {
     }
 }
 
-/// Decodes a Kafka record value (base64 JSON, as Lambda delivers it).
-pub fn decode_value(value: Option<&str>) -> Result<DecodedValue, DecodeError> {
-    let encoded = value.ok_or(DecodeError::MissingValue)?;
+/// Decodes a Kafka record value (a base64 string of JSON, as Lambda delivers it).
+pub fn decode_value(value: Option<&Value>) -> Result<DecodedValue, DecodeError> {
+    let encoded = match value {
+        None | Some(Value::Null) => return Err(DecodeError::MissingValue),
+        Some(Value::String(text)) => text,
+        Some(other) => {
+            return Err(DecodeError::NotBase64 {
+                reason: format!("the value is {}, not a base64 string", json_type(other)),
+            });
+        }
+    };
     let bytes = BASE64
         .decode(encoded.trim())
         .map_err(|e| DecodeError::NotBase64 {
@@ -358,12 +366,16 @@ pub struct CompletedAt {
 
 impl CompletedAt {
     pub fn parse(value: &str) -> Result<Self, DecodeError> {
+        let invalid = || DecodeError::InvalidTimestamp {
+            field: "completed_at",
+            value: value.to_owned(),
+            hint: " with an offset (e.g. 2025-11-20T06:45:32.123456+00:00)",
+        };
+        if !has_four_digit_year(value) {
+            return Err(invalid());
+        }
         let at = DateTime::parse_from_rfc3339(value)
-            .map_err(|_| DecodeError::InvalidTimestamp {
-                field: "completed_at",
-                value: value.to_owned(),
-                hint: " with an offset (e.g. 2025-11-20T06:45:32.123456+00:00)",
-            })?
+            .map_err(|_| invalid())?
             .with_timezone(&Utc);
         Ok(Self {
             raw: value.to_owned(),
@@ -380,8 +392,23 @@ impl CompletedAt {
     }
 }
 
+/// ISO-8601's basic form has a four-digit year; chrono would also take
+/// expanded years such as "+262142", whose cutoff cannot be compared as text.
+fn has_four_digit_year(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    bytes.len() > 4 && bytes[..4].iter().all(u8::is_ascii_digit) && bytes[4] == b'-'
+}
+
 /// `execution_time` as the job writes it: usually without an offset, which means UTC.
 fn parse_execution_time(value: &str) -> Result<DateTime<Utc>, DecodeError> {
+    let invalid = || DecodeError::InvalidTimestamp {
+        field: "execution_time",
+        value: value.to_owned(),
+        hint: " (e.g. 2025-11-20T06:30:00, UTC when no offset is given)",
+    };
+    if !has_four_digit_year(value) {
+        return Err(invalid());
+    }
     if let Ok(with_offset) = DateTime::parse_from_rfc3339(value) {
         return Ok(with_offset.with_timezone(&Utc));
     }
@@ -389,11 +416,7 @@ fn parse_execution_time(value: &str) -> Result<DateTime<Utc>, DecodeError> {
         .iter()
         .find_map(|format| NaiveDateTime::parse_from_str(value, format).ok())
         .map(|naive| naive.and_utc())
-        .ok_or_else(|| DecodeError::InvalidTimestamp {
-            field: "execution_time",
-            value: value.to_owned(),
-            hint: " (e.g. 2025-11-20T06:30:00, UTC when no offset is given)",
-        })
+        .ok_or_else(invalid)
 }
 
 /// The Glue job's name: never empty.
@@ -501,7 +524,7 @@ mod tests {
 
     #[test]
     fn a_base64_value_decodes_like_its_json() {
-        let encoded = BASE64.encode(sample().to_string());
+        let encoded = Value::from(BASE64.encode(sample().to_string()));
         assert_eq!(
             decode_value(Some(&encoded)),
             decode_json(&sample().to_string())
@@ -525,19 +548,29 @@ mod tests {
     #[test]
     fn a_missing_or_null_value_is_reported() {
         assert_eq!(decode_value(None), Err(DecodeError::MissingValue));
+        assert_eq!(
+            decode_value(Some(&Value::Null)),
+            Err(DecodeError::MissingValue)
+        );
     }
 
     #[test]
     fn a_value_that_is_not_base64_is_reported() {
         assert_eq!(
-            decode_value(Some("%%%")).map_err(|e| e.kind()),
+            decode_value(Some(&json!("%%%"))).map_err(|e| e.kind()),
             Err("not_base64")
+        );
+        assert_eq!(
+            decode_value(Some(&json!(123))),
+            Err(DecodeError::NotBase64 {
+                reason: "the value is an integer, not a base64 string".into()
+            })
         );
     }
 
     #[test]
     fn a_value_that_is_not_utf8_is_reported() {
-        let encoded = BASE64.encode([0xff, 0xfe, 0x00]);
+        let encoded = json!(BASE64.encode([0xff, 0xfe, 0x00]));
         assert_eq!(
             decode_value(Some(&encoded)).map_err(|e| e.kind()),
             Err("not_utf8")
@@ -546,7 +579,7 @@ mod tests {
 
     #[test]
     fn a_value_that_is_not_json_is_reported() {
-        let encoded = BASE64.encode("event_type=consolidation_completed");
+        let encoded = json!(BASE64.encode("event_type=consolidation_completed"));
         assert_eq!(
             decode_value(Some(&encoded)).map_err(|e| e.kind()),
             Err("not_json")
@@ -750,6 +783,9 @@ mod tests {
             ("execution_time", "2025-11-20"),
             ("completed_at", "2025-11-20 06:45"),
             ("completed_at", "2025-11-20T06:45:32"),
+            ("execution_time", "+262142-12-31T23:59:59"),
+            ("execution_time", "12345-01-01T00:00:00"),
+            ("completed_at", "+12025-11-20T06:45:32+00:00"),
         ] {
             assert!(
                 matches!(

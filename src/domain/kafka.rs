@@ -39,22 +39,9 @@ pub enum EnvelopeError {
 #[serde(rename_all = "camelCase")]
 struct WireEvent {
     event_source: Option<String>,
-    records: BTreeMap<String, Vec<WireRecord>>,
-}
-
-/// One record as Lambda delivers it; every field but the offset is optional,
-/// because a record is judged on its own later.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireRecord {
-    topic: Option<String>,
-    partition: Option<i64>,
-    offset: Option<Value>,
-    timestamp: Option<i64>,
-    timestamp_type: Option<String>,
-    key: Option<String>,
-    value: Option<String>,
-    headers: Option<Value>,
+    /// Records stay raw JSON here: each is judged on its own, so a field of
+    /// the wrong type in one record cannot fail the others.
+    records: BTreeMap<String, Vec<Value>>,
 }
 
 /// Where a message sits: the partition as Lambda names it (`<topic>-<partition>`)
@@ -81,8 +68,9 @@ pub struct KafkaMessage {
     pub timestamp_type: Option<String>,
     /// Base64, exactly as received.
     pub key: Option<String>,
-    /// Base64, exactly as received.
-    pub value: Option<String>,
+    /// Exactly as received: normally a base64 string; anything else, or
+    /// nothing, makes the message invalid when its value is decoded.
+    pub value: Option<Value>,
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -132,6 +120,8 @@ pub fn decode_envelope(payload: Value) -> Result<Vec<PartitionBatch>, EnvelopeEr
                 .map(|(index, record)| to_message(&partition, index, record))
                 .collect::<Result<Vec<_>, _>>()?;
             messages.sort_by_key(|m| m.id.offset);
+            // The same offset twice is the same Kafka record: apply and report it once.
+            messages.dedup_by_key(|m| m.id.offset);
             Ok(PartitionBatch {
                 partition,
                 messages,
@@ -140,42 +130,41 @@ pub fn decode_envelope(payload: Value) -> Result<Vec<PartitionBatch>, EnvelopeEr
         .collect()
 }
 
-fn to_message(
-    partition: &str,
-    index: usize,
-    record: WireRecord,
-) -> Result<KafkaMessage, EnvelopeError> {
+fn to_message(partition: &str, index: usize, record: Value) -> Result<KafkaMessage, EnvelopeError> {
     let unaddressable = |reason: &str| EnvelopeError::UnaddressableRecord {
         partition: partition.to_owned(),
         index,
         reason: reason.to_owned(),
     };
-    let offset = match record.offset {
+    let Value::Object(mut record) = record else {
+        return Err(unaddressable("the record is not an object"));
+    };
+    let offset = match record.get("offset") {
         Some(Value::Number(n)) => n.as_i64().ok_or_else(|| unaddressable("not an integer"))?,
         // Some producers of test events quote the offset.
         Some(Value::String(s)) => s.parse().map_err(|_| unaddressable("not an integer"))?,
+        Some(Value::Null) | None => return Err(unaddressable("missing")),
         Some(_) => return Err(unaddressable("not an integer")),
-        None => return Err(unaddressable("missing")),
     };
-    let topic = record
-        .topic
-        .unwrap_or_else(|| topic_of(partition).to_owned());
+    // Everything else is informational and read leniently: a field of the
+    // wrong type counts as absent.
+    let text = |name: &str| record.get(name).and_then(Value::as_str).map(str::to_owned);
+    let integer = |name: &str| record.get(name).and_then(Value::as_i64);
     Ok(KafkaMessage {
         id: MessageId {
             partition: partition.to_owned(),
             offset,
         },
-        topic,
-        partition: record.partition,
-        timestamp: record.timestamp,
-        timestamp_type: record.timestamp_type,
-        key: record.key,
-        value: record.value,
+        topic: text("topic").unwrap_or_else(|| topic_of(partition).to_owned()),
+        partition: integer("partition"),
+        timestamp: integer("timestamp"),
+        timestamp_type: text("timestampType"),
+        key: text("key"),
         headers: record
-            .headers
-            .as_ref()
+            .get("headers")
             .map(decode_headers)
             .unwrap_or_default(),
+        value: record.remove("value").filter(|v| !v.is_null()),
     })
 }
 
@@ -306,6 +295,40 @@ mod tests {
     }
 
     #[test]
+    fn fields_of_the_wrong_type_in_one_record_do_not_fail_the_envelope() {
+        let payload = json!({
+            "eventSource": "aws:kafka",
+            "records": {
+                "t-0": [
+                    {"offset": 1, "timestamp": 1.5, "partition": "0", "key": 5, "value": 123,
+                     "topic": ["t"], "timestampType": 7, "headers": "nope"},
+                    record(json!(2))
+                ]
+            }
+        });
+        let batches = decode_envelope(payload).unwrap();
+        let odd = &batches[0].messages[0];
+        assert_eq!(odd.id.offset, 1);
+        assert_eq!(
+            (odd.timestamp, odd.partition, odd.key.as_deref()),
+            (None, None, None)
+        );
+        assert_eq!(odd.topic, "t", "taken from the partition key");
+        assert_eq!(
+            odd.value,
+            Some(json!(123)),
+            "kept as received, judged when decoded"
+        );
+        assert_eq!(batches[0].messages[1].id.offset, 2);
+    }
+
+    #[test]
+    fn a_repeated_offset_is_one_message() {
+        let payload = json!({"records": {"t-0": [record(json!(4)), record(json!(4))]}});
+        assert_eq!(decode_envelope(payload).unwrap()[0].messages.len(), 1);
+    }
+
+    #[test]
     fn messages_of_a_partition_come_out_in_offset_order() {
         let payload = json!({
             "eventSource": "aws:kafka",
@@ -365,6 +388,10 @@ mod tests {
         ));
         assert!(matches!(
             decode_envelope(json!({"records": {"t-0": [{"value": "e30="}]}})),
+            Err(EnvelopeError::UnaddressableRecord { .. })
+        ));
+        assert!(matches!(
+            decode_envelope(json!({"records": {"t-0": [null]}})),
             Err(EnvelopeError::UnaddressableRecord { .. })
         ));
     }

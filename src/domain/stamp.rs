@@ -69,7 +69,11 @@ impl StampPlan {
 }
 
 fn created_before(execution_time: DateTime<Utc>) -> String {
-    (floor_to_second(execution_time) + TimeDelta::seconds(1))
+    let floor = floor_to_second(execution_time);
+    // Decoding admits four-digit years only, far from chrono's limits.
+    floor
+        .checked_add_signed(TimeDelta::seconds(1))
+        .unwrap_or(floor)
         .format("%Y-%m-%dT%H:%M:%S")
         .to_string()
 }
@@ -89,6 +93,8 @@ pub enum StampResult {
 pub struct StampReport {
     pub written: u64,
     pub already_applied: u64,
+    /// Of `already_applied`, those the read showed stamped: no write attempted.
+    pub already_applied_on_read: u64,
     pub missing: u64,
     /// Counted on the day's last execution only.
     pub left_behind: Option<u64>,

@@ -54,8 +54,8 @@ const UPDATE_EXPRESSION: &str = "SET consolidation_status = :status, \
 /// The record exists (never create one) and is not at this execution or newer.
 const UPDATE_CONDITION: &str = "attribute_exists(#pk) AND \
      (attribute_not_exists(consolidation_execution) OR consolidation_execution < :execution)";
-/// Read-side skip of records already at this execution or newer.
-const NOT_YET_STAMPED: &str = "attribute_not_exists(#execution) OR #execution < :execution";
+/// The records a message selects: its day, created before the cutoff.
+const SELECTION_KEY_CONDITION: &str = "#date = :date AND #created < :before";
 
 /// Loads the AWS configuration the standard way (environment, profile, IMDS,
 /// `AWS_ENDPOINT_URL*`), with the region from our settings and our timeouts.
@@ -88,9 +88,10 @@ pub struct TableLayout {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyReader {
     /// Query the date index; when it projects `consolidation_execution`,
-    /// records already stamped are filtered out before they reach us.
+    /// records already stamped are counted on read and never written.
     Index { projects_execution: bool },
-    /// No date index: a parallel scan with the same filter (slow and costly).
+    /// No date index: a parallel scan with the same selection as a filter
+    /// (slow and costly), which also sees `consolidation_execution`.
     Scan { segments: u32 },
 }
 
@@ -245,10 +246,21 @@ impl ChargebackStore for DynamoStore {
         cursor: Option<ItemKey>,
     ) -> Result<KeyPage<ItemKey, ItemKey>, StoreError> {
         let layout = self.layout().await?;
-        let (projection, mut names) = Self::key_projection(layout);
+        let (mut projection, mut names) = Self::key_projection(layout);
+        // Where the read can see `consolidation_execution`, records already at
+        // this execution or newer are counted here and never written. A
+        // FilterExpression would cost the same read units but hide the count.
+        let sees_execution = match layout.reader {
+            KeyReader::Index { projects_execution } => projects_execution,
+            KeyReader::Scan { .. } => true,
+        };
+        if sees_execution {
+            projection.push_str(", #execution");
+            names.insert("#execution".into(), EXECUTION_ATTRIBUTE.into());
+        }
         names.insert("#date".into(), PARTITION_DATE_ATTRIBUTE.into());
         names.insert("#created".into(), CREATED_AT_ATTRIBUTE.into());
-        let mut values = HashMap::from([
+        let values = HashMap::from([
             (
                 ":date".to_owned(),
                 AttributeValue::S(selection.partition_date.to_string()),
@@ -258,24 +270,14 @@ impl ChargebackStore for DynamoStore {
                 AttributeValue::S(selection.created_before.clone()),
             ),
         ]);
-        let mut skip_stamped = || {
-            names.insert("#execution".into(), EXECUTION_ATTRIBUTE.into());
-            values.insert(
-                ":execution".into(),
-                AttributeValue::N(selection.execution_sequence.to_string()),
-            );
-            NOT_YET_STAMPED
-        };
         let (items, next) = match layout.reader {
-            KeyReader::Index { projects_execution } => {
-                let filter = projects_execution.then(&mut skip_stamped);
+            KeyReader::Index { .. } => {
                 let output = self
                     .client
                     .query()
                     .table_name(&self.table)
                     .index_name(&self.index)
-                    .key_condition_expression("#date = :date AND #created < :before")
-                    .set_filter_expression(filter.map(str::to_owned))
+                    .key_condition_expression(SELECTION_KEY_CONDITION)
                     .projection_expression(projection)
                     .set_expression_attribute_names(Some(names))
                     .set_expression_attribute_values(Some(values))
@@ -286,17 +288,13 @@ impl ChargebackStore for DynamoStore {
                 (output.items, output.last_evaluated_key)
             }
             KeyReader::Scan { segments } => {
-                let filter = format!(
-                    "#date = :date AND #created < :before AND ({})",
-                    skip_stamped()
-                );
                 let output = self
                     .client
                     .scan()
                     .table_name(&self.table)
                     .segment(i32::try_from(stream).unwrap_or(0))
                     .total_segments(i32::try_from(segments).unwrap_or(1))
-                    .filter_expression(filter)
+                    .filter_expression(SELECTION_KEY_CONDITION)
                     .projection_expression(projection)
                     .set_expression_attribute_names(Some(names))
                     .set_expression_attribute_values(Some(values))
@@ -307,8 +305,19 @@ impl ChargebackStore for DynamoStore {
                 (output.items, output.last_evaluated_key)
             }
         };
+        let mut keys = items.unwrap_or_default();
+        let before = keys.len();
+        if sees_execution {
+            keys.retain_mut(|item| {
+                let stamped = item
+                    .remove(EXECUTION_ATTRIBUTE)
+                    .and_then(|v| v.as_n().ok().and_then(|n| n.parse::<u64>().ok()));
+                stamped.is_none_or(|execution| execution < selection.execution_sequence)
+            });
+        }
         Ok(KeyPage {
-            keys: items.unwrap_or_default(),
+            already_applied: (before - keys.len()) as u64,
+            keys,
             next: next.filter(|k| !k.is_empty()),
         })
     }
