@@ -84,7 +84,7 @@ fn local_request_id() -> String {
 
 async fn invoke(settings: &Settings, event: PathBuf) -> anyhow::Result<ExitCode> {
     let payload = read_event(&event)?;
-    let sdk = load_sdk_config(&settings.region).await;
+    let sdk = load_sdk_config(settings.region.as_deref()).await;
     let store = Arc::new(DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&sdk),
         &settings.table_name,
@@ -163,7 +163,7 @@ pub mod demo {
             (None, Some(endpoint)) => endpoint.clone(),
             (None, None) => bail!("no DynamoDB endpoint"),
         };
-        let sdk = load_sdk_config(&settings.region).await;
+        let sdk = load_sdk_config(settings.region.as_deref()).await;
         let client = local_client(&sdk, &endpoint);
         let table = settings.table_name.as_str();
         match &server {

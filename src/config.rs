@@ -34,7 +34,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub table_name: String,
-    pub region: String,
+    /// `AWS_REGION` when set. Unset, the SDK's chain decides (`AWS_DEFAULT_REGION`,
+    /// the profile's region) and falls back to [`DEFAULT_REGION`].
+    pub region: Option<String>,
     pub log_level: LevelFilter,
     /// `None` means "the mode's default" (JSON in Lambda, text in the CLI).
     pub log_format: Option<LogFormat>,
@@ -63,7 +65,7 @@ impl Settings {
                 "DYNAMODB_TABLE_NAME",
                 get("DYNAMODB_TABLE_NAME").unwrap_or_else(|| DEFAULT_TABLE_NAME.into()),
             )?,
-            region: region(get("AWS_REGION").unwrap_or_else(|| DEFAULT_REGION.into()))?,
+            region: get("AWS_REGION").map(region).transpose()?,
             log_level,
             log_format: get("LOG_FORMAT").map(|v| log_format(&v)).transpose()?,
             date_index: resource_name(
@@ -185,7 +187,7 @@ mod tests {
     fn defaults_apply_when_nothing_is_set() {
         let s = settings(&[]).unwrap();
         assert_eq!(s.table_name, DEFAULT_TABLE_NAME);
-        assert_eq!(s.region, "sa-east-1");
+        assert_eq!(s.region, None);
         assert_eq!(s.log_level, LevelFilter::INFO);
         assert_eq!(s.log_format, None);
         assert_eq!(s.date_index, "partition_date-index");
@@ -206,7 +208,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.table_name, "chargebacks-prod");
-        assert_eq!(s.region, "us-east-2");
+        assert_eq!(s.region.as_deref(), Some("us-east-2"));
         assert_eq!(s.log_level, LevelFilter::DEBUG);
         assert_eq!(s.log_format, Some(LogFormat::Json));
         assert_eq!(s.date_index, "by-date");

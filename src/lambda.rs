@@ -43,11 +43,11 @@ pub async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    telemetry::init(
-        settings.log_level,
-        settings.log_format.unwrap_or(LogFormat::Json),
-        Sink::Stdout,
-    );
+    // Every stdout line must be one JSON object in Lambda: LOG_FORMAT is for the CLI.
+    telemetry::init(settings.log_level, LogFormat::Json, Sink::Stdout);
+    if settings.log_format == Some(LogFormat::Text) {
+        warn!("LOG_FORMAT=text is ignored in Lambda, where every log line is JSON");
+    }
     match run(settings, started).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(problem) => {
@@ -58,7 +58,7 @@ pub async fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings, started: Instant) -> Result<(), lambda_runtime::Error> {
-    let sdk = load_sdk_config(&settings.region).await;
+    let sdk = load_sdk_config(settings.region.as_deref()).await;
     let store = Arc::new(DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&sdk),
         &settings.table_name,
@@ -81,7 +81,7 @@ async fn run(settings: Settings, started: Instant) -> Result<(), lambda_runtime:
     info!(
         table = %settings.table_name,
         index = %settings.date_index,
-        region = %settings.region,
+        region = sdk.region().map(|r| r.as_ref()).unwrap_or_default(),
         max_concurrency = settings.max_concurrency,
         init_ms = started.elapsed().as_millis() as u64,
         "ready for invocations"

@@ -66,6 +66,7 @@ fn main() -> ExitCode {
     }
     binary_tests![
         the_runtime_polls_handles_a_kafka_event_and_posts_the_response,
+        a_table_without_the_date_index_is_warned_about_once_at_cold_start,
         a_payload_that_is_not_a_kafka_event_fails_the_invocation,
         an_invalid_setting_is_reported_to_the_init_error_endpoint,
         cold_start_is_measured_to_the_first_poll,

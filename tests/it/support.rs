@@ -68,7 +68,7 @@ impl TestTable {
             }
             Backend::DynamoDbLocal(endpoint) => (None, endpoint.clone()),
         };
-        let sdk = load_sdk_config(REGION).await;
+        let sdk = load_sdk_config(Some(REGION)).await;
         let client = local_client(&sdk, &endpoint);
         let name = unique_table_name();
         create_table(&client, &name, INDEX, shape)

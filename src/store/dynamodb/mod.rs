@@ -7,8 +7,12 @@
 pub mod provision;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use aws_config::environment::region::EnvironmentVariableRegionProvider;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -22,6 +26,7 @@ use aws_sdk_dynamodb::types::{
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
+use crate::config::DEFAULT_REGION;
 use crate::domain::event::PartitionDate;
 use crate::domain::stamp::{KeySelection, STATUS_COMPLETED, StampResult, StampValues};
 use crate::ports::{ChargebackStore, ErrorClass, KeyPage, StoreError};
@@ -35,6 +40,9 @@ pub const CREATED_AT_ATTRIBUTE: &str = "created_at";
 /// split to finish in a reasonable time; more segments than this only add
 /// pagers competing with the updates for the same limiter.
 const SCAN_SEGMENTS: u32 = 8;
+
+/// How long a failed `DescribeTable` answers for the next callers.
+const DESCRIBE_FAILURE_MEMORY: Duration = Duration::from_secs(5);
 
 /// Everything the SDK needs to retry on its own before an error reaches us:
 /// a few quick attempts (DynamoDB's usual base delay is tens of milliseconds).
@@ -57,11 +65,20 @@ const UPDATE_CONDITION: &str = "attribute_exists(#pk) AND \
 /// The records a message selects: its day, created before the cutoff.
 const SELECTION_KEY_CONDITION: &str = "#date = :date AND #created < :before";
 
-/// Loads the AWS configuration the standard way (environment, profile, IMDS,
-/// `AWS_ENDPOINT_URL*`), with the region from our settings and our timeouts.
-pub async fn load_sdk_config(region: &str) -> SdkConfig {
+/// Loads the AWS configuration the standard way (environment, profile,
+/// container or instance credentials, `AWS_ENDPOINT_URL*`) with our timeouts.
+/// The region is `region` when given (`AWS_REGION`), else `AWS_DEFAULT_REGION`
+/// or the profile's, else [`DEFAULT_REGION`]; never an instance-metadata
+/// probe, which would stall a laptop.
+pub async fn load_sdk_config(region: Option<&str>) -> SdkConfig {
+    let region = match region {
+        Some(region) => RegionProviderChain::first_try(Region::new(region.to_owned())),
+        None => RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+            .or_else(ProfileFileRegionProvider::new())
+            .or_else(Region::new(DEFAULT_REGION)),
+    };
     aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(region.to_owned()))
+        .region(region)
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(CONNECT_TIMEOUT)
@@ -100,6 +117,7 @@ pub struct DynamoStore {
     table: String,
     index: String,
     layout: OnceCell<TableLayout>,
+    last_describe_failure: Mutex<Option<(Instant, StoreError)>>,
 }
 
 impl DynamoStore {
@@ -109,6 +127,7 @@ impl DynamoStore {
             table: table.into(),
             index: index.into(),
             layout: OnceCell::new(),
+            last_describe_failure: Mutex::new(None),
         }
     }
 
@@ -129,8 +148,33 @@ impl DynamoStore {
         }
     }
 
+    /// The table layout, described once. A failed `DescribeTable` is
+    /// remembered briefly, so that the other partitions of an invocation fail
+    /// fast on the same outage instead of each waiting out its own timeouts.
     pub async fn layout(&self) -> Result<&TableLayout, StoreError> {
-        self.layout.get_or_try_init(|| self.describe()).await
+        if let Some(layout) = self.layout.get() {
+            return Ok(layout);
+        }
+        self.layout
+            .get_or_try_init(|| async {
+                let recent = self
+                    .last_describe_failure
+                    .lock()
+                    .ok()
+                    .and_then(|last| last.clone())
+                    .filter(|(at, _)| at.elapsed() < DESCRIBE_FAILURE_MEMORY);
+                if let Some((_, failure)) = recent {
+                    return Err(failure);
+                }
+                let described = self.describe().await;
+                if let (Err(failure), Ok(mut last)) =
+                    (&described, self.last_describe_failure.lock())
+                {
+                    *last = Some((Instant::now(), failure.clone()));
+                }
+                described
+            })
+            .await
     }
 
     async fn describe(&self) -> Result<TableLayout, StoreError> {
@@ -168,6 +212,28 @@ impl DynamoStore {
             .find(|i| i.index_name() == Some(self.index.as_str()));
         let reader = match index {
             Some(index) => {
+                let index_key = |kind: KeyType| {
+                    index
+                        .key_schema()
+                        .iter()
+                        .find(|k| *k.key_type() == kind)
+                        .map(|k| k.attribute_name())
+                };
+                if index_key(KeyType::Hash) != Some(PARTITION_DATE_ATTRIBUTE)
+                    || index_key(KeyType::Range) != Some(CREATED_AT_ATTRIBUTE)
+                {
+                    return Err(StoreError::new(
+                        ErrorClass::Setup,
+                        "DescribeTable",
+                        format!(
+                            "index {} must have hash key {PARTITION_DATE_ATTRIBUTE} and range key \
+                             {CREATED_AT_ATTRIBUTE}; it has {:?} and {:?}",
+                            self.index,
+                            index_key(KeyType::Hash),
+                            index_key(KeyType::Range)
+                        ),
+                    ));
+                }
                 let projection = index.projection();
                 let projects_execution = match projection.and_then(|p| p.projection_type()) {
                     Some(ProjectionType::All) => true,
