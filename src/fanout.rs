@@ -181,12 +181,15 @@ impl<S: ChargebackStore> FanOut<S> {
     }
 }
 
+/// A page's keys to stamp, and how many records it showed already applied.
+type KeysRead<K> = (Vec<K>, u64);
+
 /// Reads one key stream to its end, or until the fan-out stops listening.
 async fn read_key_stream<S: ChargebackStore>(
     store: Arc<S>,
     selection: KeySelection,
     stream: u32,
-    pages: mpsc::Sender<Result<(Vec<S::Key>, u64), StoreError>>,
+    pages: mpsc::Sender<Result<KeysRead<S::Key>, StoreError>>,
 ) {
     let mut cursor = None;
     loop {
