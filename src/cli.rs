@@ -9,9 +9,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
+use crate::app;
 use crate::config::{LogFormat, Settings};
-use crate::fanout::FanOut;
-use crate::handler::BatchHandler;
+use crate::handler::Invocation;
 use crate::store::dynamodb::{DynamoStore, load_sdk_config};
 use crate::telemetry::{self, Sink};
 
@@ -91,12 +91,10 @@ async fn invoke(settings: &Settings, event: PathBuf) -> anyhow::Result<ExitCode>
         &settings.date_index,
     ));
     store.warm_up().await;
-    let handler = Arc::new(BatchHandler::new(FanOut::new(
-        store,
-        settings.max_concurrency,
-        Arc::default(),
-    )));
-    let outcome = handler.handle(payload, &local_request_id()).await?;
+    let handler = Arc::new(app::handler(settings, &sdk, store, Arc::default()).await);
+    let outcome = handler
+        .handle(payload, &Invocation::unbounded(local_request_id()))
+        .await?;
     println!("{}", serde_json::to_string(&outcome.response())?);
     Ok(ExitCode::SUCCESS)
 }
@@ -206,11 +204,8 @@ pub mod demo {
         let store = Arc::new(DynamoStore::new(client, table, &settings.date_index));
         store.warm_up().await;
         let progress = Arc::new(Progress::default());
-        let handler = Arc::new(BatchHandler::new(FanOut::new(
-            Arc::clone(&store),
-            settings.max_concurrency,
-            Arc::clone(&progress),
-        )));
+        let handler =
+            Arc::new(app::handler(settings, &sdk, Arc::clone(&store), Arc::clone(&progress)).await);
         let bar = progress_bar(day.before_cutoff);
         let ticker = bar.clone().map(|bar| {
             let progress = Arc::clone(&progress);
@@ -223,7 +218,9 @@ pub mod demo {
         });
 
         let started = Instant::now();
-        let outcome = handler.handle(payload, &local_request_id()).await?;
+        let outcome = handler
+            .handle(payload, &Invocation::unbounded(local_request_id()))
+            .await?;
         let elapsed = started.elapsed();
         if let Some(ticker) = ticker {
             ticker.abort();

@@ -1,6 +1,8 @@
 //! Configuration, read from the environment once at start-up into one typed
 //! struct. A bad value stops start-up with a message naming the variable.
 
+use std::time::Duration;
+
 use thiserror::Error;
 use tracing::level_filters::LevelFilter;
 
@@ -12,6 +14,7 @@ pub const DEFAULT_DATE_INDEX: &str = "partition_date-index";
 /// two cores, and real DynamoDB (a few ms per update) needs this many to stamp
 /// a million records well inside one invocation.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
+pub use crate::handler::DEFAULT_DEADLINE_MARGIN;
 /// Far beyond any useful value; guards against a typo (e.g. 100000).
 pub const MAX_MAX_CONCURRENCY: usize = 4096;
 
@@ -43,6 +46,10 @@ pub struct Settings {
     pub date_index: String,
     pub max_concurrency: usize,
     pub dlq_url: Option<String>,
+    /// SNS topic for one failure summary per invocation with failures.
+    pub failure_topic_arn: Option<String>,
+    /// New work stops this long before the invocation's deadline.
+    pub deadline_margin: Duration,
 }
 
 impl Settings {
@@ -77,6 +84,13 @@ impl Settings {
                 .transpose()?
                 .unwrap_or(DEFAULT_MAX_CONCURRENCY),
             dlq_url: get("DLQ_URL").map(|v| queue_url(&v)).transpose()?,
+            failure_topic_arn: get("FAILURE_TOPIC_ARN")
+                .map(|v| topic_arn(&v))
+                .transpose()?,
+            deadline_margin: get("DEADLINE_SAFETY_MARGIN_MS")
+                .map(|v| deadline_margin(&v))
+                .transpose()?
+                .unwrap_or(DEFAULT_DEADLINE_MARGIN),
         })
     }
 }
@@ -157,6 +171,32 @@ fn max_concurrency(value: &str) -> Result<usize, ConfigError> {
     }
 }
 
+fn topic_arn(value: &str) -> Result<String, ConfigError> {
+    let trimmed = value.trim();
+    if trimmed.starts_with("arn:") && trimmed.split(':').count() >= 6 {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(invalid(
+            "FAILURE_TOPIC_ARN",
+            value,
+            "expected an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)",
+        ))
+    }
+}
+
+/// At most 10 minutes: a larger margin than Lambda's longest Kafka
+/// invocation would leave no time for work.
+fn deadline_margin(value: &str) -> Result<Duration, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(ms) if ms <= 600_000 => Ok(Duration::from_millis(ms)),
+        _ => Err(invalid(
+            "DEADLINE_SAFETY_MARGIN_MS",
+            value,
+            "expected milliseconds from 0 to 600000",
+        )),
+    }
+}
+
 fn queue_url(value: &str) -> Result<String, ConfigError> {
     let trimmed = value.trim();
     if trimmed.starts_with("https://") || trimmed.starts_with("http://") {
@@ -193,6 +233,8 @@ mod tests {
         assert_eq!(s.date_index, "partition_date-index");
         assert_eq!(s.max_concurrency, DEFAULT_MAX_CONCURRENCY);
         assert_eq!(s.dlq_url, None);
+        assert_eq!(s.failure_topic_arn, None);
+        assert_eq!(s.deadline_margin, DEFAULT_DEADLINE_MARGIN);
     }
 
     #[test]
@@ -205,8 +247,18 @@ mod tests {
             ("CHARGEBACK_DATE_INDEX", "by-date"),
             ("MAX_CONCURRENCY", "16"),
             ("DLQ_URL", "https://sqs.us-east-2.amazonaws.com/1/dlq"),
+            (
+                "FAILURE_TOPIC_ARN",
+                "arn:aws:sns:us-east-2:123456789012:failures",
+            ),
+            ("DEADLINE_SAFETY_MARGIN_MS", "2500"),
         ])
         .unwrap();
+        assert_eq!(
+            s.failure_topic_arn.as_deref(),
+            Some("arn:aws:sns:us-east-2:123456789012:failures")
+        );
+        assert_eq!(s.deadline_margin, Duration::from_millis(2500));
         assert_eq!(s.table_name, "chargebacks-prod");
         assert_eq!(s.region.as_deref(), Some("us-east-2"));
         assert_eq!(s.log_level, LevelFilter::DEBUG);
@@ -254,6 +306,9 @@ mod tests {
             ("AWS_REGION", "Sao Paulo"),
             ("DLQ_URL", "my-queue"),
             ("LOG_FORMAT", "xml"),
+            ("FAILURE_TOPIC_ARN", "failures"),
+            ("DEADLINE_SAFETY_MARGIN_MS", "-1"),
+            ("DEADLINE_SAFETY_MARGIN_MS", "900000"),
         ] {
             let error = settings(&[(variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable);

@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::domain::stamp::{KeySelection, StampPlan, StampReport, StampResult};
 use crate::ports::{ChargebackStore, ErrorClass, StoreError};
+use crate::retry::{AdaptiveLimiter, InvocationControl, RetryPolicy, StopReason};
 
 /// Pages read ahead of the updates, per key stream. Two keep the updates fed
 /// while the next page is fetched, without holding many keys in memory.
@@ -38,48 +39,92 @@ impl Progress {
     }
 }
 
+/// Why a message's fan-out did not complete.
+#[derive(Debug, Clone)]
+pub enum FanOutError {
+    /// A store call failed for good (after our retry policy where it applies).
+    Store(StoreError),
+    /// New work stopped (deadline near, or a setup failure elsewhere in the
+    /// invocation) before every record was examined; `report` is what was done.
+    Stopped {
+        reason: StopReason,
+        report: StampReport,
+    },
+}
+
 /// Applies stamp plans to a store.
 pub struct FanOut<S> {
     store: Arc<S>,
-    limiter: Arc<Semaphore>,
+    limiter: Arc<AdaptiveLimiter>,
+    policy: RetryPolicy,
     progress: Arc<Progress>,
 }
 
 impl<S: ChargebackStore> FanOut<S> {
     /// `max_concurrency` bounds the updates in flight across every message of
-    /// the invocation, whichever partition they belong to.
+    /// the process, whichever partition they belong to; throttling lowers it.
     pub fn new(store: Arc<S>, max_concurrency: usize, progress: Arc<Progress>) -> Self {
         Self {
             store,
-            limiter: Arc::new(Semaphore::new(max_concurrency)),
+            limiter: AdaptiveLimiter::new(max_concurrency),
+            policy: RetryPolicy::default(),
             progress,
         }
+    }
+
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     pub fn store(&self) -> &Arc<S> {
         &self.store
     }
 
-    /// Stamps every record the plan selects. On the first failed request no
-    /// new update starts; those in flight finish, and the error is returned.
-    /// Whatever was written stays written: the updates are conditional, so a
-    /// retry of the same message skips it.
-    pub async fn stamp_partition(&self, plan: &StampPlan) -> Result<StampReport, StoreError> {
-        let stamp = Arc::new(self.store.prepare_stamp(&plan.values).await?);
-        let streams = self.store.key_streams().await?;
+    pub fn limiter(&self) -> &Arc<AdaptiveLimiter> {
+        &self.limiter
+    }
+
+    /// Stamps every record the plan selects. On the first request that fails
+    /// for good, or when `control` says to stop, no new update starts; those in
+    /// flight finish. Whatever was written stays written: the updates are
+    /// conditional, so a retry of the same message skips it.
+    pub async fn stamp_partition(
+        &self,
+        plan: &StampPlan,
+        control: &Arc<InvocationControl>,
+    ) -> Result<StampReport, FanOutError> {
+        let retried = |e| FanOutError::Store(e);
+        let stamp = Arc::new(
+            self.policy
+                .run(None, control, || self.store.prepare_stamp(&plan.values))
+                .await
+                .map_err(retried)?,
+        );
+        let streams = self
+            .policy
+            .run(None, control, || self.store.key_streams())
+            .await
+            .map_err(retried)?;
         let (pages_tx, mut pages) =
             mpsc::channel(PAGES_AHEAD_PER_STREAM * usize::try_from(streams).unwrap_or(1));
         let mut pagers = JoinSet::new();
         for stream in 0..streams {
-            let store = Arc::clone(&self.store);
-            let selection = plan.selection.clone();
-            pagers.spawn(read_key_stream(store, selection, stream, pages_tx.clone()));
+            pagers.spawn(read_key_stream(
+                Arc::clone(&self.store),
+                plan.selection.clone(),
+                stream,
+                self.policy,
+                Arc::clone(control),
+                pages_tx.clone(),
+            ));
         }
         drop(pages_tx);
 
         let mut report = StampReport::default();
         let mut updates = JoinSet::new();
         let mut failure = None;
+        let mut stopped = None;
         'pages: while let Some(page) = pages.recv().await {
             let (keys, already_applied) = match page {
                 Ok(page) => page,
@@ -94,25 +139,31 @@ impl<S: ChargebackStore> FanOut<S> {
                 .already_applied
                 .fetch_add(already_applied, Ordering::Relaxed);
             for key in keys {
-                let permit = Arc::clone(&self.limiter)
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| StoreError::new(ErrorClass::Setup, "fan-out", "limiter closed"))?;
+                let permit = self.limiter.acquire().await.map_err(retried)?;
                 self.tally_finished(&mut updates, &mut report, &mut failure);
                 if failure.is_some() {
                     break 'pages;
                 }
+                if let Some(reason) = control.stop_reason() {
+                    stopped = Some(reason);
+                    break 'pages;
+                }
                 let store = Arc::clone(&self.store);
                 let stamp = Arc::clone(&stamp);
+                let limiter = Arc::clone(&self.limiter);
+                let control = Arc::clone(control);
+                let policy = self.policy;
                 updates.spawn(async move {
-                    let result = store.stamp(key, &stamp).await;
+                    let result = policy
+                        .run(Some(&limiter), &control, || store.stamp(&key, &stamp))
+                        .await;
                     drop(permit);
                     result
                 });
             }
         }
         drop(pages);
-        if failure.is_some() {
+        if failure.is_some() || stopped.is_some() {
             pagers.abort_all();
         }
         while let Some(joined) = updates.join_next().await {
@@ -132,14 +183,21 @@ impl<S: ChargebackStore> FanOut<S> {
             }
         }
         if let Some(error) = failure {
-            return Err(error);
+            return Err(FanOutError::Store(error));
+        }
+        if let Some(reason) = stopped {
+            return Err(FanOutError::Stopped { reason, report });
         }
         if plan.count_left_behind {
             let selection = &plan.selection;
             let left = self
-                .store
-                .count_created_from(selection.partition_date, &selection.created_before)
-                .await?;
+                .policy
+                .run(None, control, || {
+                    self.store
+                        .count_created_from(selection.partition_date, &selection.created_before)
+                })
+                .await
+                .map_err(retried)?;
             report.left_behind = Some(left);
         }
         Ok(report)
@@ -189,11 +247,18 @@ async fn read_key_stream<S: ChargebackStore>(
     store: Arc<S>,
     selection: KeySelection,
     stream: u32,
+    policy: RetryPolicy,
+    control: Arc<InvocationControl>,
     pages: mpsc::Sender<Result<KeysRead<S::Key>, StoreError>>,
 ) {
-    let mut cursor = None;
+    let mut cursor: Option<S::Cursor> = None;
     loop {
-        match store.key_page(&selection, stream, cursor.take()).await {
+        let page = policy
+            .run(None, &control, || {
+                store.key_page(&selection, stream, cursor.clone())
+            })
+            .await;
+        match page {
             Ok(page) => {
                 let worth_sending = !page.keys.is_empty() || page.already_applied > 0;
                 if worth_sending
@@ -246,6 +311,8 @@ pub(crate) mod fake {
         pub fail_on: Option<String>,
         /// Fail every update (to prove none is attempted).
         pub fail_on_any: std::sync::atomic::AtomicBool,
+        /// Answer this many more updates with a throttling error.
+        pub throttle_next: AtomicUsize,
         pub in_flight: AtomicUsize,
         pub max_in_flight: AtomicUsize,
         pub deleted_before_update: Vec<String>,
@@ -324,25 +391,40 @@ pub(crate) mod fake {
             Ok(values.clone())
         }
 
-        async fn stamp(&self, key: String, stamp: &StampValues) -> Result<StampResult, StoreError> {
+        async fn stamp(
+            &self,
+            key: &String,
+            stamp: &StampValues,
+        ) -> Result<StampResult, StoreError> {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
             tokio::task::yield_now().await;
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if self
+                .throttle_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(StoreError::new(
+                    ErrorClass::Throttled,
+                    "UpdateItem",
+                    "slow down",
+                ));
+            }
             if self.fail_on.as_deref() == Some(key.as_str())
                 || self.fail_on_any.load(Ordering::SeqCst)
             {
                 return Err(StoreError::new(
-                    ErrorClass::Transient,
+                    ErrorClass::Permanent,
                     "UpdateItem",
-                    "throttled",
+                    "ValidationException",
                 ));
             }
-            if self.deleted_before_update.contains(&key) {
+            if self.deleted_before_update.contains(key) {
                 return Ok(StampResult::Missing);
             }
             let mut records = self.records.lock().unwrap();
-            let Some(record) = records.get_mut(&key) else {
+            let Some(record) = records.get_mut(key) else {
                 return Ok(StampResult::Missing);
             };
             if record
@@ -432,13 +514,24 @@ mod tests {
     }
 
     fn fan_out(store: FakeStore, concurrency: usize) -> FanOut<FakeStore> {
-        FanOut::new(Arc::new(store), concurrency, Arc::default())
+        FanOut::new(Arc::new(store), concurrency, Arc::default()).with_retry_policy(RetryPolicy {
+            base_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(2),
+            ..RetryPolicy::default()
+        })
+    }
+
+    fn unbounded() -> Arc<InvocationControl> {
+        Arc::default()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_selected_record_is_stamped_once_and_nothing_else() {
         let fan_out = fan_out(FakeStore::with_records(day(50, 5)), 8);
-        let report = fan_out.stamp_partition(&plan(2, false)).await.unwrap();
+        let report = fan_out
+            .stamp_partition(&plan(2, false), &unbounded())
+            .await
+            .unwrap();
         assert_eq!(
             (report.written, report.already_applied, report.left_behind),
             (50, 0, None)
@@ -452,10 +545,19 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_second_pass_writes_nothing_and_counts_what_was_already_applied() {
         let fan_out = fan_out(FakeStore::with_records(day(20, 0)), 4);
-        fan_out.stamp_partition(&plan(2, false)).await.unwrap();
-        let again = fan_out.stamp_partition(&plan(2, false)).await.unwrap();
+        fan_out
+            .stamp_partition(&plan(2, false), &unbounded())
+            .await
+            .unwrap();
+        let again = fan_out
+            .stamp_partition(&plan(2, false), &unbounded())
+            .await
+            .unwrap();
         assert_eq!((again.written, again.already_applied), (0, 20));
-        let older = fan_out.stamp_partition(&plan(1, false)).await.unwrap();
+        let older = fan_out
+            .stamp_partition(&plan(1, false), &unbounded())
+            .await
+            .unwrap();
         assert_eq!((older.written, older.already_applied), (0, 20));
         assert_eq!(fan_out.store().execution_of("cb-0000"), Some(2));
     }
@@ -465,9 +567,15 @@ mod tests {
         let mut store = FakeStore::with_records(day(20, 0));
         store.sees_execution = true;
         let fan_out = fan_out(store, 4);
-        fan_out.stamp_partition(&plan(2, false)).await.unwrap();
+        fan_out
+            .stamp_partition(&plan(2, false), &unbounded())
+            .await
+            .unwrap();
         fan_out.store().fail_on_any.store(true, Ordering::SeqCst);
-        let again = fan_out.stamp_partition(&plan(2, false)).await.unwrap();
+        let again = fan_out
+            .stamp_partition(&plan(2, false), &unbounded())
+            .await
+            .unwrap();
         assert_eq!((again.written, again.already_applied), (0, 20));
         assert_eq!(again.already_applied_on_read, 20);
     }
@@ -477,7 +585,7 @@ mod tests {
         let mut store = FakeStore::with_records(day(40, 3));
         store.streams = 4;
         let report = fan_out(store, 8)
-            .stamp_partition(&plan(1, false))
+            .stamp_partition(&plan(1, false), &unbounded())
             .await
             .unwrap();
         assert_eq!(report.written, 40);
@@ -488,7 +596,10 @@ mod tests {
         let mut store = FakeStore::with_records(day(200, 0));
         store.page_size = 50;
         let fan_out = fan_out(store, 5);
-        fan_out.stamp_partition(&plan(1, false)).await.unwrap();
+        fan_out
+            .stamp_partition(&plan(1, false), &unbounded())
+            .await
+            .unwrap();
         let max = fan_out.store().max_in_flight.load(Ordering::SeqCst);
         assert!((1..=5).contains(&max), "max in flight {max}");
     }
@@ -498,8 +609,13 @@ mod tests {
         let mut store = FakeStore::with_records(day(300, 0));
         store.fail_on = Some("cb-0010".into());
         let fan_out = fan_out(store, 2);
-        let error = fan_out.stamp_partition(&plan(1, false)).await.unwrap_err();
-        assert_eq!(error.class, ErrorClass::Transient);
+        let error = fan_out
+            .stamp_partition(&plan(1, false), &unbounded())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, FanOutError::Store(e) if e.class == ErrorClass::Permanent && e.message.contains("after 1 attempts"))
+        );
         assert_eq!(
             fan_out.store().execution_of("cb-0299"),
             None,
@@ -510,7 +626,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_last_execution_counts_records_left_behind() {
         let fan_out = fan_out(FakeStore::with_records(day(10, 7)), 4);
-        let report = fan_out.stamp_partition(&plan(4, true)).await.unwrap();
+        let report = fan_out
+            .stamp_partition(&plan(4, true), &unbounded())
+            .await
+            .unwrap();
         assert_eq!((report.written, report.left_behind), (10, Some(7)));
     }
 
@@ -519,9 +638,59 @@ mod tests {
         let mut store = FakeStore::with_records(day(5, 0));
         store.deleted_before_update = vec!["cb-0001".into()];
         let report = fan_out(store, 4)
-            .stamp_partition(&plan(1, false))
+            .stamp_partition(&plan(1, false), &unbounded())
             .await
             .unwrap();
         assert_eq!((report.written, report.missing), (4, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn near_the_deadline_no_update_starts() {
+        let fan_out = fan_out(FakeStore::with_records(day(30, 0)), 4);
+        let control = Arc::new(InvocationControl::new(
+            Some(std::time::Instant::now() + std::time::Duration::from_secs(1)),
+            std::time::Duration::from_secs(5),
+        ));
+        let error = fan_out
+            .stamp_partition(&plan(1, false), &control)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            error,
+            FanOutError::Stopped { reason: StopReason::DeadlineNear, report } if report.written == 0
+        ));
+        assert_eq!(fan_out.store().execution_of("cb-0000"), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_setup_failure_elsewhere_no_update_starts() {
+        let fan_out = fan_out(FakeStore::with_records(day(30, 0)), 4);
+        let control = unbounded();
+        control.halt_on_setup_failure("ResourceNotFoundException");
+        let error = fan_out
+            .stamp_partition(&plan(1, false), &control)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            error,
+            FanOutError::Stopped {
+                reason: StopReason::SetupFailure(_),
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn throttled_updates_are_retried_and_the_limit_backs_off() {
+        let store = FakeStore::with_records(day(30, 0));
+        store.throttle_next.store(20, Ordering::SeqCst);
+        let fan_out = fan_out(store, 16);
+        let report = fan_out
+            .stamp_partition(&plan(1, false), &unbounded())
+            .await
+            .unwrap();
+        assert_eq!(report.written, 30, "nothing lost to throttling");
+        // Halved at least once; 30 successes cannot have grown it back to 16.
+        assert!(fan_out.limiter().current_limit() < 16);
     }
 }

@@ -1,31 +1,80 @@
 //! One invocation: decode the envelope, run each Kafka partition's messages in
-//! offset order (partitions concurrently), and turn the outcomes into the
-//! response. The same code runs in Lambda, in `invoke` and in the demo.
+//! offset order (partitions concurrently), park poison messages in the
+//! dead-letter queue, and turn the outcomes into the response. The same code
+//! runs in Lambda, in `invoke`, in `redrive` and in the demo.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{SecondsFormat, Utc};
 use serde_json::Value;
 use tokio::task::JoinSet;
 use tracing::field::Empty;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
-use crate::domain::event::{DecodedValue, decode_value};
+use crate::domain::dead_letter::DeadLetter;
+use crate::domain::event::{DecodeError, DecodedValue, decode_value};
 use crate::domain::kafka::{EnvelopeError, KafkaMessage, MessageId, decode_envelope};
 use crate::domain::outcome::{BatchOutcome, MessageOutcome, run_in_offset_order};
 use crate::domain::stamp::StampPlan;
-use crate::fanout::FanOut;
-use crate::ports::{ChargebackStore, ErrorClass, StoreError};
+use crate::fanout::{FanOut, FanOutError};
+use crate::ports::{ChargebackStore, DeadLetterSink, ErrorClass, FailureNotifier, StoreError};
+use crate::retry::InvocationControl;
+
+/// New work stops this long before the invocation's deadline unless
+/// configured otherwise: room for the updates in flight to finish (each is
+/// bounded by the SDK's attempt timeout) and for the response to be posted.
+pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
 pub struct BatchHandler<S> {
     fan_out: FanOut<S>,
+    dead_letters: Option<Arc<dyn DeadLetterSink>>,
+    notifier: Option<Arc<dyn FailureNotifier>>,
+    deadline_margin: Duration,
+}
+
+/// What one invocation knows about itself.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub request_id: String,
+    /// When Lambda stops the invocation; `None` outside Lambda.
+    pub deadline: Option<Instant>,
+}
+
+impl Invocation {
+    /// An invocation with no deadline (the CLI).
+    pub fn unbounded(request_id: impl Into<String>) -> Self {
+        Self {
+            request_id: request_id.into(),
+            deadline: None,
+        }
+    }
 }
 
 impl<S: ChargebackStore> BatchHandler<S> {
     pub fn new(fan_out: FanOut<S>) -> Self {
-        Self { fan_out }
+        Self {
+            fan_out,
+            dead_letters: None,
+            notifier: None,
+            deadline_margin: DEFAULT_DEADLINE_MARGIN,
+        }
+    }
+
+    pub fn with_dead_letters(mut self, sink: Arc<dyn DeadLetterSink>) -> Self {
+        self.dead_letters = Some(sink);
+        self
+    }
+
+    pub fn with_notifier(mut self, notifier: Arc<dyn FailureNotifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    pub fn with_deadline_margin(mut self, margin: Duration) -> Self {
+        self.deadline_margin = margin;
+        self
     }
 
     pub fn fan_out(&self) -> &FanOut<S> {
@@ -37,21 +86,28 @@ impl<S: ChargebackStore> BatchHandler<S> {
     pub async fn handle(
         self: &Arc<Self>,
         payload: Value,
-        request_id: &str,
+        invocation: &Invocation,
     ) -> Result<BatchOutcome, EnvelopeError> {
-        let span = info_span!("invocation", request_id = %request_id);
-        self.handle_in_span(payload).instrument(span).await
+        let span = info_span!("invocation", request_id = %invocation.request_id);
+        self.handle_in_span(payload, invocation)
+            .instrument(span)
+            .await
     }
 
     async fn handle_in_span(
         self: &Arc<Self>,
         payload: Value,
+        invocation: &Invocation,
     ) -> Result<BatchOutcome, EnvelopeError> {
         let started = Instant::now();
         let partitions =
             decode_envelope(payload).inspect_err(|e| error!(error = %e, "invocation failed"))?;
         let messages: usize = partitions.iter().map(|p| p.messages.len()).sum();
         info!(partitions = partitions.len(), messages, "batch received");
+        let control = Arc::new(InvocationControl::new(
+            invocation.deadline,
+            self.deadline_margin,
+        ));
 
         // Which messages each partition task holds, so that even a task that
         // ends abnormally cannot lose them: they are handed back.
@@ -60,9 +116,16 @@ impl<S: ChargebackStore> BatchHandler<S> {
         for batch in partitions {
             let ids: Vec<MessageId> = batch.messages.iter().map(|m| m.id.clone()).collect();
             let handler = Arc::clone(self);
+            let control = Arc::clone(&control);
+            let request_id = invocation.request_id.clone();
             let task = running.spawn(
-                async move { run_in_offset_order(batch, |message| handler.process(message)).await }
-                    .instrument(Span::current()),
+                async move {
+                    run_in_offset_order(batch, |message| {
+                        handler.process(message, &control, &request_id)
+                    })
+                    .await
+                }
+                .instrument(Span::current()),
             );
             held.insert(task.id(), ids);
         }
@@ -85,6 +148,8 @@ impl<S: ChargebackStore> BatchHandler<S> {
         info!(
             messages_processed = summary.messages_processed,
             messages_skipped = summary.messages_skipped,
+            messages_dead_lettered = summary.messages_dead_lettered,
+            messages_retried = summary.messages_retried,
             messages_failed = summary.messages_failed,
             chargebacks_updated = summary.chargebacks_updated,
             chargebacks_already_applied = summary.chargebacks_already_applied,
@@ -94,12 +159,34 @@ impl<S: ChargebackStore> BatchHandler<S> {
             "{}",
             summary.metrics_line()
         );
+        self.notify(&outcome, &invocation.request_id).await;
         Ok(outcome)
+    }
+
+    /// One notification per invocation with failures; never fatal.
+    async fn notify(&self, outcome: &BatchOutcome, request_id: &str) {
+        let (Some(notifier), Some(notice)) = (&self.notifier, outcome.failure_notice(request_id))
+        else {
+            return;
+        };
+        match notifier.publish(&notice).await {
+            Ok(()) => info!(
+                dead_lettered = notice.dead_lettered,
+                handed_back = notice.handed_back,
+                "failure notification published"
+            ),
+            Err(problem) => error!(error = %problem, "could not publish the failure notification"),
+        }
     }
 
     /// One message, from received to outcome, in a span that carries its
     /// coordinates and correlation id.
-    async fn process(&self, message: KafkaMessage) -> MessageOutcome {
+    async fn process(
+        &self,
+        message: KafkaMessage,
+        control: &Arc<InvocationControl>,
+        request_id: &str,
+    ) -> MessageOutcome {
         let span = info_span!(
             "message",
             topic = %message.topic,
@@ -109,12 +196,18 @@ impl<S: ChargebackStore> BatchHandler<S> {
             partition_date = Empty,
             execution_sequence = Empty,
         );
-        self.process_in_span(message, &span)
+        self.process_in_span(message, control, request_id, &span)
             .instrument(span.clone())
             .await
     }
 
-    async fn process_in_span(&self, message: KafkaMessage, span: &Span) -> MessageOutcome {
+    async fn process_in_span(
+        &self,
+        message: KafkaMessage,
+        control: &Arc<InvocationControl>,
+        request_id: &str,
+        span: &Span,
+    ) -> MessageOutcome {
         let decoded = decode_value(message.value.as_ref());
         let correlation_id = message
             .correlation_header()
@@ -125,14 +218,7 @@ impl<S: ChargebackStore> BatchHandler<S> {
         span.record("correlation_id", correlation_id.as_str());
         info!("message received");
         let event = match decoded {
-            Err(problem) => {
-                error!(
-                    error_kind = problem.kind(),
-                    error = %problem,
-                    "invalid message, handed back (no dead-letter queue yet): {problem}"
-                );
-                return MessageOutcome::Invalid(problem);
-            }
+            Err(problem) => return self.dead_letter(&message, problem, request_id).await,
             Ok(DecodedValue::OtherEventType(event_type)) => {
                 info!(event_type = %event_type, "skipped: not a consolidation_completed event");
                 return MessageOutcome::Skipped { event_type };
@@ -141,6 +227,10 @@ impl<S: ChargebackStore> BatchHandler<S> {
         };
         span.record("partition_date", event.partition_date.to_string());
         span.record("execution_sequence", event.execution.sequence());
+        if let Some(reason) = control.stop_reason() {
+            warn!(reason = %reason, "not started, handed back: {reason}");
+            return MessageOutcome::Unfinished { reason };
+        }
 
         let plan = StampPlan::for_event(&event, Utc::now());
         info!(
@@ -151,12 +241,13 @@ impl<S: ChargebackStore> BatchHandler<S> {
             "stamping the day's chargebacks"
         );
         let started = Instant::now();
-        match self.fan_out.stamp_partition(&plan).await {
+        match self.fan_out.stamp_partition(&plan, control).await {
             Ok(report) => {
                 let seconds = started.elapsed().as_secs_f64();
                 info!(
                     written = report.written,
                     already_applied = report.already_applied,
+                    already_applied_on_read = report.already_applied_on_read,
                     missing = report.missing,
                     duration_ms = (seconds * 1000.0) as u64,
                     records_per_second = (report.examined() as f64 / seconds.max(1e-9)) as u64,
@@ -172,14 +263,78 @@ impl<S: ChargebackStore> BatchHandler<S> {
                 }
                 MessageOutcome::Applied(report)
             }
-            Err(failure) => {
-                error!(
-                    error_class = ?failure.class,
-                    operation = failure.operation,
-                    error = %failure.message,
-                    "stamping failed; handing the message back for a retry"
+            Err(FanOutError::Stopped { reason, report }) => {
+                warn!(
+                    reason = %reason,
+                    written = report.written,
+                    already_applied = report.already_applied,
+                    "stopped before done, handed back: {reason}; the retry skips what is already stamped"
                 );
+                MessageOutcome::Unfinished { reason }
+            }
+            Err(FanOutError::Store(failure)) => {
+                if failure.class == ErrorClass::Setup {
+                    control.halt_on_setup_failure(failure.to_string());
+                    error!(
+                        operation = failure.operation,
+                        error = %failure.message,
+                        "setup problem, not a data problem: no new work starts in this \
+                         invocation and every unfinished message is handed back (none is dead-lettered)"
+                    );
+                } else {
+                    error!(
+                        error_class = ?failure.class,
+                        operation = failure.operation,
+                        error = %failure.message,
+                        "stamping failed; handing the message back for a retry"
+                    );
+                }
                 MessageOutcome::Failed(failure)
+            }
+        }
+    }
+
+    /// Parks a poison message in the dead-letter queue; when that is not
+    /// possible, hands it back instead, never dropping it.
+    async fn dead_letter(
+        &self,
+        message: &KafkaMessage,
+        problem: DecodeError,
+        request_id: &str,
+    ) -> MessageOutcome {
+        let Some(sink) = &self.dead_letters else {
+            error!(
+                error_kind = problem.kind(),
+                error = %problem,
+                "invalid message, handed back because no dead-letter queue is configured (DLQ_URL): {problem}"
+            );
+            return MessageOutcome::Invalid {
+                problem,
+                not_dead_lettered: "DLQ_URL is not set".into(),
+            };
+        };
+        let failed_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let letter = DeadLetter::new(message, &problem, request_id, &failed_at);
+        match sink.send(&letter).await {
+            Ok(()) => {
+                error!(
+                    error_kind = problem.kind(),
+                    error = %problem,
+                    "invalid message, dead-lettered: {problem}"
+                );
+                MessageOutcome::DeadLettered(problem)
+            }
+            Err(refused) => {
+                error!(
+                    error_kind = problem.kind(),
+                    error = %problem,
+                    dead_letter_error = %refused,
+                    "invalid message, handed back because the dead-letter queue refused it ({refused}): {problem}"
+                );
+                MessageOutcome::Invalid {
+                    problem,
+                    not_dead_lettered: refused.to_string(),
+                }
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use lambda_runtime_api_client::body::Body;
@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 use tracing::level_filters::LevelFilter;
 use tracing::{error, info, warn};
 
+use crate::app;
 use crate::config::{ConfigError, LogFormat, Settings};
 use crate::domain::kafka::{EnvelopeError, KafkaBatchResponse};
-use crate::fanout::FanOut;
-use crate::handler::BatchHandler;
+use crate::handler::Invocation;
 use crate::store::dynamodb::{DynamoStore, load_sdk_config};
 use crate::telemetry::{self, Sink};
 
@@ -73,11 +73,7 @@ async fn run(settings: Settings, started: Instant) -> Result<(), lambda_runtime:
             "DescribeTable did not answer within {WARM_UP_LIMIT:?} at start-up; the first message will retry it"
         );
     }
-    let handler = Arc::new(BatchHandler::new(FanOut::new(
-        store,
-        settings.max_concurrency,
-        Arc::default(),
-    )));
+    let handler = Arc::new(app::handler(&settings, &sdk, store, Arc::default()).await);
     info!(
         table = %settings.table_name,
         index = %settings.date_index,
@@ -89,13 +85,28 @@ async fn run(settings: Settings, started: Instant) -> Result<(), lambda_runtime:
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let handler = Arc::clone(&handler);
         async move {
-            let outcome = handler
-                .handle(event.payload, &event.context.request_id)
-                .await?;
+            let invocation = Invocation {
+                request_id: event.context.request_id.clone(),
+                deadline: deadline_instant(event.context.deadline),
+            };
+            let outcome = handler.handle(event.payload, &invocation).await?;
             Ok::<KafkaBatchResponse, EnvelopeError>(outcome.response())
         }
     }))
     .await
+}
+
+/// Lambda's deadline (milliseconds since the epoch) as an `Instant`.
+fn deadline_instant(deadline_ms: u64) -> Option<Instant> {
+    if deadline_ms == 0 {
+        return None;
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_millis();
+    let left = u128::from(deadline_ms).saturating_sub(now_ms);
+    Some(Instant::now() + Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX)))
 }
 
 /// Tells Lambda why the init failed, so the console and the logs show the

@@ -6,6 +6,7 @@
 //! through them; `store` holds the DynamoDB adapter; `handler` is one
 //! invocation; `lambda` and `cli` are the two ways to run it.
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -14,7 +15,10 @@ pub mod embedded;
 pub mod fanout;
 pub mod handler;
 pub mod lambda;
+pub mod notify;
 pub mod ports;
+pub mod queue;
+pub mod retry;
 pub mod store;
 pub mod synthetic;
 pub mod telemetry;

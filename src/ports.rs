@@ -12,12 +12,16 @@ use crate::domain::stamp::{KeySelection, StampResult, StampValues};
 /// itself, never from its text by the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// Throttling, 5xx, timeouts: the same request may succeed later.
+    /// DynamoDB asked us to slow down: retried, and the limiter backs off.
+    Throttled,
+    /// 5xx, timeouts, a dropped connection: the same request may succeed later.
     Transient,
+    /// No connection could be made: retried briefly, then a setup failure.
+    Unreachable,
     /// The request itself is wrong (e.g. a validation error): retrying it is pointless.
     Permanent,
     /// The data is fine but the setup is not (missing table, no permission,
-    /// endpoint unreachable): nothing in this invocation can succeed.
+    /// endpoint unreachable for good): nothing in this invocation can succeed.
     Setup,
 }
 
@@ -55,9 +59,9 @@ pub struct KeyPage<K, C> {
 /// conditional update.
 pub trait ChargebackStore: Send + Sync + 'static {
     /// A record's primary key, opaque to the core.
-    type Key: Send + 'static;
+    type Key: Send + Sync + 'static;
     /// Where a stream's next page starts.
-    type Cursor: Send + 'static;
+    type Cursor: Clone + Send + Sync + 'static;
     /// A stamp turned into the adapter's request form once per message.
     type PreparedStamp: Send + Sync + 'static;
 
@@ -80,7 +84,7 @@ pub trait ChargebackStore: Send + Sync + 'static {
     /// Stamps one record if it exists and is not already at this execution or a newer one.
     fn stamp(
         &self,
-        key: Self::Key,
+        key: &Self::Key,
         stamp: &Self::PreparedStamp,
     ) -> impl Future<Output = Result<StampResult, StoreError>> + Send;
 
@@ -90,4 +94,31 @@ pub trait ChargebackStore: Send + Sync + 'static {
         date: PartitionDate,
         created_from: &str,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// A boxed future, for the rarely used ports held as trait objects.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A delivery to a queue or topic that did not happen.
+#[derive(Debug, Clone, Error)]
+#[error("{operation} failed: {message}")]
+pub struct SinkError {
+    pub operation: &'static str,
+    pub message: String,
+}
+
+/// Where poison messages are parked, with their payload.
+pub trait DeadLetterSink: Send + Sync {
+    fn send<'a>(
+        &'a self,
+        letter: &'a crate::domain::dead_letter::DeadLetter,
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
+}
+
+/// Where one summary of an invocation's failures goes.
+pub trait FailureNotifier: Send + Sync {
+    fn publish<'a>(
+        &'a self,
+        notice: &'a crate::domain::outcome::FailureNotice,
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
 }

@@ -72,6 +72,8 @@ pub struct KafkaMessage {
     /// nothing, makes the message invalid when its value is decoded.
     pub value: Option<Value>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The headers exactly as received, for the dead-letter queue.
+    pub raw_headers: Option<Value>,
 }
 
 impl KafkaMessage {
@@ -164,6 +166,7 @@ fn to_message(partition: &str, index: usize, record: Value) -> Result<KafkaMessa
             .get("headers")
             .map(decode_headers)
             .unwrap_or_default(),
+        raw_headers: record.get("headers").filter(|h| !h.is_null()).cloned(),
         value: record.remove("value").filter(|v| !v.is_null()),
     })
 }

@@ -1,12 +1,16 @@
 //! Per-message outcomes, the ordering rule within a Kafka partition, and the
 //! one place that turns outcomes into the Lambda response.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+
+use serde::Serialize;
 
 use super::event::DecodeError;
 use super::kafka::{BatchItemFailure, KafkaBatchResponse, KafkaMessage, MessageId, PartitionBatch};
 use super::stamp::StampReport;
 use crate::ports::StoreError;
+use crate::retry::StopReason;
 
 /// How one message ended.
 #[derive(Debug, Clone)]
@@ -15,11 +19,20 @@ pub enum MessageOutcome {
     Applied(StampReport),
     /// Another event type: not ours.
     Skipped { event_type: String },
-    /// The message can never be applied; until the dead-letter queue exists it
-    /// is handed back so that it is not lost.
-    Invalid(DecodeError),
-    /// The store failed after retries: handed back to Lambda for a retry.
+    /// The message can never be applied; it is parked in the dead-letter
+    /// queue with its payload and counts as handled.
+    DeadLettered(DecodeError),
+    /// The message can never be applied, but could not be dead-lettered (no
+    /// queue configured, or the send failed): handed back so it is not lost.
+    Invalid {
+        problem: DecodeError,
+        not_dead_lettered: String,
+    },
+    /// The store failed for good: handed back to Lambda for a retry.
     Failed(StoreError),
+    /// New work stopped before this message was done (deadline near, or a
+    /// setup failure): handed back; the retry skips what is already stamped.
+    Unfinished { reason: StopReason },
     /// Not attempted: an earlier message of the same partition was handed back,
     /// and Kafka partitions are applied in offset order.
     Blocked { behind: i64 },
@@ -30,7 +43,7 @@ impl MessageOutcome {
     pub fn hands_back(&self) -> bool {
         matches!(
             self,
-            Self::Invalid(_) | Self::Failed(_) | Self::Blocked { .. }
+            Self::Invalid { .. } | Self::Failed(_) | Self::Unfinished { .. } | Self::Blocked { .. }
         )
     }
 
@@ -38,9 +51,38 @@ impl MessageOutcome {
         match self {
             Self::Applied(_) => "applied",
             Self::Skipped { .. } => "skipped",
-            Self::Invalid(_) => "invalid",
+            Self::DeadLettered(_) => "dead_lettered",
+            Self::Invalid { .. } => "invalid",
             Self::Failed(_) => "failed",
+            Self::Unfinished { .. } => "unfinished",
             Self::Blocked { .. } => "blocked",
+        }
+    }
+
+    /// The kind and text of what went wrong, for notifications.
+    pub fn problem(&self) -> Option<(String, String)> {
+        match self {
+            Self::Applied(_) | Self::Skipped { .. } | Self::Blocked { .. } => None,
+            Self::DeadLettered(problem) => Some((problem.kind().to_owned(), problem.to_string())),
+            Self::Invalid {
+                problem,
+                not_dead_lettered,
+            } => Some((
+                problem.kind().to_owned(),
+                format!("{problem} (not dead-lettered: {not_dead_lettered})"),
+            )),
+            Self::Failed(error) => Some((
+                format!("store_{:?}", error.class).to_lowercase(),
+                error.to_string(),
+            )),
+            Self::Unfinished { reason } => Some((
+                match reason {
+                    StopReason::DeadlineNear => "deadline_near",
+                    StopReason::SetupFailure(_) => "setup_failure",
+                }
+                .to_owned(),
+                reason.to_string(),
+            )),
         }
     }
 }
@@ -77,7 +119,10 @@ pub struct BatchSummary {
     /// Consolidation messages fully applied.
     pub messages_processed: u64,
     pub messages_skipped: u64,
-    /// Every message handed back (invalid, failed, or blocked behind one).
+    pub messages_dead_lettered: u64,
+    /// Messages handed back to Lambda (listed in `batchItemFailures`).
+    pub messages_retried: u64,
+    /// Dead-lettered plus handed back.
     pub messages_failed: u64,
     /// Records actually written.
     pub chargebacks_updated: u64,
@@ -127,12 +172,78 @@ impl BatchOutcome {
                     summary.chargebacks_left_behind += report.left_behind.unwrap_or(0);
                 }
                 MessageOutcome::Skipped { .. } => summary.messages_skipped += 1,
-                MessageOutcome::Invalid(_)
+                MessageOutcome::DeadLettered(_) => summary.messages_dead_lettered += 1,
+                MessageOutcome::Invalid { .. }
                 | MessageOutcome::Failed(_)
-                | MessageOutcome::Blocked { .. } => summary.messages_failed += 1,
+                | MessageOutcome::Unfinished { .. }
+                | MessageOutcome::Blocked { .. } => summary.messages_retried += 1,
             }
         }
+        summary.messages_failed = summary.messages_dead_lettered + summary.messages_retried;
         summary
+    }
+
+    /// One notice for the invocation, when anything was dead-lettered or handed back.
+    pub fn failure_notice(&self, request_id: &str) -> Option<FailureNotice> {
+        let summary = self.summary();
+        if summary.messages_failed == 0 {
+            return None;
+        }
+        let mut notice = FailureNotice {
+            request_id: request_id.to_owned(),
+            dead_lettered: summary.messages_dead_lettered,
+            handed_back: summary.messages_retried,
+            messages: BTreeMap::new(),
+            first_error_by_kind: BTreeMap::new(),
+        };
+        for (id, outcome) in &self.outcomes {
+            if !(outcome.hands_back() || matches!(outcome, MessageOutcome::DeadLettered(_))) {
+                continue;
+            }
+            notice
+                .messages
+                .entry(id.partition.clone())
+                .or_default()
+                .push(NoticeEntry {
+                    offset: id.offset,
+                    outcome: outcome.label(),
+                });
+            if let Some((kind, text)) = outcome.problem() {
+                notice.first_error_by_kind.entry(kind).or_insert(text);
+            }
+        }
+        Some(notice)
+    }
+}
+
+/// The one notification an invocation with failures publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailureNotice {
+    pub request_id: String,
+    pub dead_lettered: u64,
+    pub handed_back: u64,
+    /// Per partition, the offsets and how each ended.
+    pub messages: BTreeMap<String, Vec<NoticeEntry>>,
+    pub first_error_by_kind: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NoticeEntry {
+    pub offset: i64,
+    pub outcome: &'static str,
+}
+
+impl FailureNotice {
+    /// An SNS subject: under 100 characters, ASCII.
+    pub fn subject(&self) -> String {
+        format!(
+            "consolidation-updater: {} dead-lettered, {} handed back",
+            self.dead_lettered, self.handed_back
+        )
+    }
+
+    pub fn body(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
     }
 }
 
@@ -154,6 +265,7 @@ mod tests {
             key: None,
             value: None,
             headers: Vec::new(),
+            raw_headers: None,
         }
     }
 
@@ -215,7 +327,10 @@ mod tests {
     #[tokio::test]
     async fn an_invalid_message_also_stops_its_partition() {
         let outcomes = run_in_offset_order(batch(&[1, 2]), |_| async {
-            MessageOutcome::Invalid(DecodeError::MissingValue)
+            MessageOutcome::Invalid {
+                problem: DecodeError::MissingValue,
+                not_dead_lettered: "no DLQ_URL".into(),
+            }
         })
         .await;
         assert_eq!(outcomes[1].1.label(), "blocked");
@@ -251,7 +366,13 @@ mod tests {
                         event_type: "x".into(),
                     },
                 ),
-                (id(3), MessageOutcome::Invalid(DecodeError::EmptyJobName)),
+                (
+                    id(3),
+                    MessageOutcome::Invalid {
+                        problem: DecodeError::EmptyJobName,
+                        not_dead_lettered: "no DLQ_URL".into(),
+                    },
+                ),
                 (id(4), failed()),
                 (id(5), MessageOutcome::Blocked { behind: 3 }),
             ],

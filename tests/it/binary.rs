@@ -476,7 +476,10 @@ pub async fn an_unreachable_dynamodb_hands_every_message_back() -> anyhow::Resul
     let started = Instant::now();
     let outcome = tokio::time::timeout(
         Duration::from_secs(60),
-        handler.handle(kafka_event(&messages), "unreachable"),
+        handler.handle(
+            kafka_event(&messages),
+            &consolidation_updater::handler::Invocation::unbounded("unreachable"),
+        ),
     )
     .await??;
     let elapsed = started.elapsed();

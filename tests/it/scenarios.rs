@@ -430,7 +430,7 @@ async fn a_missing_record_is_never_created(backend: Backend) -> anyhow::Result<(
         "chargeback_id".to_owned(),
         aws_sdk_dynamodb::types::AttributeValue::S(ghost.chargeback_id.clone()),
     )]);
-    let result = store.stamp(key, &stamp).await?;
+    let result = store.stamp(&key, &stamp).await?;
     ensure!(result == StampResult::Missing, "got {result:?}");
     ensure!(
         table.item(&ghost).await?.is_none(),

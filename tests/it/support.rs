@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use consolidation_updater::domain::outcome::BatchOutcome;
 use consolidation_updater::embedded::EmbeddedServer;
 use consolidation_updater::fanout::FanOut;
-use consolidation_updater::handler::BatchHandler;
+use consolidation_updater::handler::{BatchHandler, Invocation};
 use consolidation_updater::store::dynamodb::provision::{
     TableShape, create_table, put_chargebacks,
 };
@@ -101,7 +101,10 @@ impl TestTable {
 
     /// Runs one Lambda Kafka event through a fresh handler.
     pub async fn invoke(&self, event: Value) -> anyhow::Result<BatchOutcome> {
-        Ok(self.handler().handle(event, "test-request").await?)
+        Ok(self
+            .handler()
+            .handle(event, &Invocation::unbounded("test-request"))
+            .await?)
     }
 
     pub async fn item(

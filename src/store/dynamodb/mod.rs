@@ -44,14 +44,11 @@ const SCAN_SEGMENTS: u32 = 8;
 /// How long a failed `DescribeTable` answers for the next callers.
 const DESCRIBE_FAILURE_MEMORY: Duration = Duration::from_secs(5);
 
-/// Everything the SDK needs to retry on its own before an error reaches us:
-/// a few quick attempts (DynamoDB's usual base delay is tens of milliseconds).
-const SDK_MAX_ATTEMPTS: u32 = 3;
-const SDK_INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 /// A connect that takes longer than this will not succeed (no VPC endpoint,
 /// wrong security group): fail fast so the message is handed back promptly.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// DynamoDB answers in milliseconds; an attempt this slow is retried.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `SET` of every stamped attribute.
 const UPDATE_EXPRESSION: &str = "SET consolidation_status = :status, \
@@ -85,11 +82,8 @@ pub async fn load_sdk_config(region: Option<&str>) -> SdkConfig {
                 .operation_attempt_timeout(ATTEMPT_TIMEOUT)
                 .build(),
         )
-        .retry_config(
-            RetryConfig::standard()
-                .with_max_attempts(SDK_MAX_ATTEMPTS)
-                .with_initial_backoff(SDK_INITIAL_BACKOFF),
-        )
+        // Our own policy (crate::retry) retries; two layers would multiply attempts.
+        .retry_config(RetryConfig::disabled())
         .load()
         .await
 }
@@ -410,12 +404,16 @@ impl ChargebackStore for DynamoStore {
         })
     }
 
-    async fn stamp(&self, key: ItemKey, stamp: &PreparedUpdate) -> Result<StampResult, StoreError> {
+    async fn stamp(
+        &self,
+        key: &ItemKey,
+        stamp: &PreparedUpdate,
+    ) -> Result<StampResult, StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key))
+            .set_key(Some(key.clone()))
             .update_expression(UPDATE_EXPRESSION)
             .condition_expression(UPDATE_CONDITION)
             .set_expression_attribute_names(Some(stamp.names.clone()))
@@ -504,11 +502,10 @@ impl ChargebackStore for DynamoStore {
 }
 
 /// Error codes DynamoDB uses for "too fast, try again later".
-const THROTTLING_CODES: [&str; 4] = [
+const THROTTLING_CODES: [&str; 3] = [
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
     "RequestLimitExceeded",
-    "TransactionConflictException",
 ];
 /// Error codes that say the setup is wrong, not the request.
 const SETUP_CODES: [&str; 7] = [
@@ -528,13 +525,18 @@ where
 {
     let class = match &error {
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => ErrorClass::Transient,
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => ErrorClass::Transient,
-        // Connection refused or reset after the SDK's own retries: the endpoint is unreachable.
-        SdkError::DispatchFailure(failure) if failure.is_io() => ErrorClass::Setup,
+        // No connection at all (refused, no route, connect timeout).
+        SdkError::DispatchFailure(failure) if failure.is_io() || failure.is_timeout() => {
+            ErrorClass::Unreachable
+        }
         SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) => ErrorClass::Setup,
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or_default();
-            if THROTTLING_CODES.contains(&code) || service.raw().status().is_server_error() {
+            if THROTTLING_CODES.contains(&code) {
+                ErrorClass::Throttled
+            } else if service.raw().status().is_server_error()
+                || code == "TransactionConflictException"
+            {
                 ErrorClass::Transient
             } else if SETUP_CODES.contains(&code) {
                 ErrorClass::Setup

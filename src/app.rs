@@ -1,0 +1,41 @@
+//! The composition root: settings and an SDK configuration in, a wired
+//! handler out. Lambda and the CLI build the same thing here, once.
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+use crate::fanout::{FanOut, Progress};
+use crate::handler::BatchHandler;
+use crate::notify::sns::{self, SnsNotifier};
+use crate::queue::sqs::{self, SqsDeadLetters};
+use crate::store::dynamodb::DynamoStore;
+
+/// The handler with the store, the dead-letter queue and the notifier the
+/// settings name. Missing optional parts are said at start-up, once.
+pub async fn handler(
+    settings: &Settings,
+    sdk: &SdkConfig,
+    store: Arc<DynamoStore>,
+    progress: Arc<Progress>,
+) -> BatchHandler<DynamoStore> {
+    let mut handler = BatchHandler::new(FanOut::new(store, settings.max_concurrency, progress))
+        .with_deadline_margin(settings.deadline_margin);
+    match &settings.dlq_url {
+        Some(url) => {
+            let queue = SqsDeadLetters::connect(sqs::client(sdk), url).await;
+            info!(dlq_url = %url, message_limit = queue.message_limit(), "poison messages go to the dead-letter queue");
+            handler = handler.with_dead_letters(Arc::new(queue));
+        }
+        None => warn!(
+            "DLQ_URL is not set: a poison message will be handed back to Lambda, and its \
+             partition will stop there until it is fixed or skipped"
+        ),
+    }
+    if let Some(arn) = &settings.failure_topic_arn {
+        handler = handler.with_notifier(Arc::new(SnsNotifier::new(sns::client(sdk), arn)));
+    }
+    handler
+}

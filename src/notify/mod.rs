@@ -1,0 +1,3 @@
+//! Failure notifications: one summary per invocation that had failures.
+
+pub mod sns;

@@ -1,0 +1,3 @@
+//! The dead-letter queue: where poison messages are parked with their payload.
+
+pub mod sqs;

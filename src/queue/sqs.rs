@@ -1,0 +1,198 @@
+//! The SQS dead-letter queue: sending poison messages (behind the
+//! [`DeadLetterSink`] port) and reading them back for `redrive`.
+
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_config::retry::RetryConfig;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use tracing::warn;
+
+use crate::domain::dead_letter::DeadLetter;
+use crate::ports::{BoxFuture, DeadLetterSink, SinkError};
+
+/// SQS's historical default and minimum of the maximum message size; used
+/// when the queue's own limit cannot be read.
+pub const DEFAULT_MESSAGE_LIMIT: usize = 262_144;
+/// Room for the message attributes, which count towards the limit.
+const ATTRIBUTES_RESERVE: usize = 1024;
+/// How long start-up waits for the queue's attributes.
+const ATTRIBUTES_WAIT: Duration = Duration::from_secs(2);
+
+/// An SQS client with the SDK's standard retries: a dead-letter send is rare,
+/// and a short hiccup should not hand a poison message back.
+pub fn client(sdk: &SdkConfig) -> Client {
+    Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(sdk)
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .build(),
+    )
+}
+
+pub struct SqsDeadLetters {
+    client: Client,
+    queue_url: String,
+    /// The queue's maximum message size, read once at start-up.
+    message_limit: usize,
+}
+
+impl SqsDeadLetters {
+    /// Reads the queue's size limit (briefly; on failure the SQS default applies).
+    pub async fn connect(client: Client, queue_url: impl Into<String>) -> Self {
+        let queue_url = queue_url.into();
+        let asked = client
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(QueueAttributeName::MaximumMessageSize)
+            .send();
+        let message_limit = match tokio::time::timeout(ATTRIBUTES_WAIT, asked).await {
+            Ok(Ok(output)) => output
+                .attributes()
+                .and_then(|a| a.get(&QueueAttributeName::MaximumMessageSize))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(DEFAULT_MESSAGE_LIMIT),
+            Ok(Err(error)) => {
+                warn!(queue_url = %queue_url, error = %DisplayErrorContext(&error),
+                    "cannot read the dead-letter queue's attributes; assuming its size limit is {DEFAULT_MESSAGE_LIMIT} bytes");
+                DEFAULT_MESSAGE_LIMIT
+            }
+            Err(_) => {
+                warn!(queue_url = %queue_url,
+                    "the dead-letter queue did not answer within {ATTRIBUTES_WAIT:?}; assuming its size limit is {DEFAULT_MESSAGE_LIMIT} bytes");
+                DEFAULT_MESSAGE_LIMIT
+            }
+        };
+        Self {
+            client,
+            queue_url,
+            message_limit,
+        }
+    }
+
+    pub fn message_limit(&self) -> usize {
+        self.message_limit
+    }
+}
+
+fn string_attribute(value: &str) -> Result<MessageAttributeValue, SinkError> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .map_err(|e| SinkError {
+            operation: "SendMessage",
+            message: e.to_string(),
+        })
+}
+
+impl DeadLetterSink for SqsDeadLetters {
+    fn send<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let body = letter.to_body(self.message_limit.saturating_sub(ATTRIBUTES_RESERVE));
+            self.client
+                .send_message()
+                .queue_url(&self.queue_url)
+                .message_body(body)
+                .message_attributes("error_kind", string_attribute(&letter.error_kind)?)
+                .message_attributes("topic", string_attribute(&letter.topic)?)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| SinkError {
+                    operation: "SendMessage",
+                    message: DisplayErrorContext(&e).to_string(),
+                })
+        })
+    }
+}
+
+/// A dead-lettered message read back from the queue.
+pub struct Parked {
+    pub receipt_handle: String,
+    /// The dead letter, or why the body is not one.
+    pub letter: Result<DeadLetter, String>,
+}
+
+/// Reads and deletes dead-lettered messages, for `redrive`.
+pub struct DeadLetterReader {
+    client: Client,
+    queue_url: String,
+}
+
+impl DeadLetterReader {
+    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+
+    /// Up to `max` (at most 10) messages, hidden from other readers for
+    /// `visibility`; an empty list when the queue has none.
+    pub async fn receive(&self, max: i32, visibility: Duration) -> Result<Vec<Parked>, SinkError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(max.clamp(1, 10))
+            .visibility_timeout(i32::try_from(visibility.as_secs()).unwrap_or(60))
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .map_err(|e| SinkError {
+                operation: "ReceiveMessage",
+                message: DisplayErrorContext(&e).to_string(),
+            })?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                let receipt_handle = m.receipt_handle?;
+                let letter = m
+                    .body
+                    .ok_or_else(|| "the message has no body".to_owned())
+                    .and_then(|body| {
+                        serde_json::from_str::<DeadLetter>(&body)
+                            .map_err(|e| format!("the body is not a dead letter: {e}"))
+                    });
+                Some(Parked {
+                    receipt_handle,
+                    letter,
+                })
+            })
+            .collect())
+    }
+
+    pub async fn delete(&self, receipt_handle: &str) -> Result<(), SinkError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| SinkError {
+                operation: "DeleteMessage",
+                message: DisplayErrorContext(&e).to_string(),
+            })
+    }
+
+    /// Makes a message visible again at once (a dry run leaves the queue as it was).
+    pub async fn release(&self, receipt_handle: &str) -> Result<(), SinkError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| SinkError {
+                operation: "ChangeMessageVisibility",
+                message: DisplayErrorContext(&e).to_string(),
+            })
+    }
+}
