@@ -413,4 +413,89 @@ mod tests {
         };
         assert!(outcome.response().batch_item_failures.is_empty());
     }
+
+    #[test]
+    fn a_dead_lettered_message_is_handled_but_counts_as_failed() {
+        let id = |offset| MessageId {
+            partition: "t-0".into(),
+            offset,
+        };
+        let outcome = BatchOutcome {
+            outcomes: vec![
+                (
+                    id(1),
+                    MessageOutcome::DeadLettered(DecodeError::EmptyJobName),
+                ),
+                (id(2), applied(4)),
+            ],
+        };
+        assert!(outcome.response().batch_item_failures.is_empty());
+        let summary = outcome.summary();
+        assert_eq!(
+            (
+                summary.messages_dead_lettered,
+                summary.messages_retried,
+                summary.messages_failed,
+                summary.messages_processed
+            ),
+            (1, 0, 1, 1)
+        );
+    }
+
+    #[test]
+    fn one_failure_notice_names_partitions_offsets_and_the_first_error_of_each_kind() {
+        let id = |partition: &str, offset| MessageId {
+            partition: partition.into(),
+            offset,
+        };
+        let outcome = BatchOutcome {
+            outcomes: vec![
+                (
+                    id("t-0", 1),
+                    MessageOutcome::DeadLettered(DecodeError::EmptyJobName),
+                ),
+                (
+                    id("t-0", 2),
+                    MessageOutcome::DeadLettered(DecodeError::EmptyJobName),
+                ),
+                (id("t-0", 3), applied(1)),
+                (id("t-1", 7), failed()),
+                (id("t-1", 8), MessageOutcome::Blocked { behind: 7 }),
+                (
+                    id("t-2", 9),
+                    MessageOutcome::Unfinished {
+                        reason: StopReason::DeadlineNear,
+                    },
+                ),
+            ],
+        };
+        let notice = outcome.failure_notice("req-9").unwrap();
+        assert_eq!((notice.dead_lettered, notice.handed_back), (2, 3));
+        assert_eq!(
+            notice.messages["t-0"]
+                .iter()
+                .map(|e| e.offset)
+                .collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(notice.messages["t-1"][1].outcome, "blocked");
+        assert_eq!(notice.messages["t-2"][0].outcome, "unfinished");
+        assert_eq!(
+            notice.first_error_by_kind.keys().collect::<Vec<_>>(),
+            ["deadline_near", "empty_job_name", "store_transient"]
+        );
+        assert_eq!(
+            notice.subject(),
+            "consolidation-updater: 2 dead-lettered, 3 handed back"
+        );
+        let body: serde_json::Value = serde_json::from_str(&notice.body()).unwrap();
+        assert_eq!(body["request_id"], "req-9");
+        assert!(
+            BatchOutcome {
+                outcomes: vec![(id("t-0", 3), applied(1))]
+            }
+            .failure_notice("r")
+            .is_none()
+        );
+    }
 }
