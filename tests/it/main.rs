@@ -4,6 +4,7 @@
 //! ignored and a notice says so: nothing skips silently.
 
 mod binary;
+mod dead_letters;
 mod scenarios;
 mod support;
 
@@ -15,6 +16,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use support::Backend;
 
 const DYNAMODB_LOCAL_ENDPOINT: &str = "DYNAMODB_LOCAL_ENDPOINT";
+const MOTO_ENDPOINT: &str = "MOTO_ENDPOINT";
 
 fn run(test: impl Future<Output = anyhow::Result<()>>) -> Result<(), Failed> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -32,13 +34,24 @@ fn main() -> ExitCode {
     let dynamodb_local = std::env::var(DYNAMODB_LOCAL_ENDPOINT)
         .ok()
         .filter(|e| !e.is_empty());
-    let notice = match &dynamodb_local {
-        Some(endpoint) => format!("DynamoDB Local suite: running against {endpoint}"),
-        None => format!(
-            "DynamoDB Local suite: NOT RUN ({DYNAMODB_LOCAL_ENDPOINT} is not set; its tests are \
-             listed as ignored). `.ci/run` starts DynamoDB Local and runs it."
-        ),
-    };
+    let moto = std::env::var(MOTO_ENDPOINT).ok().filter(|e| !e.is_empty());
+    let notice = [
+        match &dynamodb_local {
+            Some(endpoint) => format!("DynamoDB Local suite: running against {endpoint}"),
+            None => format!(
+                "DynamoDB Local suite: NOT RUN ({DYNAMODB_LOCAL_ENDPOINT} is not set; its tests are \
+                 listed as ignored). `.ci/run` starts DynamoDB Local and runs it."
+            ),
+        },
+        match &moto {
+            Some(endpoint) => format!("SQS/SNS suite: running against moto at {endpoint}"),
+            None => format!(
+                "SQS/SNS suite: NOT RUN ({MOTO_ENDPOINT} is not set; its tests are listed as \
+                 ignored). `.ci/run` starts moto's server and runs it."
+            ),
+        },
+    ]
+    .join("\n");
     eprintln!("{notice}");
 
     let mut trials = Vec::new();
@@ -59,6 +72,29 @@ fn main() -> ExitCode {
             .with_ignored_flag(ignored),
         );
     }
+    macro_rules! moto_tests {
+        ($($name:ident),* $(,)?) => {
+            $(
+                let endpoint = moto.clone();
+                trials.push(
+                    Trial::test(concat!("moto::", stringify!($name)), move || match endpoint {
+                        Some(endpoint) => run(dead_letters::$name(endpoint)),
+                        None => Err(Failed::from(format!("{MOTO_ENDPOINT} is not set"))),
+                    })
+                    .with_ignored_flag(moto.is_none()),
+                );
+            )*
+        };
+    }
+    moto_tests![
+        every_kind_of_poison_is_dead_lettered_with_its_payload,
+        a_value_too_large_for_the_queue_is_dead_lettered_truncated,
+        one_failure_notification_is_published_per_invocation,
+    ];
+    trials.push(Trial::test(
+        "dead_letters::a_poison_message_is_handed_back_when_the_queue_is_unreachable",
+        || run(dead_letters::a_poison_message_is_handed_back_when_the_queue_is_unreachable()),
+    ));
     macro_rules! binary_tests {
         ($($name:ident),* $(,)?) => {
             $(trials.push(Trial::test(concat!("binary::", stringify!($name)), || run(binary::$name())));)*

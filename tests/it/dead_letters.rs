@@ -1,0 +1,457 @@
+//! Poison messages and failure notices against real SQS and SNS emulation
+//! (moto's server, started by `.ci/run` and named by `MOTO_ENDPOINT`), with the
+//! embedded engine as DynamoDB.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, ensure};
+use aws_config::SdkConfig;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use consolidation_updater::domain::dead_letter::DeadLetter;
+use consolidation_updater::fanout::FanOut;
+use consolidation_updater::handler::{BatchHandler, Invocation};
+use consolidation_updater::notify::sns::SnsNotifier;
+use consolidation_updater::queue::sqs::SqsDeadLetters;
+use consolidation_updater::store::dynamodb::provision::TableShape;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// An SDK configuration aimed at one local endpoint, with static credentials.
+pub fn local_sdk(endpoint: &str) -> SdkConfig {
+    let credentials = aws_sdk_sqs::config::Credentials::new("local", "local", None, None, "local");
+    SdkConfig::builder()
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(
+            credentials,
+        ))
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .build()
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// A fresh queue; returns its URL.
+async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    attributes: &[(QueueAttributeName, &str)],
+) -> anyhow::Result<String> {
+    let mut request = sqs.create_queue().queue_name(unique("dlq"));
+    for (name, value) in attributes {
+        request = request.attributes(name.clone(), *value);
+    }
+    request
+        .send()
+        .await?
+        .queue_url
+        .ok_or_else(|| anyhow!("no queue url"))
+}
+
+/// Every message in the queue, with its attributes, emptying it.
+async fn drain(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+) -> anyhow::Result<Vec<aws_sdk_sqs::types::Message>> {
+    let mut all = Vec::new();
+    loop {
+        let batch = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .wait_time_seconds(0)
+            .send()
+            .await?
+            .messages
+            .unwrap_or_default();
+        if batch.is_empty() {
+            return Ok(all);
+        }
+        for message in &batch {
+            if let Some(handle) = &message.receipt_handle {
+                sqs.delete_message()
+                    .queue_url(url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await?;
+            }
+        }
+        all.extend(batch);
+    }
+}
+
+fn handler_with(
+    table: &TestTable,
+) -> BatchHandler<consolidation_updater::store::dynamodb::DynamoStore> {
+    BatchHandler::new(FanOut::new(Arc::new(table.store()), 8, Arc::default()))
+}
+
+/// A raw Kafka record value as Lambda would deliver it, and the error kind it must produce.
+struct Poison {
+    value: Value,
+    kind: &'static str,
+}
+
+fn poisons() -> Vec<Poison> {
+    let good = consolidation("2025-11-20", 2, 4, "2025-11-20T06:30:00");
+    let with = |field: &str, value: Value| {
+        let mut event = good.clone();
+        event[field] = value;
+        Value::from(BASE64.encode(event.to_string()))
+    };
+    let without = |field: &str| {
+        let mut event = good.clone();
+        event.as_object_mut().map(|o| o.remove(field));
+        Value::from(BASE64.encode(event.to_string()))
+    };
+    let b64 = |bytes: &[u8]| Value::from(BASE64.encode(bytes));
+    vec![
+        Poison {
+            value: Value::Null,
+            kind: "missing_value",
+        },
+        Poison {
+            value: json!(42),
+            kind: "not_base64",
+        },
+        Poison {
+            value: json!("***"),
+            kind: "not_base64",
+        },
+        Poison {
+            value: b64(&[0xff, 0xfe]),
+            kind: "not_utf8",
+        },
+        Poison {
+            value: b64(b"{oops"),
+            kind: "not_json",
+        },
+        Poison {
+            value: b64(b"[1]"),
+            kind: "not_an_object",
+        },
+        Poison {
+            value: without("event_type"),
+            kind: "missing_field",
+        },
+        Poison {
+            value: with("records_processed", json!("many")),
+            kind: "wrong_type",
+        },
+        Poison {
+            value: with("partition_date", json!("2025-02-30")),
+            kind: "invalid_partition_date",
+        },
+        Poison {
+            value: with("total_executions", json!(0)),
+            kind: "invalid_total_executions",
+        },
+        Poison {
+            value: with("execution_sequence", json!(9)),
+            kind: "execution_sequence_out_of_range",
+        },
+        Poison {
+            value: with("output_files", json!(-1)),
+            kind: "negative_count",
+        },
+        Poison {
+            value: with("output_format", json!("xml")),
+            kind: "unsupported_output_format",
+        },
+        Poison {
+            value: with("output_path", json!("/tmp/x")),
+            kind: "invalid_output_path",
+        },
+        Poison {
+            value: with("completed_at", json!("soon")),
+            kind: "invalid_timestamp",
+        },
+        Poison {
+            value: with("job_name", json!("")),
+            kind: "empty_job_name",
+        },
+    ]
+}
+
+/// A Lambda event with raw record values (some not even strings).
+fn raw_event(records: &[(i64, Value)]) -> Value {
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(offset, value)| {
+            json!({"topic": TOPIC, "partition": 0, "offset": offset, "timestamp": 1_763_620_000_000_i64,
+                   "timestampType": "CREATE_TIME", "key": "a2V5", "value": value,
+                   "headers": [{"x-correlation-id": [99, -61, -87]}]})
+        })
+        .collect();
+    json!({"eventSource": "aws:kafka", "records": {format!("{TOPIC}-0"): records}})
+}
+
+pub async fn every_kind_of_poison_is_dead_lettered_with_its_payload(
+    moto: String,
+) -> anyhow::Result<()> {
+    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let early = chargeback("cb-early", "2025-11-20", "2025-11-20T01:00:00.000Z");
+    table.seed(std::iter::once(early.clone())).await?;
+    let sdk = local_sdk(&moto);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = create_queue(&sqs, &[]).await?;
+    let handler = Arc::new(
+        handler_with(&table)
+            .with_dead_letters(Arc::new(SqsDeadLetters::connect(sqs.clone(), &url).await)),
+    );
+
+    let poisons = poisons();
+    let mut records = vec![(
+        1,
+        Value::from(
+            BASE64.encode(consolidation("2025-11-20", 1, 4, "2025-11-20T06:30:00").to_string()),
+        ),
+    )];
+    for (i, poison) in poisons.iter().enumerate() {
+        records.push((10 + i as i64, poison.value.clone()));
+    }
+    // A good message after all the poison: the partition must not be blocked.
+    records.push((
+        100,
+        Value::from(
+            BASE64.encode(consolidation("2025-11-20", 3, 4, "2025-11-20T06:30:00").to_string()),
+        ),
+    ));
+    let outcome = handler
+        .handle(raw_event(&records), &Invocation::unbounded("req-dlq"))
+        .await?;
+    let summary = outcome.summary();
+    ensure!(
+        outcome.response().batch_item_failures.is_empty(),
+        "{:?}",
+        outcome.response()
+    );
+    ensure!(
+        summary.messages_dead_lettered == poisons.len() as u64,
+        "{summary:?}"
+    );
+    ensure!(summary.messages_processed == 2);
+    ensure!(
+        table.execution_of(&early).await? == Some(3),
+        "the later good message applied"
+    );
+
+    let parked = drain(&sqs, &url).await?;
+    ensure!(
+        parked.len() == poisons.len(),
+        "{} messages in the queue",
+        parked.len()
+    );
+    let mut by_offset = BTreeMap::new();
+    for message in &parked {
+        let letter: DeadLetter = serde_json::from_str(message.body().unwrap_or_default())?;
+        let attributes: HashMap<String, String> = message
+            .message_attributes()
+            .map(|a| {
+                a.iter()
+                    .map(|(k, v)| (k.clone(), v.string_value().unwrap_or_default().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ensure!(
+            attributes.get("error_kind") == Some(&letter.error_kind),
+            "{attributes:?}"
+        );
+        ensure!(attributes.get("topic").map(String::as_str) == Some(TOPIC));
+        by_offset.insert(letter.offset, letter);
+    }
+    for (i, poison) in poisons.iter().enumerate() {
+        let offset = 10 + i as i64;
+        let letter = by_offset
+            .get(&offset)
+            .ok_or_else(|| anyhow!("offset {offset} not parked"))?;
+        ensure!(
+            letter.error_kind == poison.kind,
+            "offset {offset}: {} != {}",
+            letter.error_kind,
+            poison.kind
+        );
+        let expected_value = (!poison.value.is_null()).then(|| poison.value.clone());
+        ensure!(
+            letter.value == expected_value,
+            "offset {offset}: value not kept as received"
+        );
+        ensure!(!letter.value_truncated);
+        ensure!(letter.key.as_deref() == Some("a2V5"));
+        ensure!(letter.topic == TOPIC && letter.partition == Some(0));
+        ensure!(letter.timestamp == Some(1_763_620_000_000));
+        ensure!(letter.headers == Some(json!([{"x-correlation-id": [99, -61, -87]}])));
+        ensure!(letter.request_id == "req-dlq");
+        ensure!(chrono::DateTime::parse_from_rfc3339(&letter.failed_at).is_ok());
+        ensure!(!letter.error_message.is_empty());
+    }
+    Ok(())
+}
+
+pub async fn a_value_too_large_for_the_queue_is_dead_lettered_truncated(
+    moto: String,
+) -> anyhow::Result<()> {
+    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let sdk = local_sdk(&moto);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = create_queue(&sqs, &[(QueueAttributeName::MaximumMessageSize, "4096")]).await?;
+    let queue = SqsDeadLetters::connect(sqs.clone(), &url).await;
+    ensure!(
+        queue.message_limit() == 4096,
+        "limit read from the queue: {}",
+        queue.message_limit()
+    );
+    let handler = Arc::new(handler_with(&table).with_dead_letters(Arc::new(queue)));
+    let huge = BASE64.encode("x".repeat(30_000));
+    let outcome = handler
+        .handle(
+            raw_event(&[(5, Value::from(huge.clone()))]),
+            &Invocation::unbounded("req-big"),
+        )
+        .await?;
+    ensure!(
+        outcome.response().batch_item_failures.is_empty(),
+        "never handed back forever"
+    );
+    let parked = drain(&sqs, &url).await?;
+    ensure!(parked.len() == 1);
+    let body = parked[0].body().unwrap_or_default();
+    ensure!(body.len() <= 4096, "{} bytes", body.len());
+    let letter: DeadLetter = serde_json::from_str(body)?;
+    ensure!(letter.value_truncated && letter.value_length == Some(huge.len()));
+    ensure!(letter.offset == 5 && letter.error_kind == "not_json");
+    let prefix = letter
+        .value
+        .as_ref()
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    ensure!(!prefix.is_empty() && huge.starts_with(prefix));
+    Ok(())
+}
+
+/// Runs without moto: the queue's endpoint refuses connections.
+pub async fn a_poison_message_is_handed_back_when_the_queue_is_unreachable() -> anyhow::Result<()> {
+    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let closed = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let endpoint = format!("http://{}", closed.local_addr()?);
+    drop(closed);
+    let sqs = aws_sdk_sqs::Client::new(&local_sdk(&endpoint));
+    let url = format!("{endpoint}/123456789012/dlq");
+    let handler = Arc::new(
+        handler_with(&table).with_dead_letters(Arc::new(SqsDeadLetters::connect(sqs, &url).await)),
+    );
+    let good = Value::from(
+        BASE64.encode(consolidation("2025-11-20", 1, 4, "2025-11-20T06:30:00").to_string()),
+    );
+    let outcome = handler
+        .handle(
+            raw_event(&[(1, good.clone()), (2, json!("***")), (3, good)]),
+            &Invocation::unbounded("req"),
+        )
+        .await?;
+    let listed: Vec<i64> = outcome
+        .response()
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.offset)
+        .collect();
+    ensure!(
+        listed == [2, 3],
+        "poison and what follows it are handed back: {listed:?}"
+    );
+    ensure!(outcome.summary().messages_dead_lettered == 0);
+    Ok(())
+}
+
+pub async fn one_failure_notification_is_published_per_invocation(
+    moto: String,
+) -> anyhow::Result<()> {
+    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let sdk = local_sdk(&moto);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let dlq = create_queue(&sqs, &[]).await?;
+    let inbox = create_queue(&sqs, &[]).await?;
+    let inbox_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&inbox)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .ok_or_else(|| anyhow!("no queue arn"))?;
+    let topic = sns
+        .create_topic()
+        .name(unique("failures"))
+        .send()
+        .await?
+        .topic_arn
+        .ok_or_else(|| anyhow!("no topic arn"))?;
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(&inbox_arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await?;
+    let handler = Arc::new(
+        handler_with(&table)
+            .with_dead_letters(Arc::new(SqsDeadLetters::connect(sqs.clone(), &dlq).await))
+            .with_notifier(Arc::new(SnsNotifier::new(sns.clone(), &topic))),
+    );
+    let good = Value::from(
+        BASE64.encode(consolidation("2025-11-20", 1, 4, "2025-11-20T06:30:00").to_string()),
+    );
+    let records = [
+        (1, json!("***")),
+        (2, b64_json("[]")),
+        (3, good.clone()),
+        (4, json!(7)),
+    ];
+    handler
+        .handle(raw_event(&records), &Invocation::unbounded("req-notify"))
+        .await?;
+    // A clean invocation publishes nothing.
+    handler
+        .handle(raw_event(&[(5, good)]), &Invocation::unbounded("req-clean"))
+        .await?;
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let notices = drain(&sqs, &inbox).await?;
+    ensure!(notices.len() == 1, "{} notifications", notices.len());
+    let body: Value = serde_json::from_str(notices[0].body().unwrap_or_default())
+        .with_context(|| format!("{:?}", notices[0].body()))?;
+    ensure!(body["request_id"] == "req-notify");
+    ensure!(
+        body["dead_lettered"] == 3 && body["handed_back"] == 0,
+        "{body}"
+    );
+    let offsets: Vec<i64> = body["messages"][format!("{TOPIC}-0")]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["offset"].as_i64()).collect())
+        .unwrap_or_default();
+    ensure!(offsets == [1, 2, 4], "{body}");
+    let kinds: Vec<&str> = body["first_error_by_kind"]
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    ensure!(kinds == ["not_an_object", "not_base64"], "{kinds:?}");
+    Ok(())
+}
+
+fn b64_json(text: &str) -> Value {
+    Value::from(BASE64.encode(text))
+}
