@@ -5,6 +5,8 @@
 
 mod binary;
 mod dead_letters;
+mod faults;
+mod proxy;
 mod scenarios;
 mod support;
 
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
     let mut trials = Vec::new();
     for (name, scenario) in scenarios::ALL {
         let scenario = *scenario;
+        let name = name.rsplit("::").next().unwrap_or(name).trim();
         trials.push(Trial::test(format!("embedded::{name}"), move || {
             run(scenario(Backend::Embedded))
         }));

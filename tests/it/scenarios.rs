@@ -19,7 +19,7 @@ use crate::support::*;
 pub type Scenario = fn(Backend) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
 macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
+    ($($name:path),* $(,)?) => {
         pub const ALL: &[(&str, Scenario)] = &[$((stringify!($name), |backend| Box::pin($name(backend)))),*];
     };
 }
@@ -34,9 +34,11 @@ scenarios![
     a_batch_of_100_messages_over_several_partitions_and_dates,
     a_missing_record_is_never_created,
     the_read_side_skips_stamped_records_when_the_index_projects_the_execution,
+    crate::faults::throttling_is_absorbed_and_the_client_backs_off,
+    crate::faults::a_deadline_too_short_hands_the_message_back_and_a_retry_completes_it,
 ];
 
-fn sample_day(total: u64) -> SyntheticDay {
+pub fn sample_day(total: u64) -> SyntheticDay {
     let execution_time = DateTime::parse_from_rfc3339("2025-11-20T06:30:00Z")
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or_default();

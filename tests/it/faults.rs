@@ -1,0 +1,163 @@
+//! Failure semantics against real servers: throttling through the
+//! fault-injecting proxy, and a deadline too short for the fan-out.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use consolidation_updater::domain::outcome::MessageOutcome;
+use consolidation_updater::fanout::FanOut;
+use consolidation_updater::handler::{BatchHandler, Invocation};
+use consolidation_updater::store::dynamodb::provision::TableShape;
+use consolidation_updater::store::dynamodb::{DynamoStore, load_sdk_config, local_client};
+
+use crate::proxy::FaultProxy;
+use crate::scenarios::sample_day;
+use crate::support::*;
+
+fn mean(values: &[usize]) -> f64 {
+    values.iter().sum::<usize>() as f64 / values.len().max(1) as f64
+}
+
+/// Throttling starts after the fan-out is saturated and lasts a while; every
+/// record still ends stamped in the invocation, and the proxy sees fewer
+/// requests in flight while throttling lasts than before it.
+pub async fn throttling_is_absorbed_and_the_client_backs_off(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    const CONCURRENCY: usize = 32;
+    let table = TestTable::create(&backend, TableShape::default()).await?;
+    let day = sample_day(4000);
+    table.seed(day.chargebacks()).await?;
+    let (proxy, endpoint) = FaultProxy::start(&table.endpoint).await?;
+    let client = local_client(&load_sdk_config(Some(REGION)).await, &endpoint);
+    let store = Arc::new(DynamoStore::new(client, &table.name, INDEX));
+    let handler = Arc::new(BatchHandler::new(FanOut::new(
+        store,
+        CONCURRENCY,
+        Arc::default(),
+    )));
+
+    // Throttle one update in two from the 600th update on, for 1.5 seconds.
+    let switch = {
+        let proxy = Arc::clone(&proxy);
+        tokio::spawn(async move {
+            while proxy.updates_seen() < 600 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            proxy.throttle_one_in.store(2, Ordering::SeqCst);
+            proxy.throttling.store(true, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            proxy.throttling.store(false, Ordering::SeqCst);
+        })
+    };
+    let outcome = handler
+        .handle(sample_event(), &Invocation::unbounded("throttled"))
+        .await?;
+    switch.abort();
+    let summary = outcome.summary();
+    ensure!(
+        outcome.response().batch_item_failures.is_empty(),
+        "{:?}",
+        outcome.response()
+    );
+    ensure!(
+        summary.chargebacks_updated == day.before_cutoff,
+        "updated {} of {}",
+        summary.chargebacks_updated,
+        day.before_cutoff
+    );
+    let throttled = proxy.throttled.load(Ordering::SeqCst);
+    ensure!(
+        throttled > 20,
+        "the proxy throttled only {throttled} requests"
+    );
+
+    let samples = proxy.samples();
+    let before: Vec<usize> = samples
+        .iter()
+        .take_while(|s| !s.throttling)
+        .map(|s| s.in_flight)
+        .collect();
+    let during: Vec<usize> = samples
+        .iter()
+        .filter(|s| s.throttling)
+        .map(|s| s.in_flight)
+        .collect();
+    // The back-off takes a few round trips to bite: judge the later half.
+    let late = &during[during.len() / 2..];
+    let (before_mean, late_mean) = (mean(&before[before.len() / 2..]), mean(late));
+    eprintln!(
+        "throttling ({backend:?}): {throttled} throttled; in flight before {before_mean:.1}, \
+         late in the throttling {late_mean:.1} (max {}), limit now {}",
+        late.iter().max().unwrap_or(&0),
+        handler.fan_out().limiter().current_limit()
+    );
+    ensure!(
+        late_mean < before_mean / 2.0,
+        "in flight before {before_mean:.1}, while throttled {late_mean:.1}"
+    );
+    Ok(())
+}
+
+/// A deadline too short for the fan-out: the message is handed back part
+/// done; the next delivery completes it without writing anything twice.
+pub async fn a_deadline_too_short_hands_the_message_back_and_a_retry_completes_it(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let table = TestTable::create(&backend, TableShape::default()).await?;
+    let day = sample_day(6000);
+    table.seed(day.chargebacks()).await?;
+    let handler = Arc::new(
+        BatchHandler::new(FanOut::new(Arc::new(table.store()), 16, Arc::default()))
+            .with_deadline_margin(Duration::from_millis(100)),
+    );
+    let short = Invocation {
+        request_id: "short".into(),
+        deadline: Some(Instant::now() + Duration::from_millis(400)),
+    };
+    let first = handler.handle(sample_event(), &short).await?;
+    let listed: Vec<i64> = first
+        .response()
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.offset)
+        .collect();
+    ensure!(
+        listed == [123],
+        "the unfinished message is handed back: {listed:?}"
+    );
+    ensure!(matches!(
+        first.outcomes[0].1,
+        MessageOutcome::Unfinished { .. }
+    ));
+
+    let again = handler
+        .handle(sample_event(), &Invocation::unbounded("retry"))
+        .await?;
+    ensure!(again.response().batch_item_failures.is_empty());
+    let report = match &again.outcomes[0].1 {
+        MessageOutcome::Applied(report) => *report,
+        other => anyhow::bail!("expected applied, got {other:?}"),
+    };
+    ensure!(report.already_applied > 0, "the first pass did some work");
+    ensure!(
+        report.written + report.already_applied == day.before_cutoff,
+        "{report:?} vs {}",
+        day.before_cutoff
+    );
+    ensure!(
+        report.written > 0,
+        "the first pass cannot have finished in 400 ms"
+    );
+    for record in day
+        .chargebacks()
+        .filter(|c| c.partition_date == "2025-11-20")
+        .take(50)
+    {
+        let expected = (record.created_at.as_str() < "2025-11-20T06:30:01").then_some(2);
+        ensure!(table.execution_of(&record).await? == expected);
+    }
+    Ok(())
+}
