@@ -11,7 +11,9 @@ use serde_json::Value;
 
 use crate::app;
 use crate::config::{LogFormat, Settings};
-use crate::handler::Invocation;
+use crate::fanout::FanOut;
+use crate::handler::{BatchHandler, Invocation};
+use crate::queue::sqs::{self, DeadLetterReader};
 use crate::store::dynamodb::{DynamoStore, load_sdk_config};
 use crate::telemetry::{self, Sink};
 
@@ -32,10 +34,64 @@ enum Command {
         #[arg(long)]
         event: PathBuf,
     },
+    /// Replay dead-lettered messages from the SQS queue through the same
+    /// decoding and stamping; delete each only after it succeeded.
+    Redrive {
+        /// The dead-letter queue's URL (DLQ_URL of the function).
+        #[arg(long)]
+        queue_url: String,
+        /// Stop after this many messages.
+        #[arg(long)]
+        max: Option<u64>,
+        /// Decode only: stamp nothing, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Stamp a day by hand through the same code (e.g. after a Glue rerun).
+    Backfill(BackfillArgs),
     /// Run an event end to end on the embedded DynamoDB-compatible engine:
     /// create the table, seed a synthetic day, stamp it, report.
     #[cfg(feature = "embedded")]
     Demo(crate::cli::demo::DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BackfillArgs {
+    /// The day to stamp, YYYY-MM-DD.
+    #[arg(long)]
+    partition_date: String,
+    /// The execution sequence to stamp with.
+    #[arg(long)]
+    execution: u64,
+    /// The day's total executions.
+    #[arg(long)]
+    total: u64,
+    /// Where the consolidated files are (s3://bucket/prefix).
+    #[arg(long)]
+    output_path: String,
+    /// csv, parquet or json.
+    #[arg(long)]
+    format: String,
+    /// The Glue job's name.
+    #[arg(long)]
+    job_name: String,
+    /// When the run completed (ISO-8601 with an offset) [default: now].
+    #[arg(long)]
+    completed_at: Option<String>,
+    /// Only records created up to this time (ISO-8601, UTC without an offset)
+    /// [default: the end of the day: every record of it].
+    #[arg(long)]
+    execution_time: Option<String>,
+    /// `records_in_consolidation` to write [default: 0, unknown].
+    #[arg(long, default_value_t = 0)]
+    records_processed: u64,
+    /// Count what would change; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Rewrite records already at this execution too (a rerun with the same
+    /// sequence but a new path); a newer execution is still never regressed.
+    #[arg(long)]
+    force: bool,
 }
 
 pub async fn main() -> ExitCode {
@@ -54,6 +110,12 @@ pub async fn main() -> ExitCode {
     );
     let result = match cli.command {
         Command::Invoke { event } => invoke(&settings, event).await,
+        Command::Redrive {
+            queue_url,
+            max,
+            dry_run,
+        } => redrive(&settings, &queue_url, max, dry_run).await,
+        Command::Backfill(args) => backfill(&settings, args).await,
         #[cfg(feature = "embedded")]
         Command::Demo(args) => demo::run(&settings, args).await,
     };
@@ -96,6 +158,121 @@ async fn invoke(settings: &Settings, event: PathBuf) -> anyhow::Result<ExitCode>
         .handle(payload, &Invocation::unbounded(local_request_id()))
         .await?;
     println!("{}", serde_json::to_string(&outcome.response())?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The store the settings name, described once.
+async fn connect_store(settings: &Settings) -> (aws_config::SdkConfig, Arc<DynamoStore>) {
+    let sdk = load_sdk_config(settings.region.as_deref()).await;
+    let store = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &settings.table_name,
+        &settings.date_index,
+    ));
+    store.warm_up().await;
+    (sdk, store)
+}
+
+async fn redrive(
+    settings: &Settings,
+    queue_url: &str,
+    max: Option<u64>,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let (sdk, store) = connect_store(settings).await;
+    // No dead-letter queue here: a message that fails again stays where it is
+    // instead of being parked a second time.
+    let handler = Arc::new(BatchHandler::new(FanOut::new(
+        store,
+        settings.max_concurrency,
+        Arc::default(),
+    )));
+    let reader = DeadLetterReader::new(sqs::client(&sdk), queue_url);
+    let summary = crate::redrive::redrive(&reader, &handler, max, dry_run).await?;
+    let verb = if dry_run {
+        "would be redriven"
+    } else {
+        "redriven"
+    };
+    println!(
+        "Examined {} dead-lettered messages: {} {verb}, {} still failing",
+        summary.examined,
+        summary.redriven,
+        summary.still_failing.len()
+    );
+    for (message, why) in &summary.still_failing {
+        println!("  still failing: {message}: {why}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn backfill(settings: &Settings, args: BackfillArgs) -> anyhow::Result<ExitCode> {
+    let completed_at = args.completed_at.clone().unwrap_or_else(|| {
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+    });
+    let execution_time = args
+        .execution_time
+        .clone()
+        .unwrap_or_else(|| format!("{}T23:59:59", args.partition_date));
+    // The same validation as an event from the Glue job.
+    let event = serde_json::json!({
+        "event_type": crate::domain::event::CONSOLIDATION_COMPLETED,
+        "partition_date": args.partition_date,
+        "execution_sequence": args.execution,
+        "total_executions": args.total,
+        "records_processed": args.records_processed,
+        "duplicates_removed": 0,
+        "output_files": 0,
+        "output_format": args.format,
+        "output_path": args.output_path,
+        "execution_time": execution_time,
+        "completed_at": completed_at,
+        "job_name": args.job_name,
+    });
+    let event = match crate::domain::event::decode_json(&event.to_string()) {
+        Ok(crate::domain::event::DecodedValue::Consolidation(event)) => event,
+        Ok(_) => anyhow::bail!("not a consolidation event"),
+        Err(problem) => anyhow::bail!("invalid backfill: {problem}"),
+    };
+    let mut plan = crate::domain::stamp::StampPlan::for_event(&event, chrono::Utc::now());
+    if args.force {
+        plan = plan.replacing_same_execution();
+    }
+    let (_, store) = connect_store(settings).await;
+    let mut fan_out = FanOut::new(store, settings.max_concurrency, Arc::default());
+    if args.dry_run {
+        fan_out = fan_out.dry_run();
+    }
+    let control = Arc::new(crate::retry::InvocationControl::default());
+    let report = match fan_out.stamp_partition(&plan, &control).await {
+        Ok(report) => report,
+        Err(crate::fanout::FanOutError::Store(problem)) => {
+            anyhow::bail!("backfill failed: {problem}")
+        }
+        Err(crate::fanout::FanOutError::Stopped { reason, .. }) => {
+            anyhow::bail!("backfill stopped: {reason}")
+        }
+    };
+    let verb = if args.dry_run {
+        "would be stamped"
+    } else {
+        "stamped"
+    };
+    println!(
+        "{} of {} created before {}: {} {verb}, {} already at execution {} or newer{}, {} gone",
+        report.examined(),
+        event.partition_date,
+        plan.selection.created_before,
+        report.written,
+        report.already_applied,
+        event.execution.sequence(),
+        if args.force {
+            " (other than this one)"
+        } else {
+            ""
+        },
+        report.missing,
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -58,6 +58,8 @@ pub struct FanOut<S> {
     limiter: Arc<AdaptiveLimiter>,
     policy: RetryPolicy,
     progress: Arc<Progress>,
+    /// Check each record instead of writing it (`backfill --dry-run`).
+    dry_run: bool,
 }
 
 impl<S: ChargebackStore> FanOut<S> {
@@ -69,7 +71,14 @@ impl<S: ChargebackStore> FanOut<S> {
             limiter: AdaptiveLimiter::new(max_concurrency),
             policy: RetryPolicy::default(),
             progress,
+            dry_run: false,
         }
+    }
+
+    /// Counts what would change without writing: "written" then means "would be written".
+    pub fn dry_run(mut self) -> Self {
+        self.dry_run = true;
+        self
     }
 
     pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
@@ -153,10 +162,17 @@ impl<S: ChargebackStore> FanOut<S> {
                 let limiter = Arc::clone(&self.limiter);
                 let control = Arc::clone(control);
                 let policy = self.policy;
+                let dry_run = self.dry_run;
                 updates.spawn(async move {
-                    let result = policy
-                        .run(Some(&limiter), &control, || store.stamp(&key, &stamp))
-                        .await;
+                    let result = if dry_run {
+                        policy
+                            .run(Some(&limiter), &control, || store.check_stamp(&key, &stamp))
+                            .await
+                    } else {
+                        policy
+                            .run(Some(&limiter), &control, || store.stamp(&key, &stamp))
+                            .await
+                    };
                     drop(permit);
                     result
                 });
@@ -374,11 +390,7 @@ pub(crate) mod fake {
             let before = keys.len();
             if self.sees_execution {
                 let records = self.records.lock().unwrap();
-                keys.retain(|k| {
-                    records[k]
-                        .execution
-                        .is_none_or(|e| e < selection.execution_sequence)
-                });
+                keys.retain(|k| selection.needs_stamp(records[k].execution));
             }
             Ok(KeyPage {
                 already_applied: (before - keys.len()) as u64,
@@ -435,6 +447,21 @@ pub(crate) mod fake {
             }
             record.execution = Some(stamp.execution_sequence);
             Ok(StampResult::Written)
+        }
+
+        async fn check_stamp(
+            &self,
+            key: &String,
+            stamp: &StampValues,
+        ) -> Result<StampResult, StoreError> {
+            let records = self.records.lock().unwrap();
+            Ok(match records.get(key) {
+                None => StampResult::Missing,
+                Some(r) if r.execution.is_some_and(|e| e >= stamp.execution_sequence) => {
+                    StampResult::AlreadyApplied
+                }
+                Some(_) => StampResult::Written,
+            })
         }
 
         async fn count_created_from(
@@ -499,6 +526,7 @@ mod tests {
                 partition_date: PartitionDate::parse("2025-11-20").unwrap(),
                 created_before: "2025-11-20T06:30:01".into(),
                 execution_sequence,
+                replace_same_execution: false,
             },
             values: StampValues {
                 s3_path: "s3://b/p".into(),
@@ -508,6 +536,7 @@ mod tests {
                 output_format: "csv",
                 records_in_consolidation: 10,
                 updated_at: "2025-11-20T07:00:00.000Z".into(),
+                replace_same_execution: false,
             },
             count_left_behind: last,
         }

@@ -18,6 +18,7 @@ pub mod lambda;
 pub mod notify;
 pub mod ports;
 pub mod queue;
+pub mod redrive;
 pub mod retry;
 pub mod store;
 pub mod synthetic;

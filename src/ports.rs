@@ -88,6 +88,14 @@ pub trait ChargebackStore: Send + Sync + 'static {
         stamp: &Self::PreparedStamp,
     ) -> impl Future<Output = Result<StampResult, StoreError>> + Send;
 
+    /// What [`stamp`](Self::stamp) would do, without writing: `Written` means
+    /// "would be written" (for dry runs).
+    fn check_stamp(
+        &self,
+        key: &Self::Key,
+        stamp: &Self::PreparedStamp,
+    ) -> impl Future<Output = Result<StampResult, StoreError>> + Send;
+
     /// How many records of `date` were created at or after `created_from`.
     fn count_created_from(
         &self,

@@ -75,6 +75,26 @@ impl DeadLetter {
         }
     }
 
+    /// A one-record Lambda Kafka event holding the original message, so a
+    /// replay goes through exactly the decoding and stamping of a delivery.
+    pub fn to_kafka_event(&self) -> Value {
+        serde_json::json!({
+            "eventSource": "aws:kafka",
+            "records": {
+                self.batch_partition.clone(): [{
+                    "topic": self.topic,
+                    "partition": self.partition,
+                    "offset": self.offset,
+                    "timestamp": self.timestamp,
+                    "timestampType": self.timestamp_type,
+                    "key": self.key,
+                    "value": self.value,
+                    "headers": self.headers,
+                }]
+            }
+        })
+    }
+
     /// The JSON body, at most `limit` bytes: the value is truncated if needed
     /// (never the coordinates or the error), so the message stays identifiable.
     pub fn to_body(&self, limit: usize) -> String {
@@ -183,5 +203,13 @@ mod tests {
         assert!(prefix.len() > 50_000 && huge.starts_with(prefix));
         assert_eq!(parsed["offset"], 77);
         assert_eq!(parsed["error_kind"], "not_json");
+    }
+
+    #[test]
+    fn a_dead_letter_replays_as_the_message_it_came_from() {
+        let original = message(json!("e30="));
+        let letter = DeadLetter::new(&original, &DecodeError::EmptyJobName, "r", "t");
+        let batches = crate::domain::kafka::decode_envelope(letter.to_kafka_event()).unwrap();
+        assert_eq!(batches[0].messages, vec![original]);
     }
 }

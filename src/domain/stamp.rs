@@ -20,6 +20,8 @@ pub struct KeySelection {
     /// Records already at this execution or a newer one need no write; a
     /// store that can see `consolidation_execution` on the read side may skip them.
     pub execution_sequence: u64,
+    /// A forced backfill rewrites records at this very execution too (never newer ones).
+    pub replace_same_execution: bool,
 }
 
 /// The attributes one conditional update sets.
@@ -34,6 +36,8 @@ pub struct StampValues {
     pub records_in_consolidation: u64,
     /// ISO-8601 UTC, taken when the message's fan-out starts.
     pub updated_at: String,
+    /// See [`KeySelection::replace_same_execution`].
+    pub replace_same_execution: bool,
 }
 
 /// Everything needed to apply one consolidation event.
@@ -46,13 +50,31 @@ pub struct StampPlan {
     pub count_left_behind: bool,
 }
 
+impl KeySelection {
+    /// Whether a record stamped by `execution` still needs this stamp.
+    pub fn needs_stamp(&self, execution: Option<u64>) -> bool {
+        execution.is_none_or(|e| {
+            e < self.execution_sequence
+                || (self.replace_same_execution && e == self.execution_sequence)
+        })
+    }
+}
+
 impl StampPlan {
+    /// A forced backfill: records at this same execution are rewritten too.
+    pub fn replacing_same_execution(mut self) -> Self {
+        self.selection.replace_same_execution = true;
+        self.values.replace_same_execution = true;
+        self
+    }
+
     pub fn for_event(event: &ConsolidationEvent, now: DateTime<Utc>) -> Self {
         Self {
             selection: KeySelection {
                 partition_date: event.partition_date,
                 created_before: created_before(event.execution_time),
                 execution_sequence: event.execution.sequence(),
+                replace_same_execution: false,
             },
             values: StampValues {
                 s3_path: event.output_path.as_str().to_owned(),
@@ -62,6 +84,7 @@ impl StampPlan {
                 output_format: event.output_format.as_str(),
                 records_in_consolidation: event.records_processed,
                 updated_at: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+                replace_same_execution: false,
             },
             count_left_behind: event.execution.is_last(),
         }
@@ -160,6 +183,7 @@ mod tests {
                 output_format: "parquet",
                 records_in_consolidation: 1_250_000,
                 updated_at: "2025-11-20T07:00:01.500Z".into(),
+                replace_same_execution: false,
             }
         );
         assert!(!plan.count_left_behind);

@@ -497,3 +497,128 @@ pub async fn an_unreachable_dynamodb_hands_every_message_back() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// Runs `consolidation-updater ARGS` against `table`; returns stdout.
+async fn cli(table: &TestTable, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(BINARY)
+        .args(args)
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_ENDPOINT_URL_DYNAMODB", &table.endpoint)
+        .env("DYNAMODB_TABLE_NAME", &table.name)
+        .output()
+        .await?;
+    let stdout = String::from_utf8(output.stdout)?;
+    ensure!(
+        output.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(stdout)
+}
+
+pub async fn backfill_stamps_a_day_by_hand_and_force_never_regresses_a_newer_execution()
+-> anyhow::Result<()> {
+    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let early = chargeback("cb-a", "2025-11-20", "2025-11-20T01:00:00.000Z");
+    let late = chargeback("cb-b", "2025-11-20", "2025-11-20T23:00:00.000Z");
+    let newer = chargeback("cb-c", "2025-11-20", "2025-11-20T00:30:00.000Z");
+    let other_day = chargeback("cb-d", "2025-11-21", "2025-11-21T01:00:00.000Z");
+    table
+        .seed(
+            [
+                early.clone(),
+                late.clone(),
+                newer.clone(),
+                other_day.clone(),
+            ]
+            .into_iter(),
+        )
+        .await?;
+    // cb-c is already at execution 4 of the day, from the last run.
+    let last = consolidation("2025-11-20", 4, 4, "2025-11-20T00:45:00");
+    table
+        .invoke(kafka_event(&[Message::json(0, 1, &last)]))
+        .await?;
+    ensure!(table.execution_of(&newer).await? == Some(4));
+
+    let base = [
+        "backfill",
+        "--partition-date",
+        "2025-11-20",
+        "--execution",
+        "3",
+        "--total",
+        "4",
+        "--output-path",
+        "s3://bucket/rerun/day=20",
+        "--format",
+        "parquet",
+        "--job-name",
+        "manual",
+    ];
+    let dry = cli(&table, &[&base[..], &["--dry-run"]].concat()).await?;
+    ensure!(
+        dry.contains("2 would be stamped") && dry.contains("1 already"),
+        "{dry}"
+    );
+    ensure!(
+        table.execution_of(&early).await?.is_none(),
+        "a dry run writes nothing"
+    );
+
+    let real = cli(&table, &base).await?;
+    ensure!(real.contains("2 stamped"), "{real}");
+    ensure!(table.execution_of(&early).await? == Some(3));
+    ensure!(
+        table.execution_of(&late).await? == Some(3),
+        "the whole day by default"
+    );
+    ensure!(
+        table.execution_of(&newer).await? == Some(4),
+        "never regressed"
+    );
+    ensure!(table.execution_of(&other_day).await?.is_none());
+
+    let again = cli(&table, &base).await?;
+    ensure!(again.contains("0 stamped"), "{again}");
+    let mut forced_args = base.to_vec();
+    forced_args[8] = "s3://bucket/rerun-2/day=20";
+    forced_args.push("--force");
+    let forced = cli(&table, &forced_args).await?;
+    ensure!(forced.contains("2 stamped"), "{forced}");
+    let item = table
+        .item(&early)
+        .await?
+        .ok_or_else(|| anyhow!("vanished"))?;
+    ensure!(item.get("consolidation_s3_path").and_then(text) == Some("s3://bucket/rerun-2/day=20"));
+    ensure!(
+        table.execution_of(&newer).await? == Some(4),
+        "force never regresses a newer execution"
+    );
+
+    let invalid = Command::new(BINARY)
+        .args([
+            "backfill",
+            "--partition-date",
+            "2025-02-30",
+            "--execution",
+            "1",
+            "--total",
+            "1",
+            "--output-path",
+            "s3://b/p",
+            "--format",
+            "csv",
+            "--job-name",
+            "j",
+        ])
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .output()
+        .await?;
+    ensure!(!invalid.status.success());
+    ensure!(String::from_utf8_lossy(&invalid.stderr).contains("partition_date"));
+    Ok(())
+}

@@ -455,3 +455,91 @@ pub async fn one_failure_notification_is_published_per_invocation(
 fn b64_json(text: &str) -> Value {
     Value::from(BASE64.encode(text))
 }
+
+async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<u64> {
+    Ok(sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await?
+        .attributes
+        .and_then(|a| {
+            a.get(&QueueAttributeName::ApproximateNumberOfMessages)
+                .cloned()
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_default())
+}
+
+fn parked_letter(offset: i64, value: Value) -> anyhow::Result<String> {
+    let event = raw_event(&[(offset, value)]);
+    let batches = consolidation_updater::domain::kafka::decode_envelope(event)?;
+    let message = batches
+        .first()
+        .and_then(|b| b.messages.first())
+        .ok_or_else(|| anyhow!("no message"))?;
+    let letter = DeadLetter::new(
+        message,
+        &consolidation_updater::domain::event::DecodeError::UnsupportedOutputFormat {
+            value: "orc".into(),
+        },
+        "req-old",
+        "2025-11-20T07:00:00.000Z",
+    );
+    Ok(letter.to_body(262_144))
+}
+
+pub async fn redrive_replays_what_now_decodes_and_leaves_the_rest(
+    moto: String,
+) -> anyhow::Result<()> {
+    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let record = chargeback("cb-r", "2025-11-20", "2025-11-20T02:00:00.000Z");
+    table.seed(std::iter::once(record.clone())).await?;
+    let sqs = aws_sdk_sqs::Client::new(&local_sdk(&moto));
+    let url = create_queue(&sqs, &[]).await?;
+    // Dead-lettered by an older version that did not know this event; now it decodes.
+    let fixed = Value::from(
+        BASE64.encode(consolidation("2025-11-20", 2, 4, "2025-11-20T06:30:00").to_string()),
+    );
+    for body in [parked_letter(31, fixed)?, parked_letter(32, json!("***"))?] {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(body)
+            .send()
+            .await?;
+    }
+    let handler = Arc::new(handler_with(&table));
+    let reader = consolidation_updater::queue::sqs::DeadLetterReader::new(sqs.clone(), &url);
+
+    let dry = consolidation_updater::redrive::redrive(&reader, &handler, None, true).await?;
+    ensure!(
+        (dry.examined, dry.redriven, dry.still_failing.len()) == (2, 1, 1),
+        "{dry:?}"
+    );
+    ensure!(
+        table.execution_of(&record).await?.is_none(),
+        "a dry run stamps nothing"
+    );
+    ensure!(
+        queue_depth(&sqs, &url).await? == 2,
+        "a dry run deletes nothing"
+    );
+
+    let real = consolidation_updater::redrive::redrive(&reader, &handler, None, false).await?;
+    ensure!((real.examined, real.redriven) == (2, 1), "{real:?}");
+    let (name, why) = &real.still_failing[0];
+    ensure!(
+        name.ends_with("@32") && why.contains("base64"),
+        "{name}: {why}"
+    );
+    ensure!(
+        table.execution_of(&record).await? == Some(2),
+        "the replay stamped the day"
+    );
+    let left = drain(&sqs, &url).await?;
+    ensure!(left.len() == 1, "only the failing one stays");
+    let letter: DeadLetter = serde_json::from_str(left[0].body().unwrap_or_default())?;
+    ensure!(letter.offset == 32);
+    Ok(())
+}

@@ -93,6 +93,7 @@ fn main() -> ExitCode {
         every_kind_of_poison_is_dead_lettered_with_its_payload,
         a_value_too_large_for_the_queue_is_dead_lettered_truncated,
         one_failure_notification_is_published_per_invocation,
+        redrive_replays_what_now_decodes_and_leaves_the_rest,
     ];
     trials.push(Trial::test(
         "dead_letters::a_poison_message_is_handed_back_when_the_queue_is_unreachable",
@@ -111,6 +112,7 @@ fn main() -> ExitCode {
         cold_start_is_measured_to_the_first_poll,
         the_invoke_command_prints_the_response_and_logs_to_stderr,
         an_unreachable_dynamodb_hands_every_message_back,
+        backfill_stamps_a_day_by_hand_and_force_never_regresses_a_newer_execution,
     ];
 
     let conclusion = libtest_mimic::run(&args, trials);

@@ -425,6 +425,7 @@ async fn a_missing_record_is_never_created(backend: Backend) -> anyhow::Result<(
             output_format: "csv",
             records_in_consolidation: 1,
             updated_at: "2025-11-20T07:00:00.000Z".into(),
+            replace_same_execution: false,
         })
         .await?;
     let ghost = chargeback("ghost", "2025-11-20", "2025-11-20T01:00:00Z");

@@ -59,6 +59,9 @@ const UPDATE_EXPRESSION: &str = "SET consolidation_status = :status, \
 /// The record exists (never create one) and is not at this execution or newer.
 const UPDATE_CONDITION: &str = "attribute_exists(#pk) AND \
      (attribute_not_exists(consolidation_execution) OR consolidation_execution < :execution)";
+/// A forced backfill: the same, but records at this very execution are rewritten.
+const REPLACE_CONDITION: &str = "attribute_exists(#pk) AND \
+     (attribute_not_exists(consolidation_execution) OR consolidation_execution <= :execution)";
 /// The records a message selects: its day, created before the cutoff.
 const SELECTION_KEY_CONDITION: &str = "#date = :date AND #created < :before";
 
@@ -282,6 +285,9 @@ impl DynamoStore {
 pub struct PreparedUpdate {
     names: HashMap<String, String>,
     values: HashMap<String, AttributeValue>,
+    condition: &'static str,
+    execution: u64,
+    replace_same_execution: bool,
 }
 
 /// A primary key, as DynamoDB wants it back.
@@ -372,7 +378,7 @@ impl ChargebackStore for DynamoStore {
                 let stamped = item
                     .remove(EXECUTION_ATTRIBUTE)
                     .and_then(|v| v.as_n().ok().and_then(|n| n.parse::<u64>().ok()));
-                stamped.is_none_or(|execution| execution < selection.execution_sequence)
+                selection.needs_stamp(stamped)
             });
         }
         Ok(KeyPage {
@@ -387,6 +393,13 @@ impl ChargebackStore for DynamoStore {
         let s = |v: &str| AttributeValue::S(v.to_owned());
         let n = |v: u64| AttributeValue::N(v.to_string());
         Ok(PreparedUpdate {
+            condition: if stamp.replace_same_execution {
+                REPLACE_CONDITION
+            } else {
+                UPDATE_CONDITION
+            },
+            execution: stamp.execution_sequence,
+            replace_same_execution: stamp.replace_same_execution,
             names: HashMap::from([("#pk".to_owned(), layout.hash_key.clone())]),
             values: HashMap::from([
                 (":status".to_owned(), s(STATUS_COMPLETED)),
@@ -415,7 +428,7 @@ impl ChargebackStore for DynamoStore {
             .table_name(&self.table)
             .set_key(Some(key.clone()))
             .update_expression(UPDATE_EXPRESSION)
-            .condition_expression(UPDATE_CONDITION)
+            .condition_expression(stamp.condition)
             .set_expression_attribute_names(Some(stamp.names.clone()))
             .set_expression_attribute_values(Some(stamp.values.clone()))
             // Tells "already at this execution or newer" from "gone" at no extra cost.
@@ -436,6 +449,39 @@ impl ChargebackStore for DynamoStore {
             },
             Err(other) => Err(classify("UpdateItem", other)),
         }
+    }
+
+    async fn check_stamp(
+        &self,
+        key: &ItemKey,
+        stamp: &PreparedUpdate,
+    ) -> Result<StampResult, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key.clone()))
+            .projection_expression("#pk, #execution")
+            .expression_attribute_names("#pk", stamp.names.get("#pk").cloned().unwrap_or_default())
+            .expression_attribute_names("#execution", EXECUTION_ATTRIBUTE)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        let Some(item) = output.item.filter(|i| !i.is_empty()) else {
+            return Ok(StampResult::Missing);
+        };
+        let execution = item
+            .get(EXECUTION_ATTRIBUTE)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<u64>().ok());
+        let needs = execution.is_none_or(|e| {
+            e < stamp.execution || (stamp.replace_same_execution && e == stamp.execution)
+        });
+        Ok(if needs {
+            StampResult::Written
+        } else {
+            StampResult::AlreadyApplied
+        })
     }
 
     async fn count_created_from(
