@@ -104,6 +104,12 @@ impl<S: ChargebackStore> FanOut<S> {
         control: &Arc<InvocationControl>,
     ) -> Result<StampReport, FanOutError> {
         let retried = |e| FanOutError::Store(e);
+        if let Some(reason) = control.stop_reason() {
+            return Err(FanOutError::Stopped {
+                reason,
+                report: StampReport::default(),
+            });
+        }
         let stamp = Arc::new(
             self.policy
                 .run(None, control, || self.store.prepare_stamp(&plan.values))

@@ -6,6 +6,7 @@
 mod binary;
 mod dead_letters;
 mod faults;
+mod property;
 mod proxy;
 mod scenarios;
 mod support;
@@ -95,6 +96,10 @@ fn main() -> ExitCode {
         one_failure_notification_is_published_per_invocation,
         redrive_replays_what_now_decodes_and_leaves_the_rest,
     ];
+    trials.push(Trial::test(
+        "property::deliveries_with_faults_end_as_if_each_event_applied_once_in_order",
+        || run(property::deliveries_with_faults_end_as_if_each_event_applied_once_in_order()),
+    ));
     trials.push(Trial::test(
         "dead_letters::a_poison_message_is_handed_back_when_the_queue_is_unreachable",
         || run(dead_letters::a_poison_message_is_handed_back_when_the_queue_is_unreachable()),

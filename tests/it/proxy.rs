@@ -20,6 +20,8 @@ use hyper_util::rt::TokioExecutor;
 
 const THROTTLED_BODY: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded. Consider increasing your provisioning level with the UpdateTable API."}"#;
 
+const SERVER_ERROR_BODY: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"Internal server error"}"#;
+
 /// What the proxy saw of one `UpdateItem`: how many requests were in flight
 /// when it arrived, and whether throttling was on.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +35,10 @@ pub struct FaultProxy {
     client: Client<HttpConnector, Full<Bytes>>,
     /// Throttle one in `throttle_one_in` update requests while on (0: none).
     pub throttle_one_in: AtomicU64,
+    /// Answer this share (per mille) of update requests with a 500.
+    pub server_errors_per_mille: AtomicU64,
+    /// Answer every request with a 500 (DynamoDB down).
+    pub down: AtomicBool,
     pub throttling: AtomicBool,
     in_flight: AtomicUsize,
     updates_seen: AtomicU64,
@@ -51,6 +57,8 @@ impl FaultProxy {
             upstream: upstream.trim_end_matches('/').to_owned(),
             client: Client::builder(TokioExecutor::new()).build_http(),
             throttle_one_in: AtomicU64::new(0),
+            server_errors_per_mille: AtomicU64::new(0),
+            down: AtomicBool::new(false),
             throttling: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             updates_seen: AtomicU64::new(0),
@@ -96,6 +104,20 @@ async fn forward(State(proxy): State<Arc<FaultProxy>>, request: Request) -> Resp
         .headers
         .get("x-amz-target")
         .is_some_and(|t| t.as_bytes().ends_with(b".UpdateItem"));
+    let server_error = || {
+        let mut response = status(StatusCode::INTERNAL_SERVER_ERROR, SERVER_ERROR_BODY);
+        response.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("application/x-amz-json-1.0"),
+        );
+        response
+    };
+    if proxy.down.load(Ordering::SeqCst) {
+        return server_error();
+    }
+    if is_update && fastrand::u64(0..1000) < proxy.server_errors_per_mille.load(Ordering::SeqCst) {
+        return server_error();
+    }
     if is_update {
         let n = proxy.updates_seen.fetch_add(1, Ordering::SeqCst) + 1;
         let throttling = proxy.throttling.load(Ordering::SeqCst);

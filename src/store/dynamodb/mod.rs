@@ -7,8 +7,7 @@
 pub mod provision;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_config::environment::region::EnvironmentVariableRegionProvider;
 use aws_config::meta::region::RegionProviderChain;
@@ -40,9 +39,6 @@ pub const CREATED_AT_ATTRIBUTE: &str = "created_at";
 /// split to finish in a reasonable time; more segments than this only add
 /// pagers competing with the updates for the same limiter.
 const SCAN_SEGMENTS: u32 = 8;
-
-/// How long a failed `DescribeTable` answers for the next callers.
-const DESCRIBE_FAILURE_MEMORY: Duration = Duration::from_secs(5);
 
 /// A connect that takes longer than this will not succeed (no VPC endpoint,
 /// wrong security group): fail fast so the message is handed back promptly.
@@ -114,7 +110,6 @@ pub struct DynamoStore {
     table: String,
     index: String,
     layout: OnceCell<TableLayout>,
-    last_describe_failure: Mutex<Option<(Instant, StoreError)>>,
 }
 
 impl DynamoStore {
@@ -124,7 +119,6 @@ impl DynamoStore {
             table: table.into(),
             index: index.into(),
             layout: OnceCell::new(),
-            last_describe_failure: Mutex::new(None),
         }
     }
 
@@ -145,33 +139,10 @@ impl DynamoStore {
         }
     }
 
-    /// The table layout, described once. A failed `DescribeTable` is
-    /// remembered briefly, so that the other partitions of an invocation fail
-    /// fast on the same outage instead of each waiting out its own timeouts.
+    /// The table layout, described once (a failure is not kept: the next
+    /// caller describes again).
     pub async fn layout(&self) -> Result<&TableLayout, StoreError> {
-        if let Some(layout) = self.layout.get() {
-            return Ok(layout);
-        }
-        self.layout
-            .get_or_try_init(|| async {
-                let recent = self
-                    .last_describe_failure
-                    .lock()
-                    .ok()
-                    .and_then(|last| last.clone())
-                    .filter(|(at, _)| at.elapsed() < DESCRIBE_FAILURE_MEMORY);
-                if let Some((_, failure)) = recent {
-                    return Err(failure);
-                }
-                let described = self.describe().await;
-                if let (Err(failure), Ok(mut last)) =
-                    (&described, self.last_describe_failure.lock())
-                {
-                    *last = Some((Instant::now(), failure.clone()));
-                }
-                described
-            })
-            .await
+        self.layout.get_or_try_init(|| self.describe()).await
     }
 
     async fn describe(&self) -> Result<TableLayout, StoreError> {
