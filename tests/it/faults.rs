@@ -161,3 +161,56 @@ pub async fn a_deadline_too_short_hands_the_message_back_and_a_retry_completes_i
     }
     Ok(())
 }
+
+/// A table that does not exist is a setup problem: every message is handed
+/// back (none dead-lettered, none retried pointlessly), promptly.
+pub async fn a_missing_table_hands_every_message_back() -> anyhow::Result<()> {
+    let server = consolidation_updater::embedded::EmbeddedServer::start(None).await?;
+    let client = local_client(&load_sdk_config(Some(REGION)).await, server.endpoint());
+    let store = Arc::new(DynamoStore::new(client, "no-such-table", INDEX));
+    let handler = Arc::new(BatchHandler::new(FanOut::new(store, 8, Arc::default())));
+    let event = |sequence| consolidation("2025-11-20", sequence, 4, "2025-11-20T06:30:00");
+    let messages = [
+        Message::json(0, 1, &event(1)),
+        Message::json(0, 2, &event(2)),
+        Message::json(1, 5, &event(3)),
+        Message::json(2, 9, &event(4)),
+    ];
+    let started = Instant::now();
+    let outcome = handler
+        .handle(kafka_event(&messages), &Invocation::unbounded("setup"))
+        .await?;
+    ensure!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let listed: Vec<i64> = outcome
+        .response()
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.offset)
+        .collect();
+    ensure!(listed == [1, 2, 5, 9], "{listed:?}");
+    ensure!(outcome.summary().messages_dead_lettered == 0);
+    let setup_failures = outcome
+        .outcomes
+        .iter()
+        .filter(|(_, o)| match o {
+            MessageOutcome::Failed(e) => e.class == consolidation_updater::ports::ErrorClass::Setup,
+            MessageOutcome::Unfinished { reason } => {
+                matches!(
+                    reason,
+                    consolidation_updater::retry::StopReason::SetupFailure(_)
+                )
+            }
+            _ => false,
+        })
+        .count();
+    ensure!(
+        setup_failures == 3,
+        "first message of each partition: {:?}",
+        outcome.outcomes
+    );
+    Ok(())
+}

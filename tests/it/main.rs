@@ -97,6 +97,10 @@ fn main() -> ExitCode {
         redrive_replays_what_now_decodes_and_leaves_the_rest,
     ];
     trials.push(Trial::test(
+        "faults::a_missing_table_hands_every_message_back",
+        || run(faults::a_missing_table_hands_every_message_back()),
+    ));
+    trials.push(Trial::test(
         "property::deliveries_with_faults_end_as_if_each_event_applied_once_in_order",
         || run(property::deliveries_with_faults_end_as_if_each_event_applied_once_in_order()),
     ));
