@@ -295,7 +295,10 @@ pub mod demo {
     use crate::fanout::Progress;
     use crate::ports::ChargebackStore;
     use crate::store::dynamodb::local_client;
-    use crate::store::dynamodb::provision::{TableShape, create_table, put_chargebacks};
+    use crate::domain::outcome::MessageOutcome;
+    use crate::store::dynamodb::provision::{
+        IndexProjection, TableShape, create_table, put_chargebacks,
+    };
     use crate::synthetic::SyntheticDay;
 
     /// The seed's sample event, shipped in the binary so the demo runs from anywhere.
@@ -319,6 +322,22 @@ pub mod demo {
         /// http://127.0.0.1:8000) instead of the embedded engine.
         #[arg(long)]
         endpoint: Option<String>,
+        /// Simulate a Lambda deadline: the first delivery stops starting work
+        /// after this many milliseconds and hands the message back; the demo
+        /// then delivers it again and reports what the retry cost.
+        #[arg(long)]
+        interrupt_after_ms: Option<u64>,
+        /// The date index's projection, when the demo creates the table.
+        #[arg(long, value_enum, default_value_t = DemoProjection::KeysOnly)]
+        index_projection: DemoProjection,
+    }
+
+    #[derive(Debug, Clone, Copy, clap::ValueEnum)]
+    pub enum DemoProjection {
+        /// Keys only: a redelivery is declined record by record by the update's condition.
+        KeysOnly,
+        /// Keys plus `consolidation_execution`: a redelivery skips stamped records on read.
+        IncludeExecution,
     }
 
     pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -363,7 +382,14 @@ pub mod demo {
                 db_name(&args)
             );
         } else {
-            create_table(&client, table, &settings.date_index, TableShape::default()).await?;
+            let shape = TableShape {
+                index: Some(match args.index_projection {
+                    DemoProjection::KeysOnly => IndexProjection::KeysOnly,
+                    DemoProjection::IncludeExecution => IndexProjection::IncludeExecution,
+                }),
+                ..TableShape::default()
+            };
+            create_table(&client, table, &settings.date_index, shape).await?;
             let seeding = Instant::now();
             let seeded =
                 put_chargebacks(&client, table, day.chargebacks(), SEED_CONCURRENCY).await?;
@@ -394,11 +420,42 @@ pub mod demo {
             })
         });
 
+        if let Some(ms) = args.interrupt_after_ms {
+            let first = Instant::now();
+            let invocation = Invocation {
+                request_id: local_request_id(),
+                deadline: Some(first + settings.deadline_margin + Duration::from_millis(ms)),
+            };
+            let interrupted = handler.handle(payload.clone(), &invocation).await?;
+            let written_first = progress.written.load(Ordering::Relaxed);
+            println!(
+                "First delivery: stopped after {:.2} s with {written_first} written; response {}",
+                first.elapsed().as_secs_f64(),
+                serde_json::to_string(&interrupted.response())?
+            );
+        }
+        let examined_before = progress.examined();
         let started = Instant::now();
         let outcome = handler
             .handle(payload, &Invocation::unbounded(local_request_id()))
             .await?;
         let elapsed = started.elapsed();
+        if args.interrupt_after_ms.is_some()
+            && let Some((_, MessageOutcome::Applied(report))) = outcome.outcomes.first()
+        {
+            let declined_by_condition = report.already_applied - report.already_applied_on_read;
+            println!(
+                "Redelivery: {} written, {} already applied ({} seen on read, {declined_by_condition} \
+                 declined by the update's condition) in {:.2} s; write units spent: {} \
+                 (a failed condition costs one, like a write)",
+                report.written,
+                report.already_applied,
+                report.already_applied_on_read,
+                elapsed.as_secs_f64(),
+                report.written + declined_by_condition,
+            );
+        }
+
         if let Some(ticker) = ticker {
             ticker.abort();
         }
@@ -408,7 +465,7 @@ pub mod demo {
 
         let summary = outcome.summary();
         let written = progress.written.load(Ordering::Relaxed);
-        let examined = progress.examined();
+        let examined = progress.examined() - examined_before;
         let left = store
             .count_created_from(
                 event.partition_date,

@@ -218,6 +218,11 @@ pub async fn the_runtime_polls_handles_a_kafka_event_and_posts_the_response() ->
             ensure!(line.get(field).is_some(), "no {field} in {line}");
         }
     }
+    ensure!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["message"].as_str().is_some_and(|m| m.starts_with("DLQ_URL is not set"))),
+        "a WARN at cold start says DLQ_URL is unset: {stdout}"
+    );
     let in_invocation: Vec<&Value> = lines
         .iter()
         .filter(|l| l.get("request_id").is_some())
@@ -490,6 +495,7 @@ pub async fn an_unreachable_dynamodb_hands_every_message_back() -> anyhow::Resul
         .map(|f| f.item_identifier.offset)
         .collect();
     ensure!(listed == [10, 11, 20, 21], "listed {listed:?}");
+    ensure!(outcome.summary().messages_dead_lettered == 0, "nothing dead-lettered");
     ensure!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
     eprintln!(
         "unreachable DynamoDB: 4 messages handed back in {:.2} s",
