@@ -146,13 +146,7 @@ fn local_request_id() -> String {
 
 async fn invoke(settings: &Settings, event: PathBuf) -> anyhow::Result<ExitCode> {
     let payload = read_event(&event)?;
-    let sdk = load_sdk_config(settings.region.as_deref()).await;
-    let store = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        &settings.table_name,
-        &settings.date_index,
-    ));
-    store.warm_up().await;
+    let (sdk, store) = connect_store(settings).await;
     let handler = Arc::new(app::handler(settings, &sdk, store, Arc::default()).await);
     let outcome = handler
         .handle(payload, &Invocation::unbounded(local_request_id()))
@@ -291,11 +285,11 @@ pub mod demo {
     use super::*;
     use crate::domain::event::{ConsolidationEvent, DecodedValue, decode_value};
     use crate::domain::kafka::decode_envelope;
+    use crate::domain::outcome::MessageOutcome;
     use crate::embedded::EmbeddedServer;
     use crate::fanout::Progress;
     use crate::ports::ChargebackStore;
     use crate::store::dynamodb::local_client;
-    use crate::domain::outcome::MessageOutcome;
     use crate::store::dynamodb::provision::{
         IndexProjection, TableShape, create_table, put_chargebacks,
     };

@@ -184,15 +184,15 @@ fn topic_arn(value: &str) -> Result<String, ConfigError> {
     }
 }
 
-/// At most 10 minutes: a larger margin than Lambda's longest Kafka
-/// invocation would leave no time for work.
+/// At least 1 s (room for the updates in flight and the response), at most
+/// 10 minutes (more would leave Lambda's longest Kafka invocation no time for work).
 fn deadline_margin(value: &str) -> Result<Duration, ConfigError> {
     match value.trim().parse::<u64>() {
-        Ok(ms) if ms <= 600_000 => Ok(Duration::from_millis(ms)),
+        Ok(ms) if (1_000..=600_000).contains(&ms) => Ok(Duration::from_millis(ms)),
         _ => Err(invalid(
             "DEADLINE_SAFETY_MARGIN_MS",
             value,
-            "expected milliseconds from 0 to 600000",
+            "expected milliseconds from 1000 to 600000",
         )),
     }
 }
@@ -309,6 +309,7 @@ mod tests {
             ("FAILURE_TOPIC_ARN", "failures"),
             ("DEADLINE_SAFETY_MARGIN_MS", "-1"),
             ("DEADLINE_SAFETY_MARGIN_MS", "900000"),
+            ("DEADLINE_SAFETY_MARGIN_MS", "0"),
         ] {
             let error = settings(&[(variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable);

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tracing::warn;
 
 use crate::domain::stamp::{KeySelection, StampPlan, StampReport, StampResult};
 use crate::ports::{ChargebackStore, ErrorClass, StoreError};
@@ -212,15 +213,21 @@ impl<S: ChargebackStore> FanOut<S> {
         }
         if plan.count_left_behind {
             let selection = &plan.selection;
-            let left = self
+            let counted = self
                 .policy
                 .run(None, control, || {
                     self.store
                         .count_created_from(selection.partition_date, &selection.created_before)
                 })
-                .await
-                .map_err(retried)?;
-            report.left_behind = Some(left);
+                .await;
+            // Every record is stamped: a failed count must not undo that.
+            match counted {
+                Ok(left) => report.left_behind = Some(left),
+                Err(problem) => warn!(
+                    error = %problem,
+                    "could not count the records created after the cutoff; the day is stamped"
+                ),
+            }
         }
         Ok(report)
     }

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tracing::field::Empty;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
-use crate::domain::dead_letter::DeadLetter;
+use crate::domain::dead_letter::{DeadLetter, Poison};
 use crate::domain::event::{DecodeError, DecodedValue, decode_value};
 use crate::domain::kafka::{EnvelopeError, KafkaMessage, MessageId, decode_envelope};
 use crate::domain::outcome::{BatchOutcome, MessageOutcome, run_in_offset_order};
@@ -169,13 +169,16 @@ impl<S: ChargebackStore> BatchHandler<S> {
         else {
             return;
         };
-        match notifier.publish(&notice).await {
-            Ok(()) => info!(
+        match tokio::time::timeout(SEND_LIMIT, notifier.publish(&notice)).await {
+            Ok(Ok(())) => info!(
                 dead_lettered = notice.dead_lettered,
                 handed_back = notice.handed_back,
                 "failure notification published"
             ),
-            Err(problem) => error!(error = %problem, "could not publish the failure notification"),
+            Ok(Err(problem)) => {
+                error!(error = %problem, "could not publish the failure notification")
+            }
+            Err(_) => error!("the failure notification was not published within {SEND_LIMIT:?}"),
         }
     }
 
@@ -218,7 +221,11 @@ impl<S: ChargebackStore> BatchHandler<S> {
         span.record("correlation_id", correlation_id.as_str());
         info!("message received");
         let event = match decoded {
-            Err(problem) => return self.dead_letter(&message, problem, request_id).await,
+            Err(problem) => {
+                return self
+                    .dead_letter_invalid(&message, problem, request_id, control)
+                    .await;
+            }
             Ok(DecodedValue::OtherEventType(event_type)) => {
                 info!(event_type = %event_type, "skipped: not a consolidation_completed event");
                 return MessageOutcome::Skipped { event_type };
@@ -281,6 +288,25 @@ impl<S: ChargebackStore> BatchHandler<S> {
                         "setup problem, not a data problem: no new work starts in this \
                          invocation and every unfinished message is handed back (none is dead-lettered)"
                     );
+                } else if failure.class == ErrorClass::Permanent {
+                    // The same request would fail on every delivery: park the
+                    // message rather than block its partition forever.
+                    let poison = Poison::from(&failure);
+                    match self.park(&message, &poison, request_id, control).await {
+                        Ok(()) => {
+                            error!(
+                                operation = failure.operation,
+                                error = %failure.message,
+                                "DynamoDB rejects this message's update for good; dead-lettered"
+                            );
+                            return MessageOutcome::DeadLettered(poison);
+                        }
+                        Err(why) => error!(
+                            operation = failure.operation,
+                            error = %failure.message,
+                            "DynamoDB rejects this message's update for good; handed back because {why}"
+                        ),
+                    }
                 } else {
                     error!(
                         error_class = ?failure.class,
@@ -294,51 +320,63 @@ impl<S: ChargebackStore> BatchHandler<S> {
         }
     }
 
-    /// Parks a poison message in the dead-letter queue; when that is not
-    /// possible, hands it back instead, never dropping it.
-    async fn dead_letter(
+    /// Parks a poison message in the dead-letter queue, within the time the
+    /// invocation has left. `Err` says why it could not be parked: the caller
+    /// then hands the message back instead, never dropping it.
+    async fn park(
+        &self,
+        message: &KafkaMessage,
+        poison: &Poison,
+        request_id: &str,
+        control: &InvocationControl,
+    ) -> Result<(), String> {
+        let Some(sink) = &self.dead_letters else {
+            return Err("no dead-letter queue is configured (DLQ_URL)".into());
+        };
+        let failed_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let letter = DeadLetter::new(message, poison, request_id, &failed_at);
+        let allowed = control
+            .time_left()
+            .map_or(SEND_LIMIT, |left| left.min(SEND_LIMIT));
+        match tokio::time::timeout(allowed, sink.send(&letter)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(refused)) => Err(format!("the dead-letter queue refused it: {refused}")),
+            Err(_) => Err(format!(
+                "the dead-letter queue did not answer within {allowed:?}"
+            )),
+        }
+    }
+
+    async fn dead_letter_invalid(
         &self,
         message: &KafkaMessage,
         problem: DecodeError,
         request_id: &str,
+        control: &InvocationControl,
     ) -> MessageOutcome {
-        let Some(sink) = &self.dead_letters else {
-            error!(
-                error_kind = problem.kind(),
-                error = %problem,
-                "invalid message, handed back because no dead-letter queue is configured (DLQ_URL): {problem}"
-            );
-            return MessageOutcome::Invalid {
-                problem,
-                not_dead_lettered: "DLQ_URL is not set".into(),
-            };
-        };
-        let failed_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-        let letter = DeadLetter::new(message, &problem, request_id, &failed_at);
-        match sink.send(&letter).await {
+        let poison = Poison::from(&problem);
+        match self.park(message, &poison, request_id, control).await {
             Ok(()) => {
-                error!(
-                    error_kind = problem.kind(),
-                    error = %problem,
-                    "invalid message, dead-lettered: {problem}"
-                );
-                MessageOutcome::DeadLettered(problem)
+                error!(error_kind = problem.kind(), error = %problem, "invalid message, dead-lettered: {problem}");
+                MessageOutcome::DeadLettered(poison)
             }
-            Err(refused) => {
+            Err(why) => {
                 error!(
                     error_kind = problem.kind(),
                     error = %problem,
-                    dead_letter_error = %refused,
-                    "invalid message, handed back because the dead-letter queue refused it ({refused}): {problem}"
+                    "invalid message, handed back because {why}: {problem}"
                 );
                 MessageOutcome::Invalid {
                     problem,
-                    not_dead_lettered: refused.to_string(),
+                    not_dead_lettered: why,
                 }
             }
         }
     }
 }
+
+/// The longest a dead-letter send or a notification may take, deadline aside.
+const SEND_LIMIT: Duration = Duration::from_secs(10);
 
 /// An outcome for a message whose partition task never reported one.
 fn lost_task_outcome() -> MessageOutcome {

@@ -2,6 +2,7 @@
 //! same decoding and stamping as a delivery, deleting each only once it has
 //! been applied (or skipped as another event type).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,13 +36,22 @@ pub async fn redrive<S: ChargebackStore>(
     let mut summary = RedriveSummary::default();
     let mut to_release = Vec::new();
     let limit = max.unwrap_or(u64::MAX);
-    while summary.examined < limit {
+    // A message seen twice means the queue has come round (a replay outlasted
+    // the visibility timeout): everything left was examined already.
+    let mut seen = HashSet::new();
+    'receiving: while summary.examined < limit {
         let room = i32::try_from((limit - summary.examined).min(10)).unwrap_or(10);
         let batch = reader.receive(room, VISIBILITY).await?;
         if batch.is_empty() {
             break;
         }
-        for parked in batch {
+        let mut batch = batch.into_iter();
+        while let Some(parked) = batch.next() {
+            if !seen.insert(parked.message_id.clone()) {
+                to_release.push(parked.receipt_handle);
+                to_release.extend(batch.map(|p| p.receipt_handle));
+                break 'receiving;
+            }
             summary.examined += 1;
             let letter = match parked.letter {
                 Ok(letter) => letter,

@@ -139,6 +139,8 @@ pub struct AdaptiveLimiter {
 
 struct LimitState {
     limit: usize,
+    /// The lowest limit reached, for reports and tests.
+    lowest: usize,
     /// Permits still in use that must be retired when released.
     debt: usize,
     successes: usize,
@@ -156,6 +158,7 @@ impl AdaptiveLimiter {
             max,
             state: Mutex::new(LimitState {
                 limit: max,
+                lowest: max,
                 debt: 0,
                 successes: 0,
                 last_decrease: None,
@@ -179,6 +182,10 @@ impl AdaptiveLimiter {
         self.state.lock().map_or(self.max, |s| s.limit)
     }
 
+    pub fn lowest_limit(&self) -> usize {
+        self.state.lock().map_or(self.max, |s| s.lowest)
+    }
+
     pub fn on_throttle(&self) {
         let Ok(mut state) = self.state.lock() else {
             return;
@@ -192,6 +199,7 @@ impl AdaptiveLimiter {
         let new_limit = (state.limit / 2).max(1);
         let cut = state.limit - new_limit;
         state.limit = new_limit;
+        state.lowest = state.lowest.min(new_limit);
         state.successes = 0;
         state.last_decrease = Some(Instant::now());
         let forgotten = self.semaphore.forget_permits(cut);
@@ -260,6 +268,7 @@ impl std::fmt::Display for StopReason {
 /// One invocation's stop signals, shared by all its messages.
 #[derive(Debug, Default)]
 pub struct InvocationControl {
+    deadline: Option<Instant>,
     stop_new_work_at: Option<Instant>,
     setup_failure: OnceLock<String>,
 }
@@ -268,6 +277,7 @@ impl InvocationControl {
     /// New work stops `margin` before `deadline` (none: no deadline, as in the CLI).
     pub fn new(deadline: Option<Instant>, margin: Duration) -> Self {
         Self {
+            deadline,
             stop_new_work_at: deadline.map(|d| d.checked_sub(margin).unwrap_or(d)),
             setup_failure: OnceLock::new(),
         }
@@ -280,6 +290,12 @@ impl InvocationControl {
         self.stop_new_work_at
             .is_some_and(|at| Instant::now() >= at)
             .then_some(StopReason::DeadlineNear)
+    }
+
+    /// Time until the invocation's deadline, if it has one.
+    pub fn time_left(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Stops new work for the rest of the invocation; the first reason wins.

@@ -8,9 +8,38 @@ use sha2::{Digest, Sha256};
 
 use super::event::DecodeError;
 use super::kafka::{KafkaMessage, MessageId};
+use crate::ports::StoreError;
 
-/// Room kept for the message attributes and the JSON around a truncated value.
-const ENVELOPE_RESERVE: usize = 2048;
+/// Longest `error_message` and `key` kept when a body must be cut to fit.
+const CUT_FIELD_LIMIT: usize = 1024;
+
+/// Why a message is parked: a problem retrying cannot fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
+    /// A stable name (`not_json`, `store_permanent`, ...), also a message attribute.
+    pub kind: String,
+    pub message: String,
+}
+
+impl From<&DecodeError> for Poison {
+    fn from(problem: &DecodeError) -> Self {
+        Self {
+            kind: problem.kind().to_owned(),
+            message: problem.to_string(),
+        }
+    }
+}
+
+impl From<&StoreError> for Poison {
+    /// A request DynamoDB rejects for good (e.g. a `ValidationException`):
+    /// the message would fail the same way on every delivery.
+    fn from(error: &StoreError) -> Self {
+        Self {
+            kind: "store_permanent".to_owned(),
+            message: error.to_string(),
+        }
+    }
+}
 
 /// The dead-letter document. `value` and `key` are exactly as received
 /// (base64), unless the value alone would overflow the queue's limit: then it
@@ -33,6 +62,9 @@ pub struct DeadLetter {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub value_sha256: Option<String>,
     pub headers: Option<Value>,
+    /// The headers were left out to make the body fit.
+    #[serde(default)]
+    pub headers_truncated: bool,
     pub error_kind: String,
     pub error_message: String,
     pub request_id: String,
@@ -41,12 +73,7 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub fn new(
-        message: &KafkaMessage,
-        problem: &DecodeError,
-        request_id: &str,
-        failed_at: &str,
-    ) -> Self {
+    pub fn new(message: &KafkaMessage, poison: &Poison, request_id: &str, failed_at: &str) -> Self {
         Self {
             batch_partition: message.id.partition.clone(),
             topic: message.topic.clone(),
@@ -60,8 +87,9 @@ impl DeadLetter {
             value_length: None,
             value_sha256: None,
             headers: message.raw_headers.clone(),
-            error_kind: problem.kind().to_owned(),
-            error_message: problem.to_string(),
+            headers_truncated: false,
+            error_kind: poison.kind.clone(),
+            error_message: poison.message.clone(),
             request_id: request_id.to_owned(),
             failed_at: failed_at.to_owned(),
         }
@@ -95,35 +123,63 @@ impl DeadLetter {
         })
     }
 
-    /// The JSON body, at most `limit` bytes: the value is truncated if needed
-    /// (never the coordinates or the error), so the message stays identifiable.
+    /// The JSON body, at most `limit` bytes (for any `limit` of a few KiB):
+    /// the headers are dropped first, then the value is cut to a prefix with
+    /// its length and SHA-256, and long `key` and `error_message` are cut too;
+    /// never the coordinates or the error kind, so the message stays identifiable.
     pub fn to_body(&self, limit: usize) -> String {
         let whole = serde_json::to_string(self).unwrap_or_default();
         if whole.len() <= limit {
             return whole;
+        }
+        let without_headers = Self {
+            headers: None,
+            headers_truncated: self.headers.is_some(),
+            ..self.clone()
+        };
+        let body = serde_json::to_string(&without_headers).unwrap_or_default();
+        if body.len() <= limit {
+            return body;
         }
         let raw = match &self.value {
             Some(Value::String(text)) => text.clone(),
             Some(other) => other.to_string(),
             None => String::new(),
         };
-        let mut truncated = Self {
+        let mut cut_down = Self {
             value: None,
             value_truncated: true,
             value_length: Some(raw.len()),
             value_sha256: Some(format!("{:x}", Sha256::digest(raw.as_bytes()))),
-            headers: None,
-            ..self.clone()
+            key: self
+                .key
+                .as_deref()
+                .map(|k| prefix(k, CUT_FIELD_LIMIT).to_owned()),
+            error_message: prefix(&self.error_message, CUT_FIELD_LIMIT).to_owned(),
+            ..without_headers
         };
-        let skeleton = serde_json::to_string(&truncated).unwrap_or_default();
-        let room = limit.saturating_sub(skeleton.len() + ENVELOPE_RESERVE);
-        let mut cut = room.min(raw.len());
-        while !raw.is_char_boundary(cut) {
-            cut -= 1;
+        // Escaping can make the JSON of a slice longer than the slice: measure
+        // the real body and shrink until it fits.
+        let skeleton = serde_json::to_string(&cut_down).unwrap_or_default();
+        let mut room = limit.saturating_sub(skeleton.len() + 16).min(raw.len());
+        loop {
+            cut_down.value = Some(Value::String(prefix(&raw, room).to_owned()));
+            let body = serde_json::to_string(&cut_down).unwrap_or_default();
+            if body.len() <= limit || room == 0 {
+                return body;
+            }
+            room = room.saturating_sub((body.len() - limit).max(room / 8).max(1));
         }
-        truncated.value = Some(Value::String(raw[..cut].to_owned()));
-        serde_json::to_string(&truncated).unwrap_or(skeleton)
     }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn prefix(text: &str, max: usize) -> &str {
+    let mut cut = max.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
 }
 
 #[cfg(test)]
@@ -152,9 +208,9 @@ mod tests {
     fn the_body_carries_everything_needed_to_replay_the_message() {
         let letter = DeadLetter::new(
             &message(json!("bm90IGpzb24=")),
-            &DecodeError::NotJson {
+            &Poison::from(&DecodeError::NotJson {
                 reason: "expected value".into(),
-            },
+            }),
             "req-1",
             "2025-11-20T07:00:00.000Z",
         );
@@ -186,7 +242,7 @@ mod tests {
         let huge = "QUFB".repeat(100_000);
         let letter = DeadLetter::new(
             &message(json!(huge)),
-            &DecodeError::NotJson { reason: "x".into() },
+            &Poison::from(&DecodeError::NotJson { reason: "x".into() }),
             "req-2",
             "2025-11-20T07:00:00.000Z",
         );
@@ -208,8 +264,51 @@ mod tests {
     #[test]
     fn a_dead_letter_replays_as_the_message_it_came_from() {
         let original = message(json!("e30="));
-        let letter = DeadLetter::new(&original, &DecodeError::EmptyJobName, "r", "t");
+        let letter = DeadLetter::new(
+            &original,
+            &Poison::from(&DecodeError::EmptyJobName),
+            "r",
+            "t",
+        );
         let batches = crate::domain::kafka::decode_envelope(letter.to_kafka_event()).unwrap();
         assert_eq!(batches[0].messages, vec![original]);
+    }
+
+    #[test]
+    fn long_headers_are_dropped_before_the_value_is_cut() {
+        let mut original = message(json!("e30="));
+        original.raw_headers = Some(json!([{"big": vec![65; 10_000]}]));
+        let letter = DeadLetter::new(
+            &original,
+            &Poison::from(&DecodeError::EmptyJobName),
+            "r",
+            "t",
+        );
+        let parsed: Value = serde_json::from_str(&letter.to_body(8_192)).unwrap();
+        assert_eq!(parsed["value"], "e30=");
+        assert_eq!(parsed["value_truncated"], false);
+        assert_eq!(parsed["headers_truncated"], true);
+    }
+
+    #[test]
+    fn a_body_fits_even_when_the_error_echoes_a_huge_field_and_the_value_needs_escaping() {
+        let huge_path = "\"".repeat(200_000);
+        let poison = Poison::from(&DecodeError::InvalidOutputPath {
+            value: huge_path.clone(),
+        });
+        let letter = DeadLetter::new(
+            &message(json!({"output_path": huge_path})),
+            &poison,
+            "r",
+            "t",
+        );
+        for limit in [4_096, 65_536, 262_144] {
+            let body = letter.to_body(limit);
+            assert!(body.len() <= limit, "{} > {limit}", body.len());
+            let parsed: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(parsed["offset"], 77);
+            assert_eq!(parsed["error_kind"], "invalid_output_path");
+            assert_eq!(parsed["value_truncated"], true);
+        }
     }
 }

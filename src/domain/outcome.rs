@@ -6,6 +6,7 @@ use std::future::Future;
 
 use serde::Serialize;
 
+use super::dead_letter::Poison;
 use super::event::DecodeError;
 use super::kafka::{BatchItemFailure, KafkaBatchResponse, KafkaMessage, MessageId, PartitionBatch};
 use super::stamp::StampReport;
@@ -21,7 +22,7 @@ pub enum MessageOutcome {
     Skipped { event_type: String },
     /// The message can never be applied; it is parked in the dead-letter
     /// queue with its payload and counts as handled.
-    DeadLettered(DecodeError),
+    DeadLettered(Poison),
     /// The message can never be applied, but could not be dead-lettered (no
     /// queue configured, or the send failed): handed back so it is not lost.
     Invalid {
@@ -63,7 +64,7 @@ impl MessageOutcome {
     pub fn problem(&self) -> Option<(String, String)> {
         match self {
             Self::Applied(_) | Self::Skipped { .. } | Self::Blocked { .. } => None,
-            Self::DeadLettered(problem) => Some((problem.kind().to_owned(), problem.to_string())),
+            Self::DeadLettered(poison) => Some((poison.kind.clone(), poison.message.clone())),
             Self::Invalid {
                 problem,
                 not_dead_lettered,
@@ -424,7 +425,7 @@ mod tests {
             outcomes: vec![
                 (
                     id(1),
-                    MessageOutcome::DeadLettered(DecodeError::EmptyJobName),
+                    MessageOutcome::DeadLettered(Poison::from(&DecodeError::EmptyJobName)),
                 ),
                 (id(2), applied(4)),
             ],
@@ -452,11 +453,11 @@ mod tests {
             outcomes: vec![
                 (
                     id("t-0", 1),
-                    MessageOutcome::DeadLettered(DecodeError::EmptyJobName),
+                    MessageOutcome::DeadLettered(Poison::from(&DecodeError::EmptyJobName)),
                 ),
                 (
                     id("t-0", 2),
-                    MessageOutcome::DeadLettered(DecodeError::EmptyJobName),
+                    MessageOutcome::DeadLettered(Poison::from(&DecodeError::EmptyJobName)),
                 ),
                 (id("t-0", 3), applied(1)),
                 (id("t-1", 7), failed()),

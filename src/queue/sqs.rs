@@ -110,6 +110,8 @@ impl DeadLetterSink for SqsDeadLetters {
 
 /// A dead-lettered message read back from the queue.
 pub struct Parked {
+    /// SQS's id of the message: the same on every receive.
+    pub message_id: String,
     pub receipt_handle: String,
     /// The dead letter, or why the body is not one.
     pub letter: Result<DeadLetter, String>,
@@ -151,6 +153,7 @@ impl DeadLetterReader {
             .into_iter()
             .filter_map(|m| {
                 let receipt_handle = m.receipt_handle?;
+                let message_id = m.message_id.unwrap_or_default();
                 let letter = m
                     .body
                     .ok_or_else(|| "the message has no body".to_owned())
@@ -159,6 +162,7 @@ impl DeadLetterReader {
                             .map_err(|e| format!("the body is not a dead letter: {e}"))
                     });
                 Some(Parked {
+                    message_id,
                     receipt_handle,
                     letter,
                 })

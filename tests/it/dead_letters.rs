@@ -481,9 +481,11 @@ fn parked_letter(offset: i64, value: Value) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow!("no message"))?;
     let letter = DeadLetter::new(
         message,
-        &consolidation_updater::domain::event::DecodeError::UnsupportedOutputFormat {
-            value: "orc".into(),
-        },
+        &consolidation_updater::domain::dead_letter::Poison::from(
+            &consolidation_updater::domain::event::DecodeError::UnsupportedOutputFormat {
+                value: "orc".into(),
+            },
+        ),
         "req-old",
         "2025-11-20T07:00:00.000Z",
     );

@@ -98,6 +98,17 @@ pub async fn throttling_is_absorbed_and_the_client_backs_off(
         late_mean < before_mean / 2.0,
         "in flight before {before_mean:.1}, while throttled {late_mean:.1}"
     );
+    let limiter = handler.fan_out().limiter();
+    ensure!(
+        limiter.lowest_limit() <= CONCURRENCY / 4,
+        "the limiter itself backed off: lowest {}",
+        limiter.lowest_limit()
+    );
+    ensure!(
+        limiter.current_limit() > limiter.lowest_limit(),
+        "and recovered once throttling stopped: now {}",
+        limiter.current_limit()
+    );
     Ok(())
 }
 
@@ -167,15 +178,8 @@ pub async fn a_deadline_too_short_hands_the_message_back_and_a_retry_completes_i
 pub async fn a_missing_table_hands_every_message_back() -> anyhow::Result<()> {
     let server = consolidation_updater::embedded::EmbeddedServer::start(None).await?;
     let client = local_client(&load_sdk_config(Some(REGION)).await, server.endpoint());
-    let store = Arc::new(DynamoStore::new(client, "no-such-table", INDEX));
-    let handler = Arc::new(BatchHandler::new(FanOut::new(store, 8, Arc::default())));
-    let event = |sequence| consolidation("2025-11-20", sequence, 4, "2025-11-20T06:30:00");
-    let messages = [
-        Message::json(0, 1, &event(1)),
-        Message::json(0, 2, &event(2)),
-        Message::json(1, 5, &event(3)),
-        Message::json(2, 9, &event(4)),
-    ];
+    let (handler, parked) = handler_on(client, "no-such-table");
+    let messages = good_messages([(0, 1), (0, 2), (1, 5), (2, 9)]);
     let started = Instant::now();
     let outcome = handler
         .handle(kafka_event(&messages), &Invocation::unbounded("setup"))
@@ -193,6 +197,10 @@ pub async fn a_missing_table_hands_every_message_back() -> anyhow::Result<()> {
         .collect();
     ensure!(listed == [1, 2, 5, 9], "{listed:?}");
     ensure!(outcome.summary().messages_dead_lettered == 0);
+    ensure!(
+        parked.count() == 0,
+        "a setup problem is never dead-lettered"
+    );
     let setup_failures = outcome
         .outcomes
         .iter()
@@ -211,6 +219,56 @@ pub async fn a_missing_table_hands_every_message_back() -> anyhow::Result<()> {
         setup_failures == 3,
         "first message of each partition: {:?}",
         outcome.outcomes
+    );
+    Ok(())
+}
+
+/// DynamoDB rejecting one message's update for good (a `ValidationException`)
+/// dead-letters that message; the next one of the partition still applies.
+pub async fn a_permanently_rejected_update_dead_letters_its_message() -> anyhow::Result<()> {
+    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let poisoned = chargeback("cb-too-big", "2025-11-20", "2025-11-20T01:00:00.000Z");
+    let other_day = chargeback("cb-next", "2025-11-21", "2025-11-21T01:00:00.000Z");
+    table
+        .seed([poisoned.clone(), other_day.clone()].into_iter())
+        .await?;
+    let (proxy, endpoint) = FaultProxy::start(&table.endpoint).await?;
+    if let Ok(mut reject) = proxy.reject_updates_containing.lock() {
+        *reject = Some("cb-too-big".into());
+    }
+    let client = local_client(&load_sdk_config(Some(REGION)).await, &endpoint);
+    let (handler, parked) = handler_on(client, &table.name);
+    let messages = [
+        Message::json(
+            0,
+            1,
+            &consolidation("2025-11-20", 1, 4, "2025-11-20T06:30:00"),
+        ),
+        Message::json(
+            0,
+            2,
+            &consolidation("2025-11-21", 1, 4, "2025-11-21T06:30:00"),
+        ),
+    ];
+    let outcome = handler
+        .handle(kafka_event(&messages), &Invocation::unbounded("permanent"))
+        .await?;
+    ensure!(
+        outcome.response().batch_item_failures.is_empty(),
+        "{:?}",
+        outcome.response()
+    );
+    let letters = parked.letters();
+    ensure!(letters.len() == 1 && letters[0].offset == 1, "{letters:?}");
+    ensure!(letters[0].error_kind == "store_permanent");
+    ensure!(
+        letters[0].error_message.contains("ValidationException"),
+        "{}",
+        letters[0].error_message
+    );
+    ensure!(
+        table.execution_of(&other_day).await? == Some(1),
+        "the partition went on"
     );
     Ok(())
 }

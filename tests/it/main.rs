@@ -97,6 +97,10 @@ fn main() -> ExitCode {
         redrive_replays_what_now_decodes_and_leaves_the_rest,
     ];
     trials.push(Trial::test(
+        "faults::a_permanently_rejected_update_dead_letters_its_message",
+        || run(faults::a_permanently_rejected_update_dead_letters_its_message()),
+    ));
+    trials.push(Trial::test(
         "faults::a_missing_table_hands_every_message_back",
         || run(faults::a_missing_table_hands_every_message_back()),
     ));

@@ -20,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 
 const THROTTLED_BODY: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded. Consider increasing your provisioning level with the UpdateTable API."}"#;
 
+const VALIDATION_BODY: &str = r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"Item size to update has exceeded the maximum allowed size"}"#;
 const SERVER_ERROR_BODY: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"Internal server error"}"#;
 
 /// What the proxy saw of one `UpdateItem`: how many requests were in flight
@@ -39,6 +40,8 @@ pub struct FaultProxy {
     pub server_errors_per_mille: AtomicU64,
     /// Answer every request with a 500 (DynamoDB down).
     pub down: AtomicBool,
+    /// Reject, as DynamoDB does an invalid request, every update whose body contains this.
+    pub reject_updates_containing: Mutex<Option<String>>,
     pub throttling: AtomicBool,
     in_flight: AtomicUsize,
     updates_seen: AtomicU64,
@@ -59,6 +62,7 @@ impl FaultProxy {
             throttle_one_in: AtomicU64::new(0),
             server_errors_per_mille: AtomicU64::new(0),
             down: AtomicBool::new(false),
+            reject_updates_containing: Mutex::default(),
             throttling: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             updates_seen: AtomicU64::new(0),
@@ -114,6 +118,20 @@ async fn forward(State(proxy): State<Arc<FaultProxy>>, request: Request) -> Resp
     };
     if proxy.down.load(Ordering::SeqCst) {
         return server_error();
+    }
+    let rejected = proxy
+        .reject_updates_containing
+        .lock()
+        .ok()
+        .and_then(|r| r.clone())
+        .is_some_and(|needle| String::from_utf8_lossy(&body).contains(&needle));
+    if is_update && rejected {
+        let mut response = status(StatusCode::BAD_REQUEST, VALIDATION_BODY);
+        response.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("application/x-amz-json-1.0"),
+        );
+        return response;
     }
     if is_update && fastrand::u64(0..1000) < proxy.server_errors_per_mille.load(Ordering::SeqCst) {
         return server_error();

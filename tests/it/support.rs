@@ -11,10 +11,12 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use consolidation_updater::domain::dead_letter::DeadLetter;
 use consolidation_updater::domain::outcome::BatchOutcome;
 use consolidation_updater::embedded::EmbeddedServer;
 use consolidation_updater::fanout::FanOut;
 use consolidation_updater::handler::{BatchHandler, Invocation};
+use consolidation_updater::ports::{BoxFuture, DeadLetterSink, SinkError};
 use consolidation_updater::store::dynamodb::provision::{
     TableShape, create_table, put_chargebacks,
 };
@@ -231,4 +233,61 @@ pub fn chargeback(id: &str, date: &str, created_at: &str) -> Chargeback {
         currency: "BRL",
         reason_code: "10.4",
     }
+}
+
+/// A dead-letter sink that only records: proves what was, or was not, parked.
+#[derive(Default)]
+pub struct RecordingSink {
+    letters: std::sync::Mutex<Vec<DeadLetter>>,
+}
+
+impl RecordingSink {
+    pub fn count(&self) -> usize {
+        self.letters.lock().map(|l| l.len()).unwrap_or(usize::MAX)
+    }
+
+    pub fn letters(&self) -> Vec<DeadLetter> {
+        self.letters.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl DeadLetterSink for RecordingSink {
+    fn send<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            if let Ok(mut letters) = self.letters.lock() {
+                letters.push(letter.clone());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A handler on `table` through `client`, dead-lettering into a recording sink.
+pub fn handler_on(
+    client: Client,
+    table: &str,
+) -> (Arc<BatchHandler<DynamoStore>>, Arc<RecordingSink>) {
+    let sink = Arc::new(RecordingSink::default());
+    let handler = BatchHandler::new(FanOut::new(
+        Arc::new(DynamoStore::new(client, table, INDEX)),
+        8,
+        Arc::default(),
+    ))
+    .with_dead_letters(Arc::clone(&sink) as Arc<dyn DeadLetterSink>);
+    (Arc::new(handler), sink)
+}
+
+/// Four good messages of one day over `partitions`, with these offsets.
+pub fn good_messages(placements: [(i64, i64); 4]) -> Vec<Message> {
+    placements
+        .iter()
+        .zip(1..)
+        .map(|(&(partition, offset), sequence)| {
+            Message::json(
+                partition,
+                offset,
+                &consolidation("2025-11-20", sequence, 4, "2025-11-20T06:30:00"),
+            )
+        })
+        .collect()
 }
