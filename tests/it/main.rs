@@ -32,6 +32,24 @@ fn run(test: impl Future<Output = anyhow::Result<()>>) -> Result<(), Failed> {
         .map_err(|e| Failed::from(format!("{e:#}")))
 }
 
+/// The fuzz target's saved corpus, replayed as an ordinary test (fuzzing
+/// itself needs a nightly compiler and is not part of CI).
+fn replay_fuzz_corpus() -> Result<(), Failed> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/decode_record");
+    let entries = std::fs::read_dir(dir).map_err(|e| Failed::from(format!("{dir}: {e}")))?;
+    let mut replayed = 0;
+    for entry in entries.flatten() {
+        let bytes = std::fs::read(entry.path()).map_err(|e| Failed::from(e.to_string()))?;
+        consolidation_updater::domain::exercise_decoders(&bytes);
+        replayed += 1;
+    }
+    if replayed < 4 {
+        return Err(Failed::from(format!("only {replayed} inputs in {dir}")));
+    }
+    eprintln!("fuzz corpus: {replayed} inputs replayed without a panic");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     let dynamodb_local = std::env::var(DYNAMODB_LOCAL_ENDPOINT)
@@ -96,6 +114,10 @@ fn main() -> ExitCode {
         one_failure_notification_is_published_per_invocation,
         redrive_replays_what_now_decodes_and_leaves_the_rest,
     ];
+    trials.push(Trial::test(
+        "fuzz_corpus::every_saved_input_decodes_without_panicking",
+        replay_fuzz_corpus,
+    ));
     trials.push(Trial::test(
         "faults::a_permanently_rejected_update_dead_letters_its_message",
         || run(faults::a_permanently_rejected_update_dead_letters_its_message()),
