@@ -149,6 +149,9 @@ struct LimitState {
 
 /// One burst of throttling answers arrives together; it counts as one signal.
 const DECREASE_INTERVAL: Duration = Duration::from_millis(100);
+/// No increase this soon after a decrease: under sustained throttling the
+/// successes in between must not win back what the decrease took.
+const INCREASE_COOLDOWN: Duration = Duration::from_millis(500);
 
 impl AdaptiveLimiter {
     pub fn new(max: usize) -> Arc<Self> {
@@ -210,7 +213,11 @@ impl AdaptiveLimiter {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        if state.limit >= self.max {
+        if state.limit >= self.max
+            || state
+                .last_decrease
+                .is_some_and(|at| at.elapsed() < INCREASE_COOLDOWN)
+        {
             return;
         }
         state.successes += 1;
@@ -442,6 +449,11 @@ mod tests {
         let eight = futures_permits(&limiter, 8).await;
         assert!(limiter.semaphore.available_permits() == 0);
         drop(eight);
+        for _ in 0..100 {
+            limiter.on_success();
+        }
+        assert_eq!(limiter.current_limit(), 8, "no increase right after a decrease");
+        tokio::time::sleep(INCREASE_COOLDOWN).await;
         for _ in 0..8 {
             limiter.on_success();
         }

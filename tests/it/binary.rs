@@ -477,12 +477,7 @@ pub async fn an_unreachable_dynamodb_hands_every_message_back() -> anyhow::Resul
     )
     .await??;
     let elapsed = started.elapsed();
-    let listed: Vec<i64> = outcome
-        .response()
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.offset)
-        .collect();
+    let listed = listed_offsets(&outcome);
     ensure!(listed == [10, 11, 20, 21], "listed {listed:?}");
     ensure!(
         outcome.summary().messages_dead_lettered == 0 && parked.count() == 0,

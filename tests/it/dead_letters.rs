@@ -361,12 +361,7 @@ pub async fn a_poison_message_is_handed_back_when_the_queue_is_unreachable() -> 
             &Invocation::unbounded("req"),
         )
         .await?;
-    let listed: Vec<i64> = outcome
-        .response()
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.offset)
-        .collect();
+    let listed = listed_offsets(&outcome);
     ensure!(
         listed == [2, 3],
         "poison and what follows it are handed back: {listed:?}"

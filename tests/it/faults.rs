@@ -129,12 +129,7 @@ pub async fn a_deadline_too_short_hands_the_message_back_and_a_retry_completes_i
         deadline: Some(Instant::now() + Duration::from_millis(400)),
     };
     let first = handler.handle(sample_event(), &short).await?;
-    let listed: Vec<i64> = first
-        .response()
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.offset)
-        .collect();
+    let listed = listed_offsets(&first);
     ensure!(
         listed == [123],
         "the unfinished message is handed back: {listed:?}"
@@ -189,12 +184,7 @@ pub async fn a_missing_table_hands_every_message_back() -> anyhow::Result<()> {
         "took {:?}",
         started.elapsed()
     );
-    let listed: Vec<i64> = outcome
-        .response()
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.offset)
-        .collect();
+    let listed = listed_offsets(&outcome);
     ensure!(listed == [1, 2, 5, 9], "{listed:?}");
     ensure!(outcome.summary().messages_dead_lettered == 0);
     ensure!(

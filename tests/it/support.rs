@@ -291,3 +291,13 @@ pub fn good_messages(placements: [(i64, i64); 4]) -> Vec<Message> {
         })
         .collect()
 }
+
+/// The offsets a response hands back, in order.
+pub fn listed_offsets(outcome: &BatchOutcome) -> Vec<i64> {
+    outcome
+        .response()
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.offset)
+        .collect()
+}
