@@ -452,7 +452,11 @@ mod tests {
         for _ in 0..100 {
             limiter.on_success();
         }
-        assert_eq!(limiter.current_limit(), 8, "no increase right after a decrease");
+        assert_eq!(
+            limiter.current_limit(),
+            8,
+            "no increase right after a decrease"
+        );
         tokio::time::sleep(INCREASE_COOLDOWN).await;
         for _ in 0..8 {
             limiter.on_success();
