@@ -21,8 +21,11 @@ pub async fn handler(
     store: Arc<DynamoStore>,
     progress: Arc<Progress>,
 ) -> BatchHandler<DynamoStore> {
-    let mut handler = BatchHandler::new(FanOut::new(store, settings.max_concurrency, progress))
-        .with_deadline_margin(settings.deadline_margin);
+    let mut handler = BatchHandler::new(
+        FanOut::new(store, settings.max_concurrency, progress)
+            .with_progress_log(settings.progress_interval),
+    )
+    .with_deadline_margin(settings.deadline_margin);
     match &settings.dlq_url {
         Some(url) => {
             let queue = SqsDeadLetters::connect(sqs::client(sdk), url).await;

@@ -15,6 +15,7 @@ use crate::fanout::FanOut;
 use crate::handler::{BatchHandler, Invocation};
 use crate::queue::sqs::{self, DeadLetterReader};
 use crate::store::dynamodb::{DynamoStore, load_sdk_config};
+use crate::telemetry::xray::XrayTracer;
 use crate::telemetry::{self, Sink};
 
 #[derive(Debug, Parser)]
@@ -103,10 +104,16 @@ pub async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Only with XRAY_TRACING=on: each invocation is then a trace of its own.
+    let tracer = settings
+        .xray
+        .and_then(|daemon| XrayTracer::connect(daemon, false).ok());
     telemetry::init(
         settings.log_level,
         settings.log_format.unwrap_or(LogFormat::Text),
         Sink::Stderr,
+        settings.function.as_ref(),
+        tracer.as_ref(),
     );
     let result = match cli.command {
         Command::Invoke { event } => invoke(&settings, event).await,
@@ -417,8 +424,8 @@ pub mod demo {
         if let Some(ms) = args.interrupt_after_ms {
             let first = Instant::now();
             let invocation = Invocation {
-                request_id: local_request_id(),
                 deadline: Some(first + settings.deadline_margin + Duration::from_millis(ms)),
+                ..Invocation::unbounded(local_request_id())
             };
             let interrupted = handler.handle(payload.clone(), &invocation).await?;
             let written_first = progress.written.load(Ordering::Relaxed);

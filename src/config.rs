@@ -17,6 +17,10 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
 pub use crate::handler::DEFAULT_DEADLINE_MARGIN;
 /// Far beyond any useful value; guards against a typo (e.g. 100000).
 pub const MAX_MAX_CONCURRENCY: usize = 4096;
+/// The CloudWatch namespace of our metrics, as the seed names it.
+pub const DEFAULT_METRICS_NAMESPACE: &str = "POC-Chargeback/ConsolidationUpdater";
+/// How often a long fan-out logs its progress.
+pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("invalid configuration: {variable}={value:?}: {reason}")]
@@ -50,7 +54,38 @@ pub struct Settings {
     pub failure_topic_arn: Option<String>,
     /// New work stops this long before the invocation's deadline.
     pub deadline_margin: Duration,
+    /// CloudWatch namespace of the EMF metrics.
+    pub metrics_namespace: String,
+    /// How often a long fan-out logs its progress.
+    pub progress_interval: Duration,
+    /// Send X-Ray subsegments to the daemon at `AWS_XRAY_DAEMON_ADDRESS`:
+    /// on in Lambda when that variable is set (active tracing), and outside
+    /// Lambda only when `XRAY_TRACING=on` asks for it.
+    pub xray: Option<XrayDaemon>,
+    /// The function as Lambda names it; `None` outside Lambda.
+    pub function: Option<FunctionIdentity>,
 }
+
+/// `AWS_LAMBDA_FUNCTION_NAME` and `AWS_LAMBDA_FUNCTION_VERSION`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionIdentity {
+    pub name: String,
+    pub version: String,
+}
+
+impl FunctionIdentity {
+    /// For a runtime started without Lambda's variables (a local test).
+    pub fn unnamed() -> Self {
+        Self {
+            name: env!("CARGO_PKG_NAME").into(),
+            version: "$LATEST".into(),
+        }
+    }
+}
+
+/// Where X-Ray segments go: the daemon's UDP address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XrayDaemon(pub std::net::SocketAddr);
 
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -91,7 +126,84 @@ impl Settings {
                 .map(|v| deadline_margin(&v))
                 .transpose()?
                 .unwrap_or(DEFAULT_DEADLINE_MARGIN),
+            metrics_namespace: get("METRICS_NAMESPACE")
+                .map(|v| metrics_namespace(&v))
+                .transpose()?
+                .unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.into()),
+            progress_interval: get("PROGRESS_LOG_INTERVAL_SECONDS")
+                .map(|v| progress_interval(&v))
+                .transpose()?
+                .unwrap_or(DEFAULT_PROGRESS_INTERVAL),
+            xray: xray_daemon(&get)?,
+            function: get("AWS_LAMBDA_FUNCTION_NAME").map(|name| FunctionIdentity {
+                name,
+                version: get("AWS_LAMBDA_FUNCTION_VERSION").unwrap_or_else(|| "$LATEST".into()),
+            }),
         })
+    }
+}
+
+/// Tracing is on where Lambda runs with active tracing (it then sets the
+/// daemon address), and elsewhere only when asked with `XRAY_TRACING=on`.
+/// `XRAY_TRACING=off` turns it off in Lambda too.
+fn xray_daemon(get: &impl Fn(&str) -> Option<String>) -> Result<Option<XrayDaemon>, ConfigError> {
+    let asked = match get("XRAY_TRACING") {
+        None => get("AWS_LAMBDA_FUNCTION_NAME").is_some(),
+        Some(value) => match value.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" => true,
+            "off" | "false" | "0" => false,
+            _ => return Err(invalid("XRAY_TRACING", &value, "expected on or off")),
+        },
+    };
+    if !asked {
+        return Ok(None);
+    }
+    let Some(address) = get("AWS_XRAY_DAEMON_ADDRESS") else {
+        return Ok(None);
+    };
+    // Lambda writes "169.254.79.129:2000"; the daemon's own docs allow
+    // "tcp:HOST:PORT udp:HOST:PORT", of which segments use the UDP one.
+    let udp = address
+        .split_whitespace()
+        .find_map(|part| part.strip_prefix("udp:"))
+        .unwrap_or(address.trim());
+    udp.parse().map(|addr| Some(XrayDaemon(addr))).map_err(|_| {
+        invalid(
+            "AWS_XRAY_DAEMON_ADDRESS",
+            &address,
+            "expected IP:PORT (or \"tcp:IP:PORT udp:IP:PORT\")",
+        )
+    })
+}
+
+/// CloudWatch namespaces: 1 to 255 characters, letters, digits and `.-_/#: `,
+/// and not starting with `AWS/` (reserved for AWS services).
+fn metrics_namespace(value: &str) -> Result<String, ConfigError> {
+    let ok = (1..=255).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_/#: ".contains(&b))
+        && !value.starts_with("AWS/");
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(invalid(
+            "METRICS_NAMESPACE",
+            value,
+            "a CloudWatch namespace is 1 to 255 characters of A-Z, a-z, 0-9 and . - _ / # : \
+             or space, and does not start with AWS/",
+        ))
+    }
+}
+
+fn progress_interval(value: &str) -> Result<Duration, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(s) if (1..=900).contains(&s) => Ok(Duration::from_secs(s)),
+        _ => Err(invalid(
+            "PROGRESS_LOG_INTERVAL_SECONDS",
+            value,
+            "expected whole seconds from 1 to 900",
+        )),
     }
 }
 
@@ -235,6 +347,54 @@ mod tests {
         assert_eq!(s.dlq_url, None);
         assert_eq!(s.failure_topic_arn, None);
         assert_eq!(s.deadline_margin, DEFAULT_DEADLINE_MARGIN);
+        assert_eq!(s.metrics_namespace, "POC-Chargeback/ConsolidationUpdater");
+        assert_eq!(s.progress_interval, DEFAULT_PROGRESS_INTERVAL);
+        assert_eq!((s.xray, s.function), (None, None));
+    }
+
+    #[test]
+    fn tracing_is_on_in_lambda_and_off_elsewhere_unless_asked() {
+        let daemon = ("AWS_XRAY_DAEMON_ADDRESS", "169.254.79.129:2000");
+        let lambda = ("AWS_LAMBDA_FUNCTION_NAME", "updater");
+        let on = Some(XrayDaemon("169.254.79.129:2000".parse().unwrap()));
+        assert_eq!(settings(&[daemon, lambda]).unwrap().xray, on);
+        assert_eq!(settings(&[daemon]).unwrap().xray, None);
+        assert_eq!(
+            settings(&[daemon, ("XRAY_TRACING", "on")]).unwrap().xray,
+            on
+        );
+        assert_eq!(
+            settings(&[daemon, lambda, ("XRAY_TRACING", "off")])
+                .unwrap()
+                .xray,
+            None
+        );
+        // No daemon address (tracing not active): nothing to send to.
+        assert_eq!(settings(&[lambda]).unwrap().xray, None);
+        let both = (
+            "AWS_XRAY_DAEMON_ADDRESS",
+            "tcp:127.0.0.1:2000 udp:127.0.0.1:2001",
+        );
+        assert_eq!(
+            settings(&[both, lambda]).unwrap().xray,
+            Some(XrayDaemon("127.0.0.1:2001".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn the_function_identity_comes_from_lambdas_variables() {
+        let s = settings(&[
+            ("AWS_LAMBDA_FUNCTION_NAME", "updater"),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "7"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.function,
+            Some(FunctionIdentity {
+                name: "updater".into(),
+                version: "7".into()
+            })
+        );
     }
 
     #[test]
@@ -252,8 +412,12 @@ mod tests {
                 "arn:aws:sns:us-east-2:123456789012:failures",
             ),
             ("DEADLINE_SAFETY_MARGIN_MS", "2500"),
+            ("METRICS_NAMESPACE", "Team/Updater"),
+            ("PROGRESS_LOG_INTERVAL_SECONDS", "3"),
         ])
         .unwrap();
+        assert_eq!(s.metrics_namespace, "Team/Updater");
+        assert_eq!(s.progress_interval, Duration::from_secs(3));
         assert_eq!(
             s.failure_topic_arn.as_deref(),
             Some("arn:aws:sns:us-east-2:123456789012:failures")
@@ -310,6 +474,11 @@ mod tests {
             ("DEADLINE_SAFETY_MARGIN_MS", "-1"),
             ("DEADLINE_SAFETY_MARGIN_MS", "900000"),
             ("DEADLINE_SAFETY_MARGIN_MS", "0"),
+            ("METRICS_NAMESPACE", "AWS/Lambda"),
+            ("METRICS_NAMESPACE", "no{braces}"),
+            ("PROGRESS_LOG_INTERVAL_SECONDS", "0"),
+            ("PROGRESS_LOG_INTERVAL_SECONDS", "soon"),
+            ("XRAY_TRACING", "maybe"),
         ] {
             let error = settings(&[(variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable);

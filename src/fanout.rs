@@ -5,14 +5,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
-use tracing::warn;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::field::Empty;
+use tracing::{Instrument, Span, info, info_span, warn};
 
 use crate::domain::stamp::{KeySelection, StampPlan, StampReport, StampResult};
 use crate::ports::{ChargebackStore, ErrorClass, StoreError};
 use crate::retry::{AdaptiveLimiter, InvocationControl, RetryPolicy, StopReason};
+use crate::telemetry::xray;
 
 /// Pages read ahead of the updates, per key stream. Two keep the updates fed
 /// while the next page is fetched, without holding many keys in memory.
@@ -23,11 +26,27 @@ const PAGES_AHEAD_PER_STREAM: usize = 2;
 pub struct Progress {
     pub written: AtomicU64,
     pub already_applied: AtomicU64,
+    /// Update attempts that failed (and were retried, or ended the fan-out).
+    pub failed_attempts: AtomicU64,
+    /// Of those, the ones DynamoDB throttled.
+    pub throttled: AtomicU64,
 }
 
 impl Progress {
     pub fn examined(&self) -> u64 {
         self.written.load(Ordering::Relaxed) + self.already_applied.load(Ordering::Relaxed)
+    }
+
+    fn record_failed_attempt(&self, error: &StoreError) {
+        self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        if error.class == ErrorClass::Throttled {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn record_read(&self, already_applied: u64) {
+        self.already_applied
+            .fetch_add(already_applied, Ordering::Relaxed);
     }
 
     fn record(&self, result: StampResult) {
@@ -59,6 +78,8 @@ pub struct FanOut<S> {
     limiter: Arc<AdaptiveLimiter>,
     policy: RetryPolicy,
     progress: Arc<Progress>,
+    /// How often a fan-out logs its progress; `None`: never.
+    progress_log: Option<Duration>,
     /// Check each record instead of writing it (`backfill --dry-run`).
     dry_run: bool,
 }
@@ -72,8 +93,15 @@ impl<S: ChargebackStore> FanOut<S> {
             limiter: AdaptiveLimiter::new(max_concurrency),
             policy: RetryPolicy::default(),
             progress,
+            progress_log: None,
             dry_run: false,
         }
+    }
+
+    /// Logs each fan-out's progress every `interval` while it runs.
+    pub fn with_progress_log(mut self, interval: Duration) -> Self {
+        self.progress_log = Some(interval);
+        self
     }
 
     /// Counts what would change without writing: "written" then means "would be written".
@@ -103,6 +131,48 @@ impl<S: ChargebackStore> FanOut<S> {
         &self,
         plan: &StampPlan,
         control: &Arc<InvocationControl>,
+    ) -> Result<StampReport, FanOutError> {
+        // One X-Ray subsegment per fan-out, never one per record: its counts
+        // and, when it fails, the failure that stopped it.
+        let span = info_span!(
+            "fan-out",
+            partition_date = %plan.selection.partition_date,
+            execution_sequence = plan.selection.execution_sequence,
+            written = Empty,
+            already_applied = Empty,
+            failed_attempts = Empty,
+            throttled = Empty,
+            error_kind = Empty,
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+        );
+        let live = Arc::new(Progress::default());
+        let result = self
+            .stamp_in_span(plan, control, &live)
+            .instrument(span.clone())
+            .await;
+        span.record("written", live.written.load(Ordering::Relaxed));
+        span.record(
+            "already_applied",
+            live.already_applied.load(Ordering::Relaxed),
+        );
+        span.record(
+            "failed_attempts",
+            live.failed_attempts.load(Ordering::Relaxed),
+        );
+        span.record("throttled", live.throttled.load(Ordering::Relaxed));
+        if let Err(FanOutError::Store(failure)) = &result {
+            span.record("error_kind", format!("{:?}", failure.class));
+            xray::record_failure(&span, &failure.to_string());
+        }
+        result
+    }
+
+    async fn stamp_in_span(
+        &self,
+        plan: &StampPlan,
+        control: &Arc<InvocationControl>,
+        live: &Arc<Progress>,
     ) -> Result<StampReport, FanOutError> {
         let retried = |e| FanOutError::Store(e);
         if let Some(reason) = control.stop_reason() {
@@ -137,6 +207,13 @@ impl<S: ChargebackStore> FanOut<S> {
         }
         drop(pages_tx);
 
+        let _progress_log = self.progress_log.map(|interval| {
+            ProgressLog::start(
+                interval,
+                plan.values.records_in_consolidation,
+                Arc::clone(live),
+            )
+        });
         let mut report = StampReport::default();
         let mut updates = JoinSet::new();
         let mut failure = None;
@@ -151,12 +228,11 @@ impl<S: ChargebackStore> FanOut<S> {
             };
             report.already_applied += already_applied;
             report.already_applied_on_read += already_applied;
-            self.progress
-                .already_applied
-                .fetch_add(already_applied, Ordering::Relaxed);
+            self.progress.record_read(already_applied);
+            live.record_read(already_applied);
             for key in keys {
                 let permit = self.limiter.acquire().await.map_err(retried)?;
-                self.tally_finished(&mut updates, &mut report, &mut failure);
+                self.tally_finished(&mut updates, &mut report, live, &mut failure);
                 if failure.is_some() {
                     break 'pages;
                 }
@@ -170,16 +246,21 @@ impl<S: ChargebackStore> FanOut<S> {
                 let control = Arc::clone(control);
                 let policy = self.policy;
                 let dry_run = self.dry_run;
+                let attempts = Arc::clone(live);
                 updates.spawn(async move {
-                    let result = if dry_run {
-                        policy
-                            .run(Some(&limiter), &control, || store.check_stamp(&key, &stamp))
-                            .await
-                    } else {
-                        policy
-                            .run(Some(&limiter), &control, || store.stamp(&key, &stamp))
-                            .await
+                    let attempt = || {
+                        let attempts = &attempts;
+                        let (store, key, stamp) = (&store, &key, &stamp);
+                        async move {
+                            let result = if dry_run {
+                                store.check_stamp(key, stamp).await
+                            } else {
+                                store.stamp(key, stamp).await
+                            };
+                            result.inspect_err(|e| attempts.record_failed_attempt(e))
+                        }
                     };
+                    let result = policy.run(Some(&limiter), &control, attempt).await;
                     drop(permit);
                     result
                 });
@@ -190,7 +271,7 @@ impl<S: ChargebackStore> FanOut<S> {
             pagers.abort_all();
         }
         while let Some(joined) = updates.join_next().await {
-            self.tally(joined, &mut report, &mut failure);
+            self.tally(joined, &mut report, live, &mut failure);
         }
         // A pager that ended abnormally closed its side of the channel like a
         // finished one: without this check its keys would be silently skipped.
@@ -236,10 +317,11 @@ impl<S: ChargebackStore> FanOut<S> {
         &self,
         updates: &mut JoinSet<Result<StampResult, StoreError>>,
         report: &mut StampReport,
+        live: &Progress,
         failure: &mut Option<StoreError>,
     ) {
         while let Some(joined) = updates.try_join_next() {
-            self.tally(joined, report, failure);
+            self.tally(joined, report, live, failure);
         }
     }
 
@@ -247,12 +329,14 @@ impl<S: ChargebackStore> FanOut<S> {
         &self,
         joined: Result<Result<StampResult, StoreError>, tokio::task::JoinError>,
         report: &mut StampReport,
+        live: &Progress,
         failure: &mut Option<StoreError>,
     ) {
         match joined {
             Ok(Ok(result)) => {
                 report.record(result);
                 self.progress.record(result);
+                live.record(result);
             }
             Ok(Err(error)) => {
                 failure.get_or_insert(error);
@@ -265,6 +349,47 @@ impl<S: ChargebackStore> FanOut<S> {
                 ));
             }
         }
+    }
+}
+
+/// Logs one fan-out's progress at INFO every interval, in the span of the
+/// message it stamps, until dropped.
+struct ProgressLog(JoinHandle<()>);
+
+impl ProgressLog {
+    fn start(interval: Duration, expected: u64, counts: Arc<Progress>) -> Self {
+        let started = Instant::now();
+        let task = async move {
+            let mut ticks = tokio::time::interval_at((started + interval).into(), interval);
+            loop {
+                ticks.tick().await;
+                let done = counts.examined();
+                let seconds = started.elapsed().as_secs_f64();
+                let rate = done as f64 / seconds.max(1e-3);
+                let left = expected.saturating_sub(done);
+                // Unknown until something is done; the event's count is an
+                // estimate (records created since are stamped too).
+                let eta_seconds = (rate >= 1.0).then(|| (left as f64 / rate).round() as u64);
+                info!(
+                    stamped = done,
+                    written = counts.written.load(Ordering::Relaxed),
+                    already_applied = counts.already_applied.load(Ordering::Relaxed),
+                    expected_records = expected,
+                    records_per_second = rate.round() as u64,
+                    eta_seconds,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "fan-out progress: {done} of about {expected} records, {:.0}/s",
+                    rate
+                );
+            }
+        };
+        Self(tokio::spawn(task.instrument(Span::current())))
+    }
+}
+
+impl Drop for ProgressLog {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -282,11 +407,29 @@ async fn read_key_stream<S: ChargebackStore>(
 ) {
     let mut cursor: Option<S::Cursor> = None;
     loop {
+        // One X-Ray subsegment per page read (retries included).
+        let span = info_span!(
+            "index page",
+            stream,
+            keys = Empty,
+            already_applied = Empty,
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+        );
         let page = policy
             .run(None, &control, || {
                 store.key_page(&selection, stream, cursor.clone())
             })
+            .instrument(span.clone())
             .await;
+        match &page {
+            Ok(page) => {
+                span.record("keys", page.keys.len());
+                span.record("already_applied", page.already_applied);
+            }
+            Err(error) => xray::record_failure(&span, &error.to_string()),
+        }
+        drop(span);
         match page {
             Ok(page) => {
                 let worth_sending = !page.keys.is_empty() || page.already_applied > 0;

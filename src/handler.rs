@@ -21,6 +21,8 @@ use crate::domain::stamp::StampPlan;
 use crate::fanout::{FanOut, FanOutError};
 use crate::ports::{ChargebackStore, DeadLetterSink, ErrorClass, FailureNotifier, StoreError};
 use crate::retry::InvocationControl;
+use crate::telemetry;
+use crate::telemetry::xray;
 
 /// New work stops this long before the invocation's deadline unless
 /// configured otherwise: room for the updates in flight to finish (each is
@@ -40,6 +42,10 @@ pub struct Invocation {
     pub request_id: String,
     /// When Lambda stops the invocation; `None` outside Lambda.
     pub deadline: Option<Instant>,
+    /// The first invocation of this execution environment.
+    pub cold_start: bool,
+    /// Lambda's X-Ray trace header (`Root=1-...;Parent=...;Sampled=1`).
+    pub trace_header: Option<String>,
 }
 
 impl Invocation {
@@ -48,6 +54,8 @@ impl Invocation {
         Self {
             request_id: request_id.into(),
             deadline: None,
+            cold_start: false,
+            trace_header: None,
         }
     }
 }
@@ -88,7 +96,18 @@ impl<S: ChargebackStore> BatchHandler<S> {
         payload: Value,
         invocation: &Invocation,
     ) -> Result<BatchOutcome, EnvelopeError> {
-        let span = info_span!("invocation", request_id = %invocation.request_id);
+        let trace_header = invocation.trace_header.as_deref();
+        let span = info_span!(
+            "invocation",
+            request_id = %invocation.request_id,
+            cold_start = invocation.cold_start,
+            xray_trace_id = trace_header.and_then(xray::trace_root),
+            // Under Lambda's segment a subsegment; on its own, a segment.
+            otel.kind = if trace_header.is_some() { "internal" } else { "server" },
+        );
+        if let Some(header) = trace_header {
+            xray::continue_trace(&span, header);
+        }
         self.handle_in_span(payload, invocation)
             .instrument(span)
             .await
@@ -120,9 +139,11 @@ impl<S: ChargebackStore> BatchHandler<S> {
             let request_id = invocation.request_id.clone();
             let task = running.spawn(
                 async move {
-                    run_in_offset_order(batch, |message| {
-                        handler.process(message, &control, &request_id)
-                    })
+                    run_in_offset_order(
+                        batch,
+                        |message| handler.process(message, &control, &request_id),
+                        log_blocked,
+                    )
                     .await
                 }
                 .instrument(Span::current()),
@@ -145,6 +166,7 @@ impl<S: ChargebackStore> BatchHandler<S> {
         outcome.outcomes.sort_by(|a, b| a.0.cmp(&b.0));
 
         let summary = outcome.summary();
+        telemetry::metrics::batch_finished(&summary);
         info!(
             messages_processed = summary.messages_processed,
             messages_skipped = summary.messages_skipped,
@@ -169,7 +191,14 @@ impl<S: ChargebackStore> BatchHandler<S> {
         else {
             return;
         };
-        match tokio::time::timeout(SEND_LIMIT, notifier.publish(&notice)).await {
+        let span = xray::aws_call("SNS", "Publish");
+        let published = tokio::time::timeout(SEND_LIMIT, notifier.publish(&notice))
+            .instrument(span.clone())
+            .await;
+        if !matches!(published, Ok(Ok(()))) {
+            xray::record_failure(&span, "the failure notification was not published");
+        }
+        match published {
             Ok(Ok(())) => info!(
                 dead_lettered = notice.dead_lettered,
                 handed_back = notice.handed_back,
@@ -190,18 +219,22 @@ impl<S: ChargebackStore> BatchHandler<S> {
         control: &Arc<InvocationControl>,
         request_id: &str,
     ) -> MessageOutcome {
-        let span = info_span!(
-            "message",
-            topic = %message.topic,
-            partition = %message.id.partition,
-            offset = message.id.offset,
-            correlation_id = Empty,
-            partition_date = Empty,
-            execution_sequence = Empty,
-        );
-        self.process_in_span(message, control, request_id, &span)
-            .instrument(span.clone())
-            .await
+        let span = message_span(&message);
+        async {
+            let outcome = self
+                .process_in_span(message, control, request_id, &span)
+                .await;
+            // The last line of every message's story, whatever happened.
+            info!(
+                outcome = outcome.label(),
+                handed_back = outcome.hands_back(),
+                "message outcome: {}",
+                outcome.label()
+            );
+            outcome
+        }
+        .instrument(span.clone())
+        .await
     }
 
     async fn process_in_span(
@@ -212,13 +245,7 @@ impl<S: ChargebackStore> BatchHandler<S> {
         span: &Span,
     ) -> MessageOutcome {
         let decoded = decode_value(message.value.as_ref());
-        let correlation_id = message
-            .correlation_header()
-            .unwrap_or_else(|| match &decoded {
-                Ok(DecodedValue::Consolidation(event)) => event.derived_correlation_id(),
-                _ => format!("{}@{}", message.id.partition, message.id.offset),
-            });
-        span.record("correlation_id", correlation_id.as_str());
+        span.record("correlation_id", correlation_id(&message, &decoded));
         info!("message received");
         let event = match decoded {
             Err(problem) => {
@@ -248,7 +275,9 @@ impl<S: ChargebackStore> BatchHandler<S> {
             "stamping the day's chargebacks"
         );
         let started = Instant::now();
-        match self.fan_out.stamp_partition(&plan, control).await {
+        let stamped = self.fan_out.stamp_partition(&plan, control).await;
+        telemetry::metrics::fan_out_finished(started.elapsed());
+        match stamped {
             Ok(report) => {
                 let seconds = started.elapsed().as_secs_f64();
                 info!(
@@ -338,13 +367,21 @@ impl<S: ChargebackStore> BatchHandler<S> {
         let allowed = control
             .time_left()
             .map_or(SEND_LIMIT, |left| left.min(SEND_LIMIT));
-        match tokio::time::timeout(allowed, sink.send(&letter)).await {
+        let span = xray::aws_call("SQS", "SendMessage");
+        let sent = match tokio::time::timeout(allowed, sink.send(&letter))
+            .instrument(span.clone())
+            .await
+        {
             Ok(Ok(())) => Ok(()),
             Ok(Err(refused)) => Err(format!("the dead-letter queue refused it: {refused}")),
             Err(_) => Err(format!(
                 "the dead-letter queue did not answer within {allowed:?}"
             )),
+        };
+        if let Err(why) = &sent {
+            xray::record_failure(&span, why);
         }
+        sent
     }
 
     async fn dead_letter_invalid(
@@ -373,6 +410,48 @@ impl<S: ChargebackStore> BatchHandler<S> {
             }
         }
     }
+}
+
+/// The span of one message's story: its coordinates, then what decoding tells.
+fn message_span(message: &KafkaMessage) -> Span {
+    info_span!(
+        "message",
+        topic = %message.topic,
+        partition = %message.id.partition,
+        offset = message.id.offset,
+        correlation_id = Empty,
+        partition_date = Empty,
+        execution_sequence = Empty,
+    )
+}
+
+/// The producer's correlation header; else one derived from the event, so a
+/// redelivery of the same event gets the same id; else the coordinates.
+fn correlation_id(message: &KafkaMessage, decoded: &Result<DecodedValue, DecodeError>) -> String {
+    message
+        .correlation_header()
+        .unwrap_or_else(|| match decoded {
+            Ok(DecodedValue::Consolidation(event)) => event.derived_correlation_id(),
+            _ => format!("{}@{}", message.id.partition, message.id.offset),
+        })
+}
+
+/// A message not attempted because an earlier one of its partition was
+/// handed back still gets its story: received, and handed back behind which.
+fn log_blocked(message: &KafkaMessage, behind: i64) {
+    let span = message_span(message);
+    span.record(
+        "correlation_id",
+        correlation_id(message, &decode_value(message.value.as_ref())),
+    );
+    let _entered = span.enter();
+    info!("message received");
+    info!(
+        outcome = "blocked",
+        handed_back = true,
+        behind,
+        "message outcome: blocked behind offset {behind}, handed back in offset order"
+    );
 }
 
 /// The longest a dead-letter send or a notification may take, deadline aside.

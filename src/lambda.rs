@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
@@ -12,10 +13,12 @@ use tracing::level_filters::LevelFilter;
 use tracing::{error, info, warn};
 
 use crate::app;
-use crate::config::{ConfigError, LogFormat, Settings};
+use crate::config::{ConfigError, FunctionIdentity, LogFormat, Settings};
 use crate::domain::kafka::{EnvelopeError, KafkaBatchResponse};
 use crate::handler::Invocation;
 use crate::store::dynamodb::{DynamoStore, load_sdk_config};
+use crate::telemetry::metrics::MetricsEmitter;
+use crate::telemetry::xray::{self, XrayTracer};
 use crate::telemetry::{self, Sink};
 
 /// How long cold start waits for `DescribeTable`. Past it, the first message
@@ -37,18 +40,39 @@ pub async fn main() -> ExitCode {
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(problem) => {
-            telemetry::init(LevelFilter::INFO, LogFormat::Json, Sink::Stdout);
+            telemetry::init(LevelFilter::INFO, LogFormat::Json, Sink::Stdout, None, None);
             error!(variable = problem.variable, error = %problem, "the function cannot start: {problem}");
             report_init_error(&problem).await;
             return ExitCode::FAILURE;
         }
     };
     // Every stdout line must be one JSON object in Lambda: LOG_FORMAT is for the CLI.
-    telemetry::init(settings.log_level, LogFormat::Json, Sink::Stdout);
+    let function = settings
+        .function
+        .clone()
+        .unwrap_or_else(FunctionIdentity::unnamed);
+    let tracer = settings
+        .xray
+        .map(|daemon| XrayTracer::connect(daemon, true).map_err(|e| (daemon, e)));
+    telemetry::init(
+        settings.log_level,
+        LogFormat::Json,
+        Sink::Stdout,
+        Some(&function),
+        tracer.as_ref().and_then(|t| t.as_ref().ok()),
+    );
     if settings.log_format == Some(LogFormat::Text) {
         warn!("LOG_FORMAT=text is ignored in Lambda, where every log line is JSON");
     }
-    match run(settings, started).await {
+    let tracer = match tracer {
+        Some(Ok(tracer)) => Some(Arc::new(tracer)),
+        Some(Err((daemon, e))) => {
+            warn!(error = %e, daemon = %daemon.0, "X-Ray tracing is off: no socket for the daemon");
+            None
+        }
+        None => None,
+    };
+    match run(settings, function, tracer, started).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(problem) => {
             error!(error = %problem, "the runtime stopped");
@@ -57,7 +81,19 @@ pub async fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: Settings, started: Instant) -> Result<(), lambda_runtime::Error> {
+async fn run(
+    settings: Settings,
+    function: FunctionIdentity,
+    tracer: Option<Arc<XrayTracer>>,
+    started: Instant,
+) -> Result<(), lambda_runtime::Error> {
+    let metrics = match MetricsEmitter::install(&settings.metrics_namespace, &function) {
+        Ok(emitter) => Some(Arc::new(emitter)),
+        Err(problem) => {
+            warn!(error = %problem, "metrics are off: the EMF recorder could not be installed");
+            None
+        }
+    };
     let sdk = load_sdk_config(settings.region.as_deref()).await;
     let store = Arc::new(DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&sdk),
@@ -82,15 +118,38 @@ async fn run(settings: Settings, started: Instant) -> Result<(), lambda_runtime:
         init_ms = started.elapsed().as_millis() as u64,
         "ready for invocations"
     );
+    let cold = Arc::new(AtomicBool::new(true));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let handler = Arc::clone(&handler);
+        let metrics = metrics.clone();
+        let tracer = tracer.clone();
+        let cold_start = cold.swap(false, Ordering::Relaxed);
         async move {
             let invocation = Invocation {
                 request_id: event.context.request_id.clone(),
                 deadline: deadline_instant(event.context.deadline),
+                cold_start,
+                trace_header: event.context.xray_trace_id.clone(),
             };
-            let outcome = handler.handle(event.payload, &invocation).await?;
-            Ok::<KafkaBatchResponse, EnvelopeError>(outcome.response())
+            telemetry::metrics::invocation_started(cold_start);
+            let handled = handler.handle(event.payload, &invocation).await;
+            if let Some(tracer) = tracer {
+                tracer.flush();
+            }
+            if let Some(metrics) = metrics {
+                let flushed = metrics.flush(
+                    &invocation.request_id,
+                    invocation
+                        .trace_header
+                        .as_deref()
+                        .and_then(xray::trace_root),
+                    std::io::stdout().lock(),
+                );
+                if let Err(e) = flushed {
+                    error!(error = %e, "could not write the invocation's metrics");
+                }
+            }
+            Ok::<KafkaBatchResponse, EnvelopeError>(handled?.response())
         }
     }))
     .await

@@ -103,10 +103,11 @@ impl RetryPolicy {
                 }
                 Err(error) => error,
             };
-            if error.class == ErrorClass::Throttled
-                && let Some(limiter) = limiter
-            {
-                limiter.on_throttle();
+            if error.class == ErrorClass::Throttled {
+                crate::telemetry::metrics::throttled();
+                if let Some(limiter) = limiter {
+                    limiter.on_throttle();
+                }
             }
             match self.decide(error.class, attempts, started.elapsed(), fastrand::f64()) {
                 Decision::RetryAfter(delay) if control.stop_reason().is_none() => {

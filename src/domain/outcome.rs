@@ -90,9 +90,11 @@ impl MessageOutcome {
 
 /// Runs a partition's messages in offset order. Once one is handed back, the
 /// rest are not attempted: Lambda resumes the partition from the first failure.
+/// `blocked` is told of each message not attempted, and the offset it is behind.
 pub async fn run_in_offset_order<F, Fut>(
     batch: PartitionBatch,
     mut process: F,
+    mut blocked: impl FnMut(&KafkaMessage, i64),
 ) -> Vec<(MessageId, MessageOutcome)>
 where
     F: FnMut(KafkaMessage) -> Fut,
@@ -103,7 +105,10 @@ where
     for message in batch.messages {
         let id = message.id.clone();
         let outcome = match stopped_at {
-            Some(behind) => MessageOutcome::Blocked { behind },
+            Some(behind) => {
+                blocked(&message, behind);
+                MessageOutcome::Blocked { behind }
+            }
             None => process(message).await,
         };
         if stopped_at.is_none() && outcome.hands_back() {
@@ -295,17 +300,23 @@ mod tests {
     #[tokio::test]
     async fn after_a_handed_back_message_the_rest_of_its_partition_is_not_attempted() {
         let mut attempted = Vec::new();
-        let outcomes = run_in_offset_order(batch(&[10, 11, 12, 13]), |m| {
-            attempted.push(m.id.offset);
-            let outcome = if m.id.offset == 11 {
-                failed()
-            } else {
-                applied(1)
-            };
-            async move { outcome }
-        })
+        let mut told_blocked = Vec::new();
+        let outcomes = run_in_offset_order(
+            batch(&[10, 11, 12, 13]),
+            |m| {
+                attempted.push(m.id.offset);
+                let outcome = if m.id.offset == 11 {
+                    failed()
+                } else {
+                    applied(1)
+                };
+                async move { outcome }
+            },
+            |m, behind| told_blocked.push((m.id.offset, behind)),
+        )
         .await;
         assert_eq!(attempted, [10, 11]);
+        assert_eq!(told_blocked, [(12, 11), (13, 11)]);
         let labels: Vec<_> = outcomes
             .iter()
             .map(|(id, o)| (id.offset, o.label()))
@@ -327,27 +338,35 @@ mod tests {
 
     #[tokio::test]
     async fn an_invalid_message_also_stops_its_partition() {
-        let outcomes = run_in_offset_order(batch(&[1, 2]), |_| async {
-            MessageOutcome::Invalid {
-                problem: DecodeError::MissingValue,
-                not_dead_lettered: "no DLQ_URL".into(),
-            }
-        })
+        let outcomes = run_in_offset_order(
+            batch(&[1, 2]),
+            |_| async {
+                MessageOutcome::Invalid {
+                    problem: DecodeError::MissingValue,
+                    not_dead_lettered: "no DLQ_URL".into(),
+                }
+            },
+            |_, _| {},
+        )
         .await;
         assert_eq!(outcomes[1].1.label(), "blocked");
     }
 
     #[tokio::test]
     async fn skipped_messages_do_not_stop_their_partition() {
-        let outcomes = run_in_offset_order(batch(&[1, 2]), |m| async move {
-            if m.id.offset == 1 {
-                MessageOutcome::Skipped {
-                    event_type: "other".into(),
+        let outcomes = run_in_offset_order(
+            batch(&[1, 2]),
+            |m| async move {
+                if m.id.offset == 1 {
+                    MessageOutcome::Skipped {
+                        event_type: "other".into(),
+                    }
+                } else {
+                    applied(3)
                 }
-            } else {
-                applied(3)
-            }
-        })
+            },
+            |_, _| {},
+        )
         .await;
         assert_eq!(outcomes[1].1.label(), "applied");
     }

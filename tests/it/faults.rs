@@ -125,8 +125,8 @@ pub async fn a_deadline_too_short_hands_the_message_back_and_a_retry_completes_i
             .with_deadline_margin(Duration::from_millis(100)),
     );
     let short = Invocation {
-        request_id: "short".into(),
         deadline: Some(Instant::now() + Duration::from_millis(400)),
+        ..Invocation::unbounded("short")
     };
     let first = handler.handle(sample_event(), &short).await?;
     let listed = listed_offsets(&first);

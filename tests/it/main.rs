@@ -8,6 +8,7 @@ mod dead_letters;
 mod faults;
 mod property;
 mod proxy;
+mod runtime_api;
 mod scenarios;
 mod support;
 

@@ -40,6 +40,8 @@ pub struct FaultProxy {
     pub server_errors_per_mille: AtomicU64,
     /// Answer every request with a 500 (DynamoDB down).
     pub down: AtomicBool,
+    /// Hold each update this long before forwarding it (a slow table).
+    pub update_delay_ms: AtomicU64,
     /// Reject, as DynamoDB does an invalid request, every update whose body contains this.
     pub reject_updates_containing: Mutex<Option<String>>,
     pub throttling: AtomicBool,
@@ -62,6 +64,7 @@ impl FaultProxy {
             throttle_one_in: AtomicU64::new(0),
             server_errors_per_mille: AtomicU64::new(0),
             down: AtomicBool::new(false),
+            update_delay_ms: AtomicU64::new(0),
             reject_updates_containing: Mutex::default(),
             throttling: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -165,6 +168,10 @@ async fn forward(State(proxy): State<Arc<FaultProxy>>, request: Request) -> Resp
                 seen.remove(&body);
             }
         }
+    }
+    let delay = proxy.update_delay_ms.load(Ordering::SeqCst);
+    if is_update && delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(uri) = format!("{}{path}", proxy.upstream).parse::<axum::http::Uri>() else {

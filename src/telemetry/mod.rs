@@ -2,6 +2,8 @@
 //! message, then the fields of every enclosing span (request id, then the
 //! message's topic, partition, offset, correlation id, ...) flattened to the
 //! top level so that CloudWatch Logs Insights can query them directly.
+//! In Lambda every line also names the function and its version; the
+//! invocation span adds `cold_start` and the X-Ray trace id.
 //! On a laptop, human-readable lines go to stderr (or JSON with `LOG_FORMAT=json`).
 
 use std::io::Write;
@@ -18,7 +20,8 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogFormat;
+use crate::config::{FunctionIdentity, LogFormat};
+use crate::telemetry::xray::XrayTracer;
 
 /// Where log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,14 +32,33 @@ pub enum Sink {
 
 /// Installs the global subscriber. Our own code logs at `level`; libraries
 /// (the SDK, hyper, the runtime) only from WARN up, so DEBUG stays readable.
-pub fn init(level: LevelFilter, format: LogFormat, sink: Sink) {
+/// JSON lines carry `function`'s name and version when there is one; with a
+/// `tracer`, our spans also go to X-Ray.
+pub fn init(
+    level: LevelFilter,
+    format: LogFormat,
+    sink: Sink,
+    function: Option<&FunctionIdentity>,
+    tracer: Option<&XrayTracer>,
+) {
     let filter = Targets::new()
         .with_target(env!("CARGO_CRATE_NAME"), level)
         .with_default(level.min(LevelFilter::WARN));
     let result = match format {
-        LogFormat::Json => tracing_subscriber::registry()
-            .with(JsonLines { sink }.with_filter(filter))
-            .try_init(),
+        LogFormat::Json => {
+            let mut every_line = Map::new();
+            if let Some(function) = function {
+                every_line.insert("function_name".into(), Value::from(function.name.as_str()));
+                every_line.insert(
+                    "function_version".into(),
+                    Value::from(function.version.as_str()),
+                );
+            }
+            tracing_subscriber::registry()
+                .with(JsonLines { sink, every_line }.with_filter(filter))
+                .with(tracer.map(XrayTracer::layer))
+                .try_init()
+        }
         LogFormat::Text => {
             let text = tracing_subscriber::fmt::layer()
                 .with_target(false)
@@ -46,9 +68,11 @@ pub fn init(level: LevelFilter, format: LogFormat, sink: Sink) {
             match sink {
                 Sink::Stdout => tracing_subscriber::registry()
                     .with(text.with_writer(std::io::stdout).with_filter(filter))
+                    .with(tracer.map(XrayTracer::layer))
                     .try_init(),
                 Sink::Stderr => tracing_subscriber::registry()
                     .with(text.with_writer(std::io::stderr).with_filter(filter))
+                    .with(tracer.map(XrayTracer::layer))
                     .try_init(),
             }
         }
@@ -62,35 +86,44 @@ struct SpanFields(Map<String, Value>);
 
 struct JsonVisitor<'a>(&'a mut Map<String, Value>);
 
+impl JsonVisitor<'_> {
+    fn insert(&mut self, field: &Field, value: Value) {
+        // `otel.*` fields steer the X-Ray layer; they are not log content.
+        if !field.name().starts_with("otel.") {
+            self.0.insert(field.name().to_owned(), value);
+        }
+    }
+}
+
 impl Visit for JsonVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.insert(field, Value::from(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.insert(field, Value::from(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.insert(field, Value::from(value));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.insert(field, Value::from(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.insert(field, Value::from(value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0
-            .insert(field.name().to_owned(), Value::from(value.to_string()));
+        self.insert(field, Value::from(value.to_string()));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().to_owned(), Value::from(format!("{value:?}")));
+        self.insert(field, Value::from(format!("{value:?}")));
     }
 }
 
 /// A layer writing one JSON object per event.
 struct JsonLines {
     sink: Sink,
+    /// Fields of the process, on every line.
+    every_line: Map<String, Value>,
 }
 
 impl<S> Layer<S> for JsonLines
@@ -122,6 +155,7 @@ where
         );
         line.insert("level".into(), Value::from(metadata.level().as_str()));
         line.insert("message".into(), Value::from(""));
+        line.extend(self.every_line.iter().map(|(k, v)| (k.clone(), v.clone())));
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(fields) = span.extensions().get::<SpanFields>() {
@@ -142,3 +176,5 @@ where
         };
     }
 }
+pub mod metrics;
+pub mod xray;
