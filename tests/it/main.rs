@@ -6,6 +6,8 @@
 mod binary;
 mod dead_letters;
 mod faults;
+mod insights;
+mod observability;
 mod property;
 mod proxy;
 mod runtime_api;
@@ -135,6 +137,36 @@ fn main() -> ExitCode {
         "dead_letters::a_poison_message_is_handed_back_when_the_queue_is_unreachable",
         || run(dead_letters::a_poison_message_is_handed_back_when_the_queue_is_unreachable()),
     ));
+    {
+        let endpoint = moto.clone();
+        trials.push(
+            Trial::test(
+                "moto::insights::the_dead_letter_query_finds_each_parked_message",
+                move || match endpoint {
+                    Some(endpoint) => run(insights::the_dead_letter_query_finds_each_parked_message(
+                        endpoint,
+                    )),
+                    None => Err(Failed::from(format!("{MOTO_ENDPOINT} is not set"))),
+                },
+            )
+            .with_ignored_flag(moto.is_none()),
+        );
+    }
+    trials.push(Trial::test(
+        "insights::runbook_queries_count_what_the_binary_logged",
+        || run(insights::runbook_queries_count_what_the_binary_logged()),
+    ));
+    macro_rules! observability_tests {
+        ($($name:ident),* $(,)?) => {
+            $(trials.push(Trial::test(concat!("observability::", stringify!($name)), || run(observability::$name())));)*
+        };
+    }
+    observability_tests![
+        metrics_follow_the_emf_specification_and_agree_with_the_metrics_line,
+        subsegments_continue_lambdas_trace_one_per_message_fan_out_and_page,
+        nothing_is_traced_when_lambda_does_not_sample,
+        a_messages_story_is_found_by_its_correlation_id,
+    ];
     macro_rules! binary_tests {
         ($($name:ident),* $(,)?) => {
             $(trials.push(Trial::test(concat!("binary::", stringify!($name)), || run(binary::$name())));)*
