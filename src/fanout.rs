@@ -3,12 +3,13 @@
 //! invocation. Memory stays bounded whatever the partition size: at most a few
 //! pages of keys and `MAX_CONCURRENCY` updates exist at once.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tracing::field::Empty;
 use tracing::{Instrument, Span, info, info_span, warn};
 
@@ -137,7 +138,7 @@ impl<S: ChargebackStore> FanOut<S> {
         let span = info_span!(
             "fan-out",
             partition_date = %plan.selection.partition_date,
-            execution_sequence = plan.selection.execution_sequence,
+            execution_sequence = xray::number(plan.selection.execution_sequence),
             written = Empty,
             already_applied = Empty,
             failed_attempts = Empty,
@@ -147,20 +148,24 @@ impl<S: ChargebackStore> FanOut<S> {
             otel.status_description = Empty,
         );
         let live = Arc::new(Progress::default());
-        let result = self
-            .stamp_in_span(plan, control, &live)
-            .instrument(span.clone())
-            .await;
-        span.record("written", live.written.load(Ordering::Relaxed));
-        span.record(
-            "already_applied",
-            live.already_applied.load(Ordering::Relaxed),
-        );
-        span.record(
-            "failed_attempts",
-            live.failed_attempts.load(Ordering::Relaxed),
-        );
-        span.record("throttled", live.throttled.load(Ordering::Relaxed));
+        let work = self.stamp_in_span(plan, control, &live);
+        let result = match self.progress_log {
+            Some(interval) => {
+                let expected = plan.values.records_in_consolidation;
+                log_progress_while(work, interval, expected, &live)
+                    .instrument(span.clone())
+                    .await
+            }
+            None => work.instrument(span.clone()).await,
+        };
+        for (field, count) in [
+            ("written", &live.written),
+            ("already_applied", &live.already_applied),
+            ("failed_attempts", &live.failed_attempts),
+            ("throttled", &live.throttled),
+        ] {
+            span.record(field, xray::number(count.load(Ordering::Relaxed)));
+        }
         if let Err(FanOutError::Store(failure)) = &result {
             span.record("error_kind", format!("{:?}", failure.class));
             xray::record_failure(&span, &failure.to_string());
@@ -196,24 +201,20 @@ impl<S: ChargebackStore> FanOut<S> {
             mpsc::channel(PAGES_AHEAD_PER_STREAM * usize::try_from(streams).unwrap_or(1));
         let mut pagers = JoinSet::new();
         for stream in 0..streams {
-            pagers.spawn(read_key_stream(
-                Arc::clone(&self.store),
-                plan.selection.clone(),
-                stream,
-                self.policy,
-                Arc::clone(control),
-                pages_tx.clone(),
-            ));
+            pagers.spawn(
+                read_key_stream(
+                    Arc::clone(&self.store),
+                    plan.selection.clone(),
+                    stream,
+                    self.policy,
+                    Arc::clone(control),
+                    pages_tx.clone(),
+                )
+                .instrument(Span::current()),
+            );
         }
         drop(pages_tx);
 
-        let _progress_log = self.progress_log.map(|interval| {
-            ProgressLog::start(
-                interval,
-                plan.values.records_in_consolidation,
-                Arc::clone(live),
-            )
-        });
         let mut report = StampReport::default();
         let mut updates = JoinSet::new();
         let mut failure = None;
@@ -352,45 +353,44 @@ impl<S: ChargebackStore> FanOut<S> {
     }
 }
 
-/// Logs one fan-out's progress at INFO every interval, in the span of the
-/// message it stamps, until dropped.
-struct ProgressLog(JoinHandle<()>);
-
-impl ProgressLog {
-    fn start(interval: Duration, expected: u64, counts: Arc<Progress>) -> Self {
-        let started = Instant::now();
-        let task = async move {
-            let mut ticks = tokio::time::interval_at((started + interval).into(), interval);
-            loop {
-                ticks.tick().await;
-                let done = counts.examined();
-                let seconds = started.elapsed().as_secs_f64();
-                let rate = done as f64 / seconds.max(1e-3);
-                let left = expected.saturating_sub(done);
-                // Unknown until something is done; the event's count is an
-                // estimate (records created since are stamped too).
-                let eta_seconds = (rate >= 1.0).then(|| (left as f64 / rate).round() as u64);
-                info!(
-                    stamped = done,
-                    written = counts.written.load(Ordering::Relaxed),
-                    already_applied = counts.already_applied.load(Ordering::Relaxed),
-                    expected_records = expected,
-                    records_per_second = rate.round() as u64,
-                    eta_seconds,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "fan-out progress: {done} of about {expected} records, {:.0}/s",
-                    rate
-                );
-            }
-        };
-        Self(tokio::spawn(task.instrument(Span::current())))
+/// Runs `work`, logging its progress at INFO every `interval` meanwhile. In
+/// the same task, so the lines carry the fan-out's span and nothing outlives
+/// it (a span still open when the response is posted would never be sent).
+async fn log_progress_while<T>(
+    work: impl Future<Output = T>,
+    interval: Duration,
+    expected: u64,
+    counts: &Progress,
+) -> T {
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval_at((started + interval).into(), interval);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticks.tick() => log_progress(started, expected, counts),
+        }
     }
 }
 
-impl Drop for ProgressLog {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+fn log_progress(started: Instant, expected: u64, counts: &Progress) {
+    let done = counts.examined();
+    let seconds = started.elapsed().as_secs_f64();
+    let rate = done as f64 / seconds.max(1e-3);
+    let left = expected.saturating_sub(done);
+    // Unknown until something is done; the event's count is an estimate
+    // (records created since its run are stamped too).
+    let eta_seconds = (rate >= 1.0).then(|| (left as f64 / rate).round() as u64);
+    info!(
+        stamped = done,
+        written = counts.written.load(Ordering::Relaxed),
+        already_applied = counts.already_applied.load(Ordering::Relaxed),
+        expected_records = expected,
+        records_per_second = rate.round() as u64,
+        eta_seconds,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "fan-out progress: {done} of about {expected} records, {rate:.0}/s"
+    );
 }
 
 /// A page's keys to stamp, and how many records it showed already applied.
@@ -424,8 +424,8 @@ async fn read_key_stream<S: ChargebackStore>(
             .await;
         match &page {
             Ok(page) => {
-                span.record("keys", page.keys.len());
-                span.record("already_applied", page.already_applied);
+                span.record("keys", xray::number(page.keys.len()));
+                span.record("already_applied", xray::number(page.already_applied));
             }
             Err(error) => xray::record_failure(&span, &error.to_string()),
         }

@@ -260,7 +260,10 @@ impl<S: ChargebackStore> BatchHandler<S> {
             Ok(DecodedValue::Consolidation(event)) => event,
         };
         span.record("partition_date", event.partition_date.to_string());
-        span.record("execution_sequence", event.execution.sequence());
+        span.record(
+            "execution_sequence",
+            xray::number(event.execution.sequence()),
+        );
         if let Some(reason) = control.stop_reason() {
             warn!(reason = %reason, "not started, handed back: {reason}");
             return MessageOutcome::Unfinished { reason };

@@ -21,7 +21,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{FunctionIdentity, LogFormat};
-use crate::telemetry::xray::XrayTracer;
+use xray::XrayTracer;
 
 /// Where log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,7 @@ pub fn init(
 ) {
     let filter = Targets::new()
         .with_target(env!("CARGO_CRATE_NAME"), level)
+        .with_target(xray::CAUSE_TARGET, LevelFilter::OFF)
         .with_default(level.min(LevelFilter::WARN));
     let result = match format {
         LogFormat::Json => {

@@ -127,10 +127,22 @@ pub fn aws_call(service: &'static str, operation: &'static str) -> Span {
     )
 }
 
-/// Marks `span`'s subsegment as failed, with why.
+/// A count as a span field. The OpenTelemetry bridge records only signed
+/// integers as numbers (an unsigned one would become a string).
+pub fn number(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+/// Events of this target only reach X-Ray (the log layer leaves them out):
+/// they say why a subsegment failed.
+pub const CAUSE_TARGET: &str = concat!(env!("CARGO_CRATE_NAME"), "::xray_cause");
+
+/// Marks `span`'s subsegment as failed, with why (its `cause`).
 pub fn record_failure(span: &Span, why: &str) {
     span.record("otel.status_code", "error");
     span.record("otel.status_description", why);
+    // A message-less event with an `error` field is an exception to the bridge.
+    tracing::error!(target: CAUSE_TARGET, parent: span, error = %why);
 }
 
 /// Makes `span` (not yet entered) a child of the segment Lambda's trace
