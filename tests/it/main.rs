@@ -143,9 +143,9 @@ fn main() -> ExitCode {
             Trial::test(
                 "moto::insights::the_dead_letter_query_finds_each_parked_message",
                 move || match endpoint {
-                    Some(endpoint) => run(insights::the_dead_letter_query_finds_each_parked_message(
-                        endpoint,
-                    )),
+                    Some(endpoint) => run(
+                        insights::the_dead_letter_query_finds_each_parked_message(endpoint),
+                    ),
                     None => Err(Failed::from(format!("{MOTO_ENDPOINT} is not set"))),
                 },
             )
