@@ -225,6 +225,7 @@ impl<S: ChargebackStore> BatchHandler<S> {
                 .process_in_span(message, control, request_id, &span)
                 .await;
             // The last line of every message's story, whatever happened.
+            span.record("outcome", outcome.label());
             info!(
                 outcome = outcome.label(),
                 handed_back = outcome.hands_back(),
@@ -425,6 +426,7 @@ fn message_span(message: &KafkaMessage) -> Span {
         correlation_id = Empty,
         partition_date = Empty,
         execution_sequence = Empty,
+        outcome = Empty,
     )
 }
 
@@ -449,11 +451,10 @@ fn log_blocked(message: &KafkaMessage, behind: i64) {
     );
     let _entered = span.enter();
     info!("message received");
+    span.record("outcome", "blocked");
     info!(
-        outcome = "blocked",
         handed_back = true,
-        behind,
-        "message outcome: blocked behind offset {behind}, handed back in offset order"
+        behind, "message outcome: blocked behind offset {behind}, handed back in offset order"
     );
 }
 

@@ -34,7 +34,7 @@ pub fn local_sdk(endpoint: &str) -> SdkConfig {
         .build()
 }
 
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -43,7 +43,7 @@ fn unique(prefix: &str) -> String {
 }
 
 /// A fresh queue; returns its URL.
-async fn create_queue(
+pub async fn create_queue(
     sqs: &aws_sdk_sqs::Client,
     attributes: &[(QueueAttributeName, &str)],
 ) -> anyhow::Result<String> {

@@ -166,7 +166,25 @@ fn main() -> ExitCode {
         subsegments_continue_lambdas_trace_one_per_message_fan_out_and_page,
         nothing_is_traced_when_lambda_does_not_sample,
         a_messages_story_is_found_by_its_correlation_id,
+        throttled_requests_are_counted_in_the_metrics,
     ];
+    {
+        let endpoint = moto.clone();
+        trials.push(
+            Trial::test(
+                "moto::observability::dead_letter_and_notice_calls_are_traced_and_counted",
+                move || match endpoint {
+                    Some(endpoint) => run(
+                        observability::dead_letter_and_notice_calls_are_traced_and_counted(
+                            endpoint,
+                        ),
+                    ),
+                    None => Err(Failed::from(format!("{MOTO_ENDPOINT} is not set"))),
+                },
+            )
+            .with_ignored_flag(moto.is_none()),
+        );
+    }
     macro_rules! binary_tests {
         ($($name:ident),* $(,)?) => {
             $(trials.push(Trial::test(concat!("binary::", stringify!($name)), || run(binary::$name())));)*

@@ -573,3 +573,114 @@ pub async fn a_messages_story_is_found_by_its_correlation_id() -> anyhow::Result
     ensure!(other.iter().all(|l| l["correlation_id"] != correlation_id));
     Ok(())
 }
+
+pub async fn throttled_requests_are_counted_in_the_metrics() -> anyhow::Result<()> {
+    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    seed_day(&table, "cb", "2025-11-20", 20).await?;
+    let (proxy, dynamodb) = FaultProxy::start(&table.endpoint).await?;
+    proxy.throttle_one_in.store(2, Ordering::SeqCst);
+    proxy.throttling.store(true, Ordering::SeqCst);
+    let run = run_lambda(Stub::new(sample_event()), &dynamodb, &table.name, &[]).await?;
+    ensure!(run.response == Some(json!({"batchItemFailures": []})));
+    let throttled = proxy.throttled.load(Ordering::SeqCst);
+    ensure!(throttled > 0, "the proxy throttled nothing");
+    let documents = run.metric_documents();
+    ensure!(documents.len() == 1);
+    ensure!(
+        documents[0]["ThrottledRequests"] == throttled,
+        "the proxy throttled {throttled}: {}",
+        documents[0]
+    );
+    ensure!(documents[0]["ChargebacksUpdated"] == 20);
+    Ok(())
+}
+
+/// With a dead-letter queue and a failure topic (moto): the poison is
+/// parked, the SQS and SNS calls are subsegments of their own, and the
+/// metrics count a dead-letter, not a hand-back.
+pub async fn dead_letter_and_notice_calls_are_traced_and_counted(
+    moto: String,
+) -> anyhow::Result<()> {
+    use crate::dead_letters::{create_queue, local_sdk, unique};
+
+    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    seed_day(&table, "cb", "2025-11-20", 2).await?;
+    let sdk = local_sdk(&moto);
+    let dlq = create_queue(&aws_sdk_sqs::Client::new(&sdk), &[]).await?;
+    let topic = aws_sdk_sns::Client::new(&sdk)
+        .create_topic()
+        .name(unique("failures"))
+        .send()
+        .await?
+        .topic_arn
+        .ok_or_else(|| anyhow!("no topic arn"))?;
+    let (daemon, address) = Daemon::start().await?;
+    let run = run_lambda(
+        Stub::new(kafka_event(&[
+            Message::json(
+                0,
+                10,
+                &consolidation("2025-11-20", 2, 4, "2025-11-20T06:30:00"),
+            ),
+            Message {
+                partition: 1,
+                offset: 5,
+                value: "not json".into(),
+            },
+        ])),
+        &table.endpoint,
+        &table.name,
+        &[
+            ("AWS_XRAY_DAEMON_ADDRESS", &address),
+            ("DLQ_URL", &dlq),
+            ("FAILURE_TOPIC_ARN", &topic),
+            ("AWS_ENDPOINT_URL_SQS", &moto),
+            ("AWS_ENDPOINT_URL_SNS", &moto),
+        ],
+    )
+    .await?;
+    ensure!(
+        run.response == Some(json!({"batchItemFailures": []})),
+        "the poison is parked, not handed back: {:?}",
+        run.response
+    );
+    let metrics = run.metric_documents();
+    ensure!(metrics.len() == 1);
+    for (name, value) in [
+        ("MessagesProcessed", 1),
+        ("MessagesDeadLettered", 1),
+        ("MessagesRetried", 0),
+        ("MessagesFailed", 1),
+    ] {
+        ensure!(metrics[0][name] == value, "{name}: {}", metrics[0]);
+    }
+
+    let documents = daemon.documents().await?;
+    let calls: Vec<&Value> = documents
+        .iter()
+        .filter(|d| d["namespace"] == "aws")
+        .collect();
+    let named = |service: &str| calls.iter().copied().find(|d| d["name"] == service);
+    let send = named("SQS").ok_or_else(|| anyhow!("no SQS subsegment: {documents:#?}"))?;
+    let publish = named("SNS").ok_or_else(|| anyhow!("no SNS subsegment: {documents:#?}"))?;
+    let poison = documents
+        .iter()
+        .find(|d| d["name"] == "message" && d["id"] == send["parent_id"])
+        .ok_or_else(|| anyhow!("the send hangs under the poison's message: {send}"))?;
+    ensure!(
+        poison["annotations"]["outcome"] == "dead_lettered",
+        "{poison}"
+    );
+    let invocation = documents
+        .iter()
+        .find(|d| d["name"] == "invocation")
+        .ok_or_else(|| anyhow!("no invocation"))?;
+    ensure!(
+        publish["parent_id"] == invocation["id"],
+        "one notice per invocation: {publish}"
+    );
+    for call in [send, publish] {
+        ensure!(call.get("fault").is_none_or(|f| f == false), "{call}");
+    }
+    Ok(())
+}
