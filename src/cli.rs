@@ -165,11 +165,14 @@ async fn invoke(settings: &Settings, event: PathBuf) -> anyhow::Result<ExitCode>
 /// The store the settings name, described once.
 async fn connect_store(settings: &Settings) -> (aws_config::SdkConfig, Arc<DynamoStore>) {
     let sdk = load_sdk_config(settings.region.as_deref()).await;
-    let store = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        &settings.table_name,
-        &settings.date_index,
-    ));
+    let store = Arc::new(
+        DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &settings.table_name,
+            &settings.date_index,
+        )
+        .with_write_mode(settings.write_mode),
+    );
     store.warm_up().await;
     (sdk, store)
 }
@@ -405,7 +408,10 @@ pub mod demo {
             );
         }
 
-        let store = Arc::new(DynamoStore::new(client, table, &settings.date_index));
+        let store = Arc::new(
+            DynamoStore::new(client, table, &settings.date_index)
+                .with_write_mode(settings.write_mode),
+        );
         store.warm_up().await;
         let progress = Arc::new(Progress::default());
         let handler =

@@ -64,6 +64,30 @@ pub struct Settings {
     pub xray: Option<XrayDaemon>,
     /// The function as Lambda names it; `None` outside Lambda.
     pub function: Option<FunctionIdentity>,
+    /// How the conditional updates are sent.
+    pub write_mode: WriteMode,
+}
+
+/// How each record's conditional update is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WriteMode {
+    /// One `UpdateItem` per record.
+    #[default]
+    UpdateItem,
+    /// PartiQL `BatchExecuteStatement`, 25 conditional `UPDATE`s per request.
+    BatchStatement,
+}
+
+fn write_mode(value: &str) -> Result<WriteMode, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "update-item" => Ok(WriteMode::UpdateItem),
+        "batch-statement" => Ok(WriteMode::BatchStatement),
+        _ => Err(invalid(
+            "WRITE_MODE",
+            value,
+            "expected update-item or batch-statement",
+        )),
+    }
 }
 
 /// `AWS_LAMBDA_FUNCTION_NAME` and `AWS_LAMBDA_FUNCTION_VERSION`.
@@ -135,6 +159,10 @@ impl Settings {
                 .transpose()?
                 .unwrap_or(DEFAULT_PROGRESS_INTERVAL),
             xray: xray_daemon(&get)?,
+            write_mode: get("WRITE_MODE")
+                .map(|v| write_mode(&v))
+                .transpose()?
+                .unwrap_or_default(),
             function: get("AWS_LAMBDA_FUNCTION_NAME").map(|name| FunctionIdentity {
                 name,
                 version: get("AWS_LAMBDA_FUNCTION_VERSION").unwrap_or_else(|| "$LATEST".into()),
@@ -414,8 +442,10 @@ mod tests {
             ("DEADLINE_SAFETY_MARGIN_MS", "2500"),
             ("METRICS_NAMESPACE", "Team/Updater"),
             ("PROGRESS_LOG_INTERVAL_SECONDS", "3"),
+            ("WRITE_MODE", "Batch-Statement"),
         ])
         .unwrap();
+        assert_eq!(s.write_mode, WriteMode::BatchStatement);
         assert_eq!(s.metrics_namespace, "Team/Updater");
         assert_eq!(s.progress_interval, Duration::from_secs(3));
         assert_eq!(
@@ -479,6 +509,7 @@ mod tests {
             ("PROGRESS_LOG_INTERVAL_SECONDS", "0"),
             ("PROGRESS_LOG_INTERVAL_SECONDS", "soon"),
             ("XRAY_TRACING", "maybe"),
+            ("WRITE_MODE", "fast"),
         ] {
             let error = settings(&[(variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable);

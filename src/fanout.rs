@@ -4,8 +4,8 @@
 //! pages of keys and `MAX_CONCURRENCY` updates exist at once.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -215,62 +215,63 @@ impl<S: ChargebackStore> FanOut<S> {
         }
         drop(pages_tx);
 
-        let mut report = StampReport::default();
-        let mut updates = JoinSet::new();
-        let mut failure = None;
+        // Keys go out in requests of `batch` (one per `UpdateItem`, up to 25
+        // per `BatchExecuteStatement`), each holding one limiter permit.
+        let batch = if self.dry_run {
+            1
+        } else {
+            self.store.batch_limit().max(1)
+        };
+        let mut chunk = Vec::with_capacity(batch);
+        let mut running = Running {
+            updates: JoinSet::new(),
+            report: StampReport::default(),
+            failure: None,
+        };
         let mut stopped = None;
         'pages: while let Some(page) = pages.recv().await {
             let (keys, already_applied) = match page {
                 Ok(page) => page,
                 Err(error) => {
-                    failure = Some(error);
+                    running.failure = Some(error);
                     break;
                 }
             };
-            report.already_applied += already_applied;
-            report.already_applied_on_read += already_applied;
+            running.report.already_applied += already_applied;
+            running.report.already_applied_on_read += already_applied;
             self.progress.record_read(already_applied);
             live.record_read(already_applied);
             for key in keys {
-                let permit = self.limiter.acquire().await.map_err(retried)?;
-                self.tally_finished(&mut updates, &mut report, live, &mut failure);
-                if failure.is_some() {
+                chunk.push(key);
+                if chunk.len() < batch {
+                    continue;
+                }
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(batch));
+                if let Err(halt) = self.launch(full, &stamp, control, live, &mut running).await {
+                    stopped = halt;
                     break 'pages;
                 }
-                if let Some(reason) = control.stop_reason() {
-                    stopped = Some(reason);
-                    break 'pages;
-                }
-                let store = Arc::clone(&self.store);
-                let stamp = Arc::clone(&stamp);
-                let limiter = Arc::clone(&self.limiter);
-                let control = Arc::clone(control);
-                let policy = self.policy;
-                let dry_run = self.dry_run;
-                let attempts = Arc::clone(live);
-                updates.spawn(async move {
-                    let attempt = || {
-                        let attempts = &attempts;
-                        let (store, key, stamp) = (&store, &key, &stamp);
-                        async move {
-                            let result = if dry_run {
-                                store.check_stamp(key, stamp).await
-                            } else {
-                                store.stamp(key, stamp).await
-                            };
-                            result.inspect_err(|e| attempts.record_failed_attempt(e))
-                        }
-                    };
-                    let result = policy.run(Some(&limiter), &control, attempt).await;
-                    drop(permit);
-                    result
-                });
             }
         }
         drop(pages);
-        if failure.is_some() || stopped.is_some() {
+        // The last, partial request, unless the fan-out already halted.
+        let halted = running.failure.is_some() || stopped.is_some();
+        if !halted
+            && !chunk.is_empty()
+            && let Err(halt) = self
+                .launch(chunk, &stamp, control, live, &mut running)
+                .await
+        {
+            stopped = halt;
+        }
+        if running.failure.is_some() || stopped.is_some() {
             pagers.abort_all();
         }
+        let Running {
+            mut updates,
+            mut report,
+            mut failure,
+        } = running;
         while let Some(joined) = updates.join_next().await {
             self.tally(joined, &mut report, live, &mut failure);
         }
@@ -314,30 +315,69 @@ impl<S: ChargebackStore> FanOut<S> {
         Ok(report)
     }
 
-    fn tally_finished(
+    /// Starts one request's worth of updates once the limiter allows.
+    /// `Err` says no more should start: `Some` reason to stop, or `None`
+    /// when a request failed for good (`running.failure` says which).
+    async fn launch(
         &self,
-        updates: &mut JoinSet<Result<StampResult, StoreError>>,
-        report: &mut StampReport,
-        live: &Progress,
-        failure: &mut Option<StoreError>,
-    ) {
-        while let Some(joined) = updates.try_join_next() {
-            self.tally(joined, report, live, failure);
+        keys: Vec<S::Key>,
+        stamp: &Arc<S::PreparedStamp>,
+        control: &Arc<InvocationControl>,
+        live: &Arc<Progress>,
+        running: &mut Running,
+    ) -> Result<(), Option<StopReason>> {
+        let permit = match self.limiter.acquire().await {
+            Ok(permit) => permit,
+            Err(error) => {
+                running.failure.get_or_insert(error);
+                return Err(None);
+            }
+        };
+        while let Some(joined) = running.updates.try_join_next() {
+            self.tally(joined, &mut running.report, live, &mut running.failure);
         }
+        if running.failure.is_some() {
+            return Err(None);
+        }
+        if let Some(reason) = control.stop_reason() {
+            return Err(Some(reason));
+        }
+        let store = Arc::clone(&self.store);
+        let stamp = Arc::clone(stamp);
+        let limiter = Arc::clone(&self.limiter);
+        let control = Arc::clone(control);
+        let attempts = Arc::clone(live);
+        let (policy, dry_run) = (self.policy, self.dry_run);
+        running.updates.spawn(async move {
+            let request = Request {
+                store: &*store,
+                stamp: &stamp,
+                dry_run,
+                attempts: &attempts,
+            };
+            let result = request
+                .run_with_retries(keys, policy, &limiter, &control)
+                .await;
+            drop(permit);
+            result
+        });
+        Ok(())
     }
 
     fn tally(
         &self,
-        joined: Result<Result<StampResult, StoreError>, tokio::task::JoinError>,
+        joined: Result<Result<Vec<StampResult>, StoreError>, tokio::task::JoinError>,
         report: &mut StampReport,
         live: &Progress,
         failure: &mut Option<StoreError>,
     ) {
         match joined {
-            Ok(Ok(result)) => {
-                report.record(result);
-                self.progress.record(result);
-                live.record(result);
+            Ok(Ok(results)) => {
+                for result in results {
+                    report.record(result);
+                    self.progress.record(result);
+                    live.record(result);
+                }
             }
             Ok(Err(error)) => {
                 failure.get_or_insert(error);
@@ -350,6 +390,89 @@ impl<S: ChargebackStore> FanOut<S> {
                 ));
             }
         }
+    }
+}
+
+/// The updates in flight for one fan-out, and what finished ones reported.
+struct Running {
+    updates: JoinSet<Result<Vec<StampResult>, StoreError>>,
+    report: StampReport,
+    failure: Option<StoreError>,
+}
+
+/// One request's worth of keys to stamp (or, in a dry run, to check).
+struct Request<'a, S: ChargebackStore> {
+    store: &'a S,
+    stamp: &'a S::PreparedStamp,
+    dry_run: bool,
+    attempts: &'a Progress,
+}
+
+impl<S: ChargebackStore> Request<'_, S> {
+    /// Sends `keys` under the retry policy. After a partial failure only the
+    /// keys whose statements failed are sent again; a key that failed for
+    /// good fails the whole request, as a single update would.
+    async fn run_with_retries(
+        &self,
+        keys: Vec<S::Key>,
+        policy: RetryPolicy,
+        limiter: &AdaptiveLimiter,
+        control: &InvocationControl,
+    ) -> Result<Vec<StampResult>, StoreError> {
+        let pending = Mutex::new(keys);
+        let done = Mutex::new(Vec::new());
+        policy
+            .run(Some(limiter), control, || self.attempt(&pending, &done))
+            .await?;
+        Ok(done.into_inner().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    async fn attempt(
+        &self,
+        pending: &Mutex<Vec<S::Key>>,
+        done: &Mutex<Vec<StampResult>>,
+    ) -> Result<(), StoreError> {
+        let keys = std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner));
+        let results = if self.dry_run {
+            let mut results = Vec::with_capacity(keys.len());
+            for key in &keys {
+                results.push(self.store.check_stamp(key, self.stamp).await);
+            }
+            Ok(results)
+        } else {
+            self.store.stamp_batch(&keys, self.stamp).await
+        };
+        let results = match results {
+            Ok(results) => results,
+            Err(error) => {
+                self.attempts.record_failed_attempt(&error);
+                *pending.lock().unwrap_or_else(PoisonError::into_inner) = keys;
+                return Err(error);
+            }
+        };
+        let mut retry = Vec::new();
+        let mut worst: Option<StoreError> = None;
+        let mut finished = Vec::with_capacity(keys.len());
+        for (key, result) in keys.into_iter().zip(results) {
+            match result {
+                Ok(result) => finished.push(result),
+                Err(error) => {
+                    self.attempts.record_failed_attempt(&error);
+                    retry.push(key);
+                    if worst
+                        .as_ref()
+                        .is_none_or(|w| error.class.severity() > w.class.severity())
+                    {
+                        worst = Some(error);
+                    }
+                }
+            }
+        }
+        done.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(finished);
+        *pending.lock().unwrap_or_else(PoisonError::into_inner) = retry;
+        worst.map_or(Ok(()), Err)
     }
 }
 

@@ -95,11 +95,14 @@ async fn run(
         }
     };
     let sdk = load_sdk_config(settings.region.as_deref()).await;
-    let store = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        &settings.table_name,
-        &settings.date_index,
-    ));
+    let store = Arc::new(
+        DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &settings.table_name,
+            &settings.date_index,
+        )
+        .with_write_mode(settings.write_mode),
+    );
     if tokio::time::timeout(WARM_UP_LIMIT, store.warm_up())
         .await
         .is_err()

@@ -25,6 +25,20 @@ pub enum ErrorClass {
     Setup,
 }
 
+impl ErrorClass {
+    /// Which of several failures decides a request's fate: one that cannot
+    /// be retried outranks one that can.
+    pub fn severity(self) -> u8 {
+        match self {
+            Self::Throttled => 0,
+            Self::Transient => 1,
+            Self::Unreachable => 2,
+            Self::Permanent => 3,
+            Self::Setup => 4,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Error)]
 #[error("{operation} failed ({class:?}): {message}")]
 pub struct StoreError {
@@ -87,6 +101,28 @@ pub trait ChargebackStore: Send + Sync + 'static {
         key: &Self::Key,
         stamp: &Self::PreparedStamp,
     ) -> impl Future<Output = Result<StampResult, StoreError>> + Send;
+
+    /// How many records [`stamp_batch`](Self::stamp_batch) takes per request.
+    fn batch_limit(&self) -> usize {
+        1
+    }
+
+    /// Stamps up to [`batch_limit`](Self::batch_limit) records in one
+    /// request: one result per key, in order. `Err` when the request as a
+    /// whole failed (nothing is known of any key).
+    fn stamp_batch(
+        &self,
+        keys: &[Self::Key],
+        stamp: &Self::PreparedStamp,
+    ) -> impl Future<Output = Result<Vec<Result<StampResult, StoreError>>, StoreError>> + Send {
+        async move {
+            let mut results = Vec::with_capacity(keys.len());
+            for key in keys {
+                results.push(self.stamp(key, stamp).await);
+            }
+            Ok(results)
+        }
+    }
 
     /// What [`stamp`](Self::stamp) would do, without writing: `Written` means
     /// "would be written" (for dry runs).

@@ -13,7 +13,7 @@ use crate::support::*;
 
 pub async fn the_runtime_polls_handles_a_kafka_event_and_posts_the_response() -> anyhow::Result<()>
 {
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     let (response, stdout, stderr) = one_lambda_invocation(&table).await?;
     ensure!(
         response == Some(serde_json::json!({"batchItemFailures": []})),
@@ -88,7 +88,7 @@ pub async fn a_table_without_the_date_index_is_warned_about_once_at_cold_start()
         index: None,
         ..TableShape::default()
     };
-    let table = TestTable::create(&Backend::Embedded, shape).await?;
+    let table = TestTable::create(&Backend::embedded(), shape).await?;
     let (response, stdout, stderr) = one_lambda_invocation(&table).await?;
     ensure!(
         response == Some(serde_json::json!({"batchItemFailures": []})),
@@ -131,7 +131,7 @@ pub async fn a_table_without_the_date_index_is_warned_about_once_at_cold_start()
 }
 
 pub async fn a_payload_that_is_not_a_kafka_event_fails_the_invocation() -> anyhow::Result<()> {
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     let stub =
         Stub::new(serde_json::json!({"Records": [{"eventSource": "aws:sqs", "body": "{}"}]}));
     let api = start_stub(stub.clone()).await?;
@@ -191,7 +191,7 @@ pub async fn an_invalid_setting_is_reported_to_the_init_error_endpoint() -> anyh
 /// measured, not tested.
 pub async fn cold_start_is_measured_to_the_first_poll() -> anyhow::Result<()> {
     const RUNS: usize = 7;
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     let mut samples = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
         let stub = Stub::new(sample_event());
@@ -221,7 +221,7 @@ pub async fn cold_start_is_measured_to_the_first_poll() -> anyhow::Result<()> {
 }
 
 pub async fn the_invoke_command_prints_the_response_and_logs_to_stderr() -> anyhow::Result<()> {
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     table
         .seed(std::iter::once(chargeback(
             "cb-9",
@@ -323,7 +323,7 @@ async fn cli(table: &TestTable, args: &[&str]) -> anyhow::Result<String> {
 
 pub async fn backfill_stamps_a_day_by_hand_and_force_never_regresses_a_newer_execution()
 -> anyhow::Result<()> {
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     let early = chargeback("cb-a", "2025-11-20", "2025-11-20T01:00:00.000Z");
     let late = chargeback("cb-b", "2025-11-20", "2025-11-20T23:00:00.000Z");
     let newer = chargeback("cb-c", "2025-11-20", "2025-11-20T00:30:00.000Z");

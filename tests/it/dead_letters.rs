@@ -201,7 +201,7 @@ fn raw_event(records: &[(i64, Value)]) -> Value {
 pub async fn every_kind_of_poison_is_dead_lettered_with_its_payload(
     moto: String,
 ) -> anyhow::Result<()> {
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     let early = chargeback("cb-early", "2025-11-20", "2025-11-20T01:00:00.000Z");
     table.seed(std::iter::once(early.clone())).await?;
     let sdk = local_sdk(&moto);
@@ -303,7 +303,7 @@ pub async fn every_kind_of_poison_is_dead_lettered_with_its_payload(
 pub async fn a_value_too_large_for_the_queue_is_dead_lettered_truncated(
     moto: String,
 ) -> anyhow::Result<()> {
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     let sdk = local_sdk(&moto);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let url = create_queue(&sqs, &[(QueueAttributeName::MaximumMessageSize, "4096")]).await?;
@@ -343,7 +343,7 @@ pub async fn a_value_too_large_for_the_queue_is_dead_lettered_truncated(
 
 /// Runs without moto: the queue's endpoint refuses connections.
 pub async fn a_poison_message_is_handed_back_when_the_queue_is_unreachable() -> anyhow::Result<()> {
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     let closed = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let endpoint = format!("http://{}", closed.local_addr()?);
     drop(closed);
@@ -373,7 +373,7 @@ pub async fn a_poison_message_is_handed_back_when_the_queue_is_unreachable() -> 
 pub async fn one_failure_notification_is_published_per_invocation(
     moto: String,
 ) -> anyhow::Result<()> {
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     let sdk = local_sdk(&moto);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let sns = aws_sdk_sns::Client::new(&sdk);
@@ -490,7 +490,7 @@ fn parked_letter(offset: i64, value: Value) -> anyhow::Result<String> {
 pub async fn redrive_replays_what_now_decodes_and_leaves_the_rest(
     moto: String,
 ) -> anyhow::Result<()> {
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     let record = chargeback("cb-r", "2025-11-20", "2025-11-20T02:00:00.000Z");
     table.seed(std::iter::once(record.clone())).await?;
     let sqs = aws_sdk_sqs::Client::new(&local_sdk(&moto));

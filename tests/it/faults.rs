@@ -9,6 +9,7 @@ use anyhow::ensure;
 use consolidation_updater::domain::outcome::MessageOutcome;
 use consolidation_updater::fanout::FanOut;
 use consolidation_updater::handler::{BatchHandler, Invocation};
+use consolidation_updater::ports::ChargebackStore as _;
 use consolidation_updater::store::dynamodb::provision::TableShape;
 use consolidation_updater::store::dynamodb::{DynamoStore, load_sdk_config, local_client};
 
@@ -28,22 +29,28 @@ pub async fn throttling_is_absorbed_and_the_client_backs_off(
 ) -> anyhow::Result<()> {
     const CONCURRENCY: usize = 32;
     let table = TestTable::create(&backend, TableShape::default()).await?;
-    let day = sample_day(4000);
+    // Enough requests after the throttling for the limit to climb back: a
+    // batch request carries 25 records, so a batched day is larger.
+    let batch = table.store().batch_limit();
+    let day = sample_day(if batch > 1 { 20_000 } else { 4000 });
     table.seed(day.chargebacks()).await?;
     let (proxy, endpoint) = FaultProxy::start(&table.endpoint).await?;
     let client = local_client(&load_sdk_config(Some(REGION)).await, &endpoint);
-    let store = Arc::new(DynamoStore::new(client, &table.name, INDEX));
+    let store =
+        Arc::new(DynamoStore::new(client, &table.name, INDEX).with_write_mode(backend.write_mode));
     let handler = Arc::new(BatchHandler::new(FanOut::new(
         store,
         CONCURRENCY,
         Arc::default(),
     )));
 
-    // Throttle one update in two from the 600th update on, for 1.5 seconds.
+    // Throttle one update request in two once 600 records were sent (24
+    // requests of 25 statements), for 1.5 seconds.
+    let start_after = 600 / batch as u64;
     let switch = {
         let proxy = Arc::clone(&proxy);
         tokio::spawn(async move {
-            while proxy.updates_seen() < 600 {
+            while proxy.updates_seen() < start_after {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             proxy.throttle_one_in.store(2, Ordering::SeqCst);
@@ -216,7 +223,7 @@ pub async fn a_missing_table_hands_every_message_back() -> anyhow::Result<()> {
 /// DynamoDB rejecting one message's update for good (a `ValidationException`)
 /// dead-letters that message; the next one of the partition still applies.
 pub async fn a_permanently_rejected_update_dead_letters_its_message() -> anyhow::Result<()> {
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     let poisoned = chargeback("cb-too-big", "2025-11-20", "2025-11-20T01:00:00.000Z");
     let other_day = chargeback("cb-next", "2025-11-21", "2025-11-21T01:00:00.000Z");
     table

@@ -19,7 +19,8 @@ use std::process::ExitCode;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use support::Backend;
+use consolidation_updater::config::WriteMode;
+use support::{Backend, Server};
 
 const DYNAMODB_LOCAL_ENDPOINT: &str = "DYNAMODB_LOCAL_ENDPOINT";
 const MOTO_ENDPOINT: &str = "MOTO_ENDPOINT";
@@ -79,23 +80,35 @@ fn main() -> ExitCode {
     eprintln!("{notice}");
 
     let mut trials = Vec::new();
+    // Every scenario on both servers, with both write paths.
     for (name, scenario) in scenarios::ALL {
         let scenario = *scenario;
         let name = name.rsplit("::").next().unwrap_or(name).trim();
-        trials.push(Trial::test(format!("embedded::{name}"), move || {
-            run(scenario(Backend::Embedded))
-        }));
-        let backend = dynamodb_local.clone().map(Backend::DynamoDbLocal);
-        let ignored = backend.is_none();
-        trials.push(
-            Trial::test(format!("dynamodb_local::{name}"), move || match backend {
-                Some(backend) => run(scenario(backend)),
-                None => Err(Failed::from(format!(
-                    "{DYNAMODB_LOCAL_ENDPOINT} is not set"
-                ))),
-            })
-            .with_ignored_flag(ignored),
-        );
+        for (mode, write_mode) in [
+            ("", WriteMode::UpdateItem),
+            ("batch_statement::", WriteMode::BatchStatement),
+        ] {
+            trials.push(Trial::test(format!("embedded::{mode}{name}"), move || {
+                run(scenario(Backend::embedded().writing_with(write_mode)))
+            }));
+            let backend = dynamodb_local.clone().map(|endpoint| Backend {
+                server: Server::DynamoDbLocal(endpoint),
+                write_mode,
+            });
+            let ignored = backend.is_none();
+            trials.push(
+                Trial::test(
+                    format!("dynamodb_local::{mode}{name}"),
+                    move || match backend {
+                        Some(backend) => run(scenario(backend)),
+                        None => Err(Failed::from(format!(
+                            "{DYNAMODB_LOCAL_ENDPOINT} is not set"
+                        ))),
+                    },
+                )
+                .with_ignored_flag(ignored),
+            );
+        }
     }
     macro_rules! moto_tests {
         ($($name:ident),* $(,)?) => {

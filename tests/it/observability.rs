@@ -126,7 +126,7 @@ fn known_mix() -> Value {
 
 pub async fn metrics_follow_the_emf_specification_and_agree_with_the_metrics_line()
 -> anyhow::Result<()> {
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     seed_day(&table, "cb", "2025-11-20", 3).await?;
     let run = run_lambda(Stub::new(known_mix()), &table.endpoint, &table.name, &[]).await?;
     ensure!(
@@ -318,7 +318,7 @@ fn metadata<'a>(document: &'a Value, key: &str) -> Option<&'a Value> {
 pub async fn subsegments_continue_lambdas_trace_one_per_message_fan_out_and_page()
 -> anyhow::Result<()> {
     const RECORDS: usize = 40;
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     seed_day(&table, "cb", "2025-11-20", RECORDS).await?;
     seed_day(&table, "cb-rejected", "2025-11-21", 1).await?;
     // DynamoDB refuses, for good, any update of the 21st's record.
@@ -466,7 +466,7 @@ pub async fn subsegments_continue_lambdas_trace_one_per_message_fan_out_and_page
 }
 
 pub async fn nothing_is_traced_when_lambda_does_not_sample() -> anyhow::Result<()> {
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     seed_day(&table, "cb", "2025-11-20", 2).await?;
     let (daemon, address) = Daemon::start().await?;
     let mut stub = Stub::new(sample_event());
@@ -486,7 +486,7 @@ pub async fn nothing_is_traced_when_lambda_does_not_sample() -> anyhow::Result<(
 
 pub async fn a_messages_story_is_found_by_its_correlation_id() -> anyhow::Result<()> {
     const RECORDS: usize = 100;
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     seed_day(&table, "cb", "2025-11-20", RECORDS).await?;
     // Slow updates, so that the fan-out lasts a few progress intervals.
     let (proxy, dynamodb) = FaultProxy::start(&table.endpoint).await?;
@@ -575,7 +575,7 @@ pub async fn a_messages_story_is_found_by_its_correlation_id() -> anyhow::Result
 }
 
 pub async fn throttled_requests_are_counted_in_the_metrics() -> anyhow::Result<()> {
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     seed_day(&table, "cb", "2025-11-20", 20).await?;
     let (proxy, dynamodb) = FaultProxy::start(&table.endpoint).await?;
     proxy.throttle_one_in.store(2, Ordering::SeqCst);
@@ -603,7 +603,7 @@ pub async fn dead_letter_and_notice_calls_are_traced_and_counted(
 ) -> anyhow::Result<()> {
     use crate::dead_letters::{create_queue, local_sdk, unique};
 
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     seed_day(&table, "cb", "2025-11-20", 2).await?;
     let sdk = local_sdk(&moto);
     let dlq = create_queue(&aws_sdk_sqs::Client::new(&sdk), &[]).await?;

@@ -63,7 +63,7 @@ pub async fn deliveries_with_faults_end_as_if_each_event_applied_once_in_order()
 /// Returns how many deliveries the case took and how many messages were handed back.
 async fn one_case(seed: u64) -> anyhow::Result<(usize, usize)> {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let table = TestTable::create(&Backend::Embedded, TableShape::default()).await?;
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     let records: Vec<Chargeback> = DATES
         .iter()
         .flat_map(|date| {

@@ -1,5 +1,6 @@
 //! A small fault-injecting HTTP proxy in front of a real DynamoDB-compatible
-//! server. It answers a share of `UpdateItem` requests with DynamoDB's
+//! server. It answers a share of update requests (`UpdateItem`, and
+//! `BatchExecuteStatement` as a whole) with DynamoDB's
 //! throttling error while throttling is on, and records how many requests
 //! were in flight through it, so tests observe the client's behaviour from
 //! the outside.
@@ -107,10 +108,9 @@ async fn forward(State(proxy): State<Arc<FaultProxy>>, request: Request) -> Resp
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         return status(StatusCode::BAD_REQUEST, "unreadable body");
     };
-    let is_update = parts
-        .headers
-        .get("x-amz-target")
-        .is_some_and(|t| t.as_bytes().ends_with(b".UpdateItem"));
+    let is_update = parts.headers.get("x-amz-target").is_some_and(|t| {
+        t.as_bytes().ends_with(b".UpdateItem") || t.as_bytes().ends_with(b".BatchExecuteStatement")
+    });
     let server_error = || {
         let mut response = status(StatusCode::INTERNAL_SERVER_ERROR, SERVER_ERROR_BODY);
         response.headers_mut().insert(

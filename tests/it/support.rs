@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use consolidation_updater::config::WriteMode;
 use consolidation_updater::domain::dead_letter::DeadLetter;
 use consolidation_updater::domain::outcome::BatchOutcome;
 use consolidation_updater::embedded::EmbeddedServer;
@@ -29,11 +30,33 @@ pub const REGION: &str = "sa-east-1";
 
 /// Which real server a test runs against.
 #[derive(Debug, Clone)]
-pub enum Backend {
+pub enum Server {
     /// The `dynoxide-rs` engine, served on loopback by the test itself.
     Embedded,
     /// The official DynamoDB Local at this endpoint (started by `.ci/run`).
     DynamoDbLocal(String),
+}
+
+/// A server, and how the adapter under test writes to it.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub server: Server,
+    pub write_mode: WriteMode,
+}
+
+impl Backend {
+    /// The embedded engine, one `UpdateItem` per record.
+    pub fn embedded() -> Self {
+        Self {
+            server: Server::Embedded,
+            write_mode: WriteMode::UpdateItem,
+        }
+    }
+
+    pub fn writing_with(mut self, write_mode: WriteMode) -> Self {
+        self.write_mode = write_mode;
+        self
+    }
 }
 
 /// A fresh table, unique to one test, on the backend's server.
@@ -42,6 +65,7 @@ pub struct TestTable {
     pub name: String,
     pub shape: TableShape,
     pub endpoint: String,
+    pub write_mode: WriteMode,
     // Keeps the embedded engine running for the table's lifetime.
     _server: Option<EmbeddedServer>,
 }
@@ -62,13 +86,13 @@ fn unique_table_name() -> String {
 
 impl TestTable {
     pub async fn create(backend: &Backend, shape: TableShape) -> anyhow::Result<Self> {
-        let (server, endpoint) = match backend {
-            Backend::Embedded => {
+        let (server, endpoint) = match &backend.server {
+            Server::Embedded => {
                 let server = EmbeddedServer::start(None).await?;
                 let endpoint = server.endpoint().to_owned();
                 (Some(server), endpoint)
             }
-            Backend::DynamoDbLocal(endpoint) => (None, endpoint.clone()),
+            Server::DynamoDbLocal(endpoint) => (None, endpoint.clone()),
         };
         let sdk = load_sdk_config(Some(REGION)).await;
         let client = local_client(&sdk, &endpoint);
@@ -81,12 +105,13 @@ impl TestTable {
             name,
             shape,
             endpoint,
+            write_mode: backend.write_mode,
             _server: server,
         })
     }
 
     pub fn store(&self) -> DynamoStore {
-        DynamoStore::new(self.client.clone(), &self.name, INDEX)
+        DynamoStore::new(self.client.clone(), &self.name, INDEX).with_write_mode(self.write_mode)
     }
 
     pub fn handler(&self) -> Arc<BatchHandler<DynamoStore>> {

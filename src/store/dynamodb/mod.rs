@@ -2,11 +2,13 @@
 //!
 //! Keys come from the date index (`partition_date` + `created_at`) page by
 //! page, or from a parallel scan when the table has no such index. Each record
-//! gets one conditional `UpdateItem`.
+//! gets one conditional `UpdateItem`, or (`WRITE_MODE=batch-statement`) one
+//! conditional PartiQL `UPDATE` in a `BatchExecuteStatement` of up to 25.
 
 pub mod provision;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_config::environment::region::EnvironmentVariableRegionProvider;
@@ -20,12 +22,14 @@ use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeyType, ProjectionType, ReturnValuesOnConditionCheckFailure, Select,
+    AttributeValue, BatchStatementErrorCodeEnum, BatchStatementRequest, BatchStatementResponse,
+    ConsumedCapacity, KeyType, ProjectionType, ReturnConsumedCapacity,
+    ReturnValuesOnConditionCheckFailure, Select,
 };
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
-use crate::config::DEFAULT_REGION;
+use crate::config::{DEFAULT_REGION, WriteMode};
 use crate::domain::event::PartitionDate;
 use crate::domain::stamp::{KeySelection, STATUS_COMPLETED, StampResult, StampValues};
 use crate::ports::{ChargebackStore, ErrorClass, KeyPage, StoreError};
@@ -58,6 +62,9 @@ const UPDATE_CONDITION: &str = "attribute_exists(#pk) AND \
 /// A forced backfill: the same, but records at this very execution are rewritten.
 const REPLACE_CONDITION: &str = "attribute_exists(#pk) AND \
      (attribute_not_exists(consolidation_execution) OR consolidation_execution <= :execution)";
+/// Statements per `BatchExecuteStatement`, DynamoDB's limit.
+pub const BATCH_STATEMENT_LIMIT: usize = 25;
+
 /// The records a message selects: its day, created before the cutoff.
 const SELECTION_KEY_CONDITION: &str = "#date = :date AND #created < :before";
 
@@ -110,6 +117,9 @@ pub struct DynamoStore {
     table: String,
     index: String,
     layout: OnceCell<TableLayout>,
+    write_mode: WriteMode,
+    /// Write capacity units DynamoDB reported for our writes, in thousandths.
+    write_milliunits: AtomicU64,
 }
 
 impl DynamoStore {
@@ -119,7 +129,27 @@ impl DynamoStore {
             table: table.into(),
             index: index.into(),
             layout: OnceCell::new(),
+            write_mode: WriteMode::default(),
+            write_milliunits: AtomicU64::new(0),
         }
+    }
+
+    pub fn with_write_mode(mut self, mode: WriteMode) -> Self {
+        self.write_mode = mode;
+        self
+    }
+
+    /// Write capacity units DynamoDB reported consuming for our writes so far
+    /// (`ReturnConsumedCapacity`). A write its condition refused is billed too
+    /// but reported only by `BatchExecuteStatement`, not on `UpdateItem`'s error.
+    pub fn reported_write_units(&self) -> f64 {
+        self.write_milliunits.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    fn tally_capacity<'a>(&self, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>) {
+        let units: f64 = consumed.into_iter().filter_map(|c| c.capacity_units).sum();
+        self.write_milliunits
+            .fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
     }
 
     pub fn client(&self) -> &Client {
@@ -259,6 +289,12 @@ pub struct PreparedUpdate {
     condition: &'static str,
     execution: u64,
     replace_same_execution: bool,
+    /// The same update as a PartiQL statement, for `BatchExecuteStatement`.
+    statement: String,
+    /// Its parameters before the key's: the stamped values.
+    set_parameters: Vec<AttributeValue>,
+    /// The key attributes, in the statement's `WHERE` order.
+    key_attributes: Vec<String>,
 }
 
 /// A primary key, as DynamoDB wants it back.
@@ -363,7 +399,23 @@ impl ChargebackStore for DynamoStore {
         let layout = self.layout().await?;
         let s = |v: &str| AttributeValue::S(v.to_owned());
         let n = |v: u64| AttributeValue::N(v.to_string());
+        let key_attributes: Vec<String> = std::iter::once(layout.hash_key.clone())
+            .chain(layout.range_key.clone())
+            .collect();
+        let set_parameters = vec![
+            s(STATUS_COMPLETED),
+            s(&stamp.s3_path),
+            s(&stamp.consolidation_date),
+            n(stamp.execution_sequence),
+            s(&stamp.job_name),
+            s(stamp.output_format),
+            n(stamp.records_in_consolidation),
+            s(&stamp.updated_at),
+        ];
         Ok(PreparedUpdate {
+            statement: partiql_update(&self.table, &key_attributes, stamp.replace_same_execution),
+            set_parameters,
+            key_attributes,
             condition: if stamp.replace_same_execution {
                 REPLACE_CONDITION
             } else {
@@ -404,10 +456,14 @@ impl ChargebackStore for DynamoStore {
             .set_expression_attribute_values(Some(stamp.values.clone()))
             // Tells "already at this execution or newer" from "gone" at no extra cost.
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(StampResult::Written),
+            Ok(output) => {
+                self.tally_capacity(output.consumed_capacity());
+                Ok(StampResult::Written)
+            }
             Err(SdkError::ServiceError(service)) => match service.err() {
                 UpdateItemError::ConditionalCheckFailedException(failed) => {
                     Ok(if failed.item().is_some_and(|item| !item.is_empty()) {
@@ -420,6 +476,79 @@ impl ChargebackStore for DynamoStore {
             },
             Err(other) => Err(classify("UpdateItem", other)),
         }
+    }
+
+    fn batch_limit(&self) -> usize {
+        match self.write_mode {
+            WriteMode::UpdateItem => 1,
+            WriteMode::BatchStatement => BATCH_STATEMENT_LIMIT,
+        }
+    }
+
+    async fn stamp_batch(
+        &self,
+        keys: &[ItemKey],
+        stamp: &PreparedUpdate,
+    ) -> Result<Vec<Result<StampResult, StoreError>>, StoreError> {
+        if keys.len() <= 1 && self.write_mode == WriteMode::UpdateItem {
+            let mut results = Vec::with_capacity(keys.len());
+            for key in keys {
+                results.push(self.stamp(key, stamp).await);
+            }
+            return Ok(results);
+        }
+        let statements = keys
+            .iter()
+            .map(|key| {
+                let mut parameters = stamp.set_parameters.clone();
+                for attribute in &stamp.key_attributes {
+                    parameters.push(key.get(attribute).cloned().ok_or_else(|| {
+                        StoreError::new(
+                            ErrorClass::Permanent,
+                            "BatchExecuteStatement",
+                            format!("a key without its {attribute} attribute"),
+                        )
+                    })?);
+                }
+                parameters.push(AttributeValue::N(stamp.execution.to_string()));
+                BatchStatementRequest::builder()
+                    .statement(&stamp.statement)
+                    .set_parameters(Some(parameters))
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .build()
+                    .map_err(|e| {
+                        StoreError::new(
+                            ErrorClass::Permanent,
+                            "BatchExecuteStatement",
+                            e.to_string(),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let output = self
+            .client
+            .batch_execute_statement()
+            .set_statements(Some(statements))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| classify("BatchExecuteStatement", e))?;
+        self.tally_capacity(output.consumed_capacity());
+        let responses = output.responses();
+        if responses.len() != keys.len() {
+            return Err(StoreError::new(
+                ErrorClass::Transient,
+                "BatchExecuteStatement",
+                format!(
+                    "{} responses for {} statements",
+                    responses.len(),
+                    keys.len()
+                ),
+            ));
+        }
+        Ok(responses.iter().map(statement_result).collect())
     }
 
     async fn check_stamp(
@@ -516,6 +645,74 @@ impl ChargebackStore for DynamoStore {
             }
         }
     }
+}
+
+/// The conditional update as one PartiQL statement. Parameters: the eight
+/// stamped values, the key attributes, the execution. An `UPDATE` of a key
+/// that does not exist fails its condition and creates nothing, as
+/// `attribute_exists` does for `UpdateItem`.
+fn partiql_update(table: &str, key_attributes: &[String], replace_same_execution: bool) -> String {
+    let set = [
+        "consolidation_status",
+        "consolidation_s3_path",
+        "consolidation_date",
+        EXECUTION_ATTRIBUTE,
+        "consolidation_job_name",
+        "output_format",
+        "records_in_consolidation",
+        "updated_at",
+    ]
+    .map(|attribute| format!("SET \"{attribute}\" = ?"))
+    .join(" ");
+    let key = key_attributes
+        .iter()
+        .map(|attribute| format!("\"{attribute}\" = ?"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let newer = if replace_same_execution { "<=" } else { "<" };
+    format!(
+        "UPDATE \"{table}\" {set} WHERE {key} AND (\"{EXECUTION_ATTRIBUTE}\" IS MISSING \
+         OR \"{EXECUTION_ATTRIBUTE}\" {newer} ?)"
+    )
+}
+
+/// What one statement of a batch did, or why it failed.
+fn statement_result(response: &BatchStatementResponse) -> Result<StampResult, StoreError> {
+    let Some(error) = response.error() else {
+        return Ok(StampResult::Written);
+    };
+    let class = match error.code() {
+        Some(BatchStatementErrorCodeEnum::ConditionalCheckFailed) => {
+            return Ok(if error.item().is_some_and(|item| !item.is_empty()) {
+                StampResult::AlreadyApplied
+            } else {
+                StampResult::Missing
+            });
+        }
+        Some(
+            BatchStatementErrorCodeEnum::ProvisionedThroughputExceeded
+            | BatchStatementErrorCodeEnum::ThrottlingError
+            | BatchStatementErrorCodeEnum::RequestLimitExceeded,
+        ) => ErrorClass::Throttled,
+        Some(
+            BatchStatementErrorCodeEnum::InternalServerError
+            | BatchStatementErrorCodeEnum::TransactionConflict,
+        ) => ErrorClass::Transient,
+        Some(
+            BatchStatementErrorCodeEnum::ResourceNotFound
+            | BatchStatementErrorCodeEnum::AccessDenied,
+        ) => ErrorClass::Setup,
+        _ => ErrorClass::Permanent,
+    };
+    Err(StoreError::new(
+        class,
+        "BatchExecuteStatement",
+        format!(
+            "{}: {}",
+            error.code().map_or("unknown", |c| c.as_str()),
+            error.message().unwrap_or_default()
+        ),
+    ))
 }
 
 /// Error codes DynamoDB uses for "too fast, try again later".
