@@ -98,6 +98,18 @@ pub struct FunctionIdentity {
 }
 
 impl FunctionIdentity {
+    /// The function Lambda runs, from its variables; `None` outside Lambda.
+    pub fn from_env() -> Option<Self> {
+        Self::from_lookup(&|name: &str| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Option<Self> {
+        get("AWS_LAMBDA_FUNCTION_NAME").map(|name| Self {
+            name,
+            version: get("AWS_LAMBDA_FUNCTION_VERSION").unwrap_or_else(|| "$LATEST".into()),
+        })
+    }
+
     /// For a runtime started without Lambda's variables (a local test).
     pub fn unnamed() -> Self {
         Self {
@@ -163,10 +175,7 @@ impl Settings {
                 .map(|v| write_mode(&v))
                 .transpose()?
                 .unwrap_or_default(),
-            function: get("AWS_LAMBDA_FUNCTION_NAME").map(|name| FunctionIdentity {
-                name,
-                version: get("AWS_LAMBDA_FUNCTION_VERSION").unwrap_or_else(|| "$LATEST".into()),
-            }),
+            function: FunctionIdentity::from_lookup(&get),
         })
     }
 }

@@ -167,7 +167,7 @@ impl<S: ChargebackStore> FanOut<S> {
             span.record(field, xray::number(count.load(Ordering::Relaxed)));
         }
         if let Err(FanOutError::Store(failure)) = &result {
-            span.record("error_kind", format!("{:?}", failure.class));
+            span.record("error_kind", failure.class.as_str());
             xray::record_failure(&span, &failure.to_string());
         }
         result

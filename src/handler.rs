@@ -229,6 +229,7 @@ impl<S: ChargebackStore> BatchHandler<S> {
             info!(
                 outcome = outcome.label(),
                 handed_back = outcome.hands_back(),
+                error_kind = outcome.error_kind(),
                 "message outcome: {}",
                 outcome.label()
             );
@@ -328,6 +329,7 @@ impl<S: ChargebackStore> BatchHandler<S> {
                     match self.park(&message, &poison, request_id, control).await {
                         Ok(()) => {
                             error!(
+                                error_kind = poison.kind.as_str(),
                                 operation = failure.operation,
                                 error = %failure.message,
                                 "DynamoDB rejects this message's update for good; dead-lettered"
@@ -342,7 +344,7 @@ impl<S: ChargebackStore> BatchHandler<S> {
                     }
                 } else {
                     error!(
-                        error_class = ?failure.class,
+                        error_class = failure.class.as_str(),
                         operation = failure.operation,
                         error = %failure.message,
                         "stamping failed; handing the message back for a retry"

@@ -40,7 +40,14 @@ pub async fn main() -> ExitCode {
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(problem) => {
-            telemetry::init(LevelFilter::INFO, LogFormat::Json, Sink::Stdout, None, None);
+            let function = FunctionIdentity::from_env();
+            telemetry::init(
+                LevelFilter::INFO,
+                LogFormat::Json,
+                Sink::Stdout,
+                function.as_ref(),
+                None,
+            );
             error!(variable = problem.variable, error = %problem, "the function cannot start: {problem}");
             report_init_error(&problem).await;
             return ExitCode::FAILURE;

@@ -26,6 +26,17 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// The class's name in logs and traces.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Throttled => "throttled",
+            Self::Transient => "transient",
+            Self::Unreachable => "unreachable",
+            Self::Permanent => "permanent",
+            Self::Setup => "setup",
+        }
+    }
+
     /// Which of several failures decides a request's fate: one that cannot
     /// be retried outranks one that can.
     pub fn severity(self) -> u8 {

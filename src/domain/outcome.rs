@@ -48,6 +48,21 @@ impl MessageOutcome {
         )
     }
 
+    /// What went wrong, for the outcome's log line: the poison's kind, the
+    /// store failure's class, or why the work stopped.
+    pub fn error_kind(&self) -> Option<&str> {
+        match self {
+            Self::Applied(_) | Self::Skipped { .. } | Self::Blocked { .. } => None,
+            Self::DeadLettered(poison) => Some(&poison.kind),
+            Self::Invalid { problem, .. } => Some(problem.kind()),
+            Self::Failed(error) => Some(error.class.as_str()),
+            Self::Unfinished { reason } => Some(match reason {
+                StopReason::DeadlineNear => "deadline_near",
+                StopReason::SetupFailure(_) => "setup",
+            }),
+        }
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             Self::Applied(_) => "applied",
