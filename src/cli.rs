@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
+use tracing::info;
 
 use crate::app;
 use crate::config::{LogFormat, Settings};
@@ -54,6 +55,17 @@ enum Command {
     /// create the table, seed a synthetic day, stamp it, report.
     #[cfg(feature = "embedded")]
     Demo(crate::cli::demo::DemoArgs),
+    /// Serve the embedded DynamoDB-compatible engine on loopback until
+    /// interrupted (for the benchmark, or to point other tools at).
+    #[cfg(feature = "embedded")]
+    Serve {
+        /// Keep the data in this SQLite file [default: in memory].
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Port on 127.0.0.1 [default: any free one].
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -125,6 +137,8 @@ pub async fn main() -> ExitCode {
         Command::Backfill(args) => backfill(&settings, args).await,
         #[cfg(feature = "embedded")]
         Command::Demo(args) => demo::run(&settings, args).await,
+        #[cfg(feature = "embedded")]
+        Command::Serve { db, port } => serve(db, port).await,
     };
     match result {
         Ok(code) => code,
@@ -155,10 +169,36 @@ async fn invoke(settings: &Settings, event: PathBuf) -> anyhow::Result<ExitCode>
     let payload = read_event(&event)?;
     let (sdk, store) = connect_store(settings).await;
     let handler = Arc::new(app::handler(settings, &sdk, store, Arc::default()).await);
+    let store = Arc::clone(handler.fan_out().store());
     let outcome = handler
         .handle(payload, &Invocation::unbounded(local_request_id()))
         .await?;
+    let units = store.reported_write_units();
+    info!(
+        dynamodb_requests = store.requests_sent(),
+        table_write_units = units.table,
+        index_write_units = units.indexes,
+        "DynamoDB usage: {} requests; write units reported: {} on the table, {} on its indexes",
+        store.requests_sent(),
+        units.table,
+        units.indexes
+    );
     println!("{}", serde_json::to_string(&outcome.response())?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the embedded engine until Ctrl-C or SIGTERM; the first stdout line
+/// is `DYNAMODB_ENDPOINT=http://127.0.0.1:PORT`.
+#[cfg(feature = "embedded")]
+async fn serve(db: Option<PathBuf>, port: u16) -> anyhow::Result<ExitCode> {
+    let server = crate::embedded::EmbeddedServer::start_on(db.as_deref(), port).await?;
+    println!("DYNAMODB_ENDPOINT={}", server.endpoint());
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    drop(server);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -24,12 +24,17 @@ pub struct EmbeddedServer {
 impl EmbeddedServer {
     /// Starts the engine, in memory or on a SQLite file, on a free loopback port.
     pub async fn start(file: Option<&Path>) -> Result<Self, EmbeddedError> {
+        Self::start_on(file, 0).await
+    }
+
+    /// The same on `port` (0: any free one).
+    pub async fn start_on(file: Option<&Path>, port: u16) -> Result<Self, EmbeddedError> {
         let database = match file {
             Some(path) => dynoxide::Database::new(&path.to_string_lossy()),
             None => dynoxide::Database::memory(),
         }
         .map_err(|e| EmbeddedError::Database(e.to_string()))?;
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let (shutdown, stopped) = oneshot::channel::<()>();
         tokio::spawn(dynoxide::server::serve_with_shutdown(

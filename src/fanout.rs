@@ -81,6 +81,8 @@ pub struct FanOut<S> {
     progress: Arc<Progress>,
     /// How often a fan-out logs its progress; `None`: never.
     progress_log: Option<Duration>,
+    /// Records per second of the last completed fan-out (f64 bits; 0: none yet).
+    last_rate: AtomicU64,
     /// Check each record instead of writing it (`backfill --dry-run`).
     dry_run: bool,
 }
@@ -95,8 +97,15 @@ impl<S: ChargebackStore> FanOut<S> {
             policy: RetryPolicy::default(),
             progress,
             progress_log: None,
+            last_rate: AtomicU64::new(0),
             dry_run: false,
         }
+    }
+
+    /// Records per second of the last fan-out that completed in this process.
+    pub fn last_rate(&self) -> Option<f64> {
+        let rate = f64::from_bits(self.last_rate.load(Ordering::Relaxed));
+        (rate > 0.0).then_some(rate)
     }
 
     /// Logs each fan-out's progress every `interval` while it runs.
@@ -148,6 +157,7 @@ impl<S: ChargebackStore> FanOut<S> {
             otel.status_description = Empty,
         );
         let live = Arc::new(Progress::default());
+        let started = Instant::now();
         let work = self.stamp_in_span(plan, control, &live);
         let result = match self.progress_log {
             Some(interval) => {
@@ -165,6 +175,12 @@ impl<S: ChargebackStore> FanOut<S> {
             ("throttled", &live.throttled),
         ] {
             span.record(field, xray::number(count.load(Ordering::Relaxed)));
+        }
+        // Judged on whole fan-outs of some size only: a tiny one says little.
+        let examined = live.examined();
+        if result.is_ok() && examined >= 1000 {
+            let rate = examined as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            self.last_rate.store(rate.to_bits(), Ordering::Relaxed);
         }
         if let Err(FanOutError::Store(failure)) = &result {
             span.record("error_kind", failure.class.as_str());

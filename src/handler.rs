@@ -17,7 +17,7 @@ use crate::domain::dead_letter::{DeadLetter, Poison};
 use crate::domain::event::{DecodeError, DecodedValue, decode_value};
 use crate::domain::kafka::{EnvelopeError, KafkaMessage, MessageId, decode_envelope};
 use crate::domain::outcome::{BatchOutcome, MessageOutcome, run_in_offset_order};
-use crate::domain::stamp::StampPlan;
+use crate::domain::stamp::{Forecast, StampPlan};
 use crate::fanout::{FanOut, FanOutError};
 use crate::ports::{ChargebackStore, DeadLetterSink, ErrorClass, FailureNotifier, StoreError};
 use crate::retry::InvocationControl;
@@ -272,13 +272,28 @@ impl<S: ChargebackStore> BatchHandler<S> {
         }
 
         let plan = StampPlan::for_event(&event, Utc::now());
+        let forecast = Forecast::new(
+            event.records_processed,
+            control.time_for_new_work(),
+            self.fan_out.last_rate(),
+        );
         info!(
             total_executions = event.execution.total(),
             records_processed = event.records_processed,
             created_before = %plan.selection.created_before,
             output_path = %event.output_path.as_str(),
+            time_left_ms = control.time_for_new_work().map(|t| t.as_millis() as u64),
+            needed_records_per_second = forecast.needed_rate.map(|r| r.ceil() as u64),
+            last_records_per_second = self.fan_out.last_rate().map(|r| r.round() as u64),
+            expected_to_finish = forecast.expected_to_finish,
             "stamping the day's chargebacks"
         );
+        if forecast.expected_to_finish == Some(false) {
+            warn!(
+                "at the last fan-out's rate this one will not finish in this invocation; \
+                 it will be handed back part done and resumed by the next delivery"
+            );
+        }
         let started = Instant::now();
         let stamped = self.fan_out.stamp_partition(&plan, control).await;
         telemetry::metrics::fan_out_finished(started.elapsed());

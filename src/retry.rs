@@ -300,6 +300,12 @@ impl InvocationControl {
             .then_some(StopReason::DeadlineNear)
     }
 
+    /// Time until new work stops (the deadline less the margin), if there is a deadline.
+    pub fn time_for_new_work(&self) -> Option<Duration> {
+        self.stop_new_work_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
     /// Time until the invocation's deadline, if it has one.
     pub fn time_left(&self) -> Option<Duration> {
         self.deadline

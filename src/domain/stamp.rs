@@ -248,3 +248,70 @@ mod tests {
         assert_eq!(report.examined(), 4);
     }
 }
+
+/// Whether a fan-out of `records` can finish in the time an invocation has
+/// left, judged before it starts from the event's own count (no extra read).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Forecast {
+    /// Records per second needed to finish in time; `None` without a deadline.
+    pub needed_rate: Option<f64>,
+    /// `None` when there is no deadline or no rate seen yet to judge by.
+    pub expected_to_finish: Option<bool>,
+}
+
+impl Forecast {
+    /// `time_left`: until new work stops; `seen_rate`: records per second of
+    /// the last fan-out this execution environment ran.
+    pub fn new(
+        records: u64,
+        time_left: Option<std::time::Duration>,
+        seen_rate: Option<f64>,
+    ) -> Self {
+        let needed_rate = time_left.map(|left| records as f64 / left.as_secs_f64().max(1e-3));
+        Self {
+            needed_rate,
+            expected_to_finish: needed_rate
+                .zip(seen_rate)
+                .map(|(needed, seen)| seen >= needed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod forecast_tests {
+    use std::time::Duration;
+
+    use super::Forecast;
+
+    #[test]
+    fn the_needed_rate_is_the_records_over_the_time_left() {
+        let forecast = Forecast::new(1_250_000, Some(Duration::from_secs(830)), None);
+        let needed = forecast.needed_rate.unwrap_or_default();
+        assert!((needed - 1506.02).abs() < 0.01, "{needed}");
+        assert_eq!(forecast.expected_to_finish, None, "no rate seen yet");
+    }
+
+    #[test]
+    fn a_seen_rate_decides_whether_it_is_expected_to_finish() {
+        let left = Some(Duration::from_secs(100));
+        assert_eq!(
+            Forecast::new(100_000, left, Some(2_000.0)).expected_to_finish,
+            Some(true)
+        );
+        assert_eq!(
+            Forecast::new(100_000, left, Some(900.0)).expected_to_finish,
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn without_a_deadline_there_is_nothing_to_judge() {
+        assert_eq!(
+            Forecast::new(10, None, Some(5.0)),
+            Forecast {
+                needed_rate: None,
+                expected_to_finish: None
+            }
+        );
+    }
+}

@@ -45,7 +45,9 @@ pub async fn throttling_is_absorbed_and_the_client_backs_off(
     )));
 
     // Throttle one update request in two once 600 records were sent (24
-    // requests of 25 statements), for 1.5 seconds.
+    // requests of 25 statements), for at least 1.5 seconds and 40 throttled
+    // requests: a server slow to answer a batch (DynamoDB Local) sees few
+    // requests in 1.5 s once the client has backed off.
     let start_after = 600 / batch as u64;
     let switch = {
         let proxy = Arc::clone(&proxy);
@@ -55,7 +57,13 @@ pub async fn throttling_is_absorbed_and_the_client_backs_off(
             }
             proxy.throttle_one_in.store(2, Ordering::SeqCst);
             proxy.throttling.store(true, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_millis(1500)
+                || (proxy.throttled.load(Ordering::SeqCst) < 40
+                    && started.elapsed() < Duration::from_secs(20))
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             proxy.throttling.store(false, Ordering::SeqCst);
         })
     };

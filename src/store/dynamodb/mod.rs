@@ -8,6 +8,7 @@
 pub mod provision;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use aws_config::environment::region::EnvironmentVariableRegionProvider;
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::Client;
@@ -90,6 +92,9 @@ pub async fn load_sdk_config(region: Option<&str>) -> SdkConfig {
         )
         // Our own policy (crate::retry) retries; two layers would multiply attempts.
         .retry_config(RetryConfig::disabled())
+        // Responses are a few hundred bytes, each attempt is bounded by
+        // ATTEMPT_TIMEOUT: the per-request throughput monitor buys nothing.
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .load()
         .await
 }
@@ -118,20 +123,59 @@ pub struct DynamoStore {
     index: String,
     layout: OnceCell<TableLayout>,
     write_mode: WriteMode,
-    /// Write capacity units DynamoDB reported for our writes, in thousandths.
-    write_milliunits: AtomicU64,
+    /// Write capacity units DynamoDB reported for our writes, in thousandths:
+    /// the table's, and its indexes'.
+    table_write_milliunits: AtomicU64,
+    index_write_milliunits: AtomicU64,
+    /// Requests sent (every attempt counts).
+    requests: Arc<AtomicU64>,
+}
+
+/// Counts each request the client transmits, retries included.
+#[derive(Debug)]
+struct RequestCounter(Arc<AtomicU64>);
+
+impl aws_sdk_dynamodb::config::Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _config: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>, index: impl Into<String>) -> Self {
+        let requests = Arc::new(AtomicU64::new(0));
+        let client = Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .interceptor(RequestCounter(Arc::clone(&requests)))
+                .build(),
+        );
         Self {
             client,
             table: table.into(),
             index: index.into(),
             layout: OnceCell::new(),
             write_mode: WriteMode::default(),
-            write_milliunits: AtomicU64::new(0),
+            table_write_milliunits: AtomicU64::new(0),
+            index_write_milliunits: AtomicU64::new(0),
+            requests,
         }
+    }
+
+    /// Requests sent to DynamoDB so far, every attempt included.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     pub fn with_write_mode(mut self, mode: WriteMode) -> Self {
@@ -140,16 +184,42 @@ impl DynamoStore {
     }
 
     /// Write capacity units DynamoDB reported consuming for our writes so far
-    /// (`ReturnConsumedCapacity`). A write its condition refused is billed too
-    /// but reported only by `BatchExecuteStatement`, not on `UpdateItem`'s error.
-    pub fn reported_write_units(&self) -> f64 {
-        self.write_milliunits.load(Ordering::Relaxed) as f64 / 1000.0
+    /// (`ReturnConsumedCapacity`): the table's and its secondary indexes'. A
+    /// write its condition refused is billed too, but reported only by
+    /// `BatchExecuteStatement`, not on `UpdateItem`'s error.
+    pub fn reported_write_units(&self) -> WriteUnits {
+        let units = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64 / 1000.0;
+        WriteUnits {
+            table: units(&self.table_write_milliunits),
+            indexes: units(&self.index_write_milliunits),
+        }
     }
 
     fn tally_capacity<'a>(&self, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>) {
-        let units: f64 = consumed.into_iter().filter_map(|c| c.capacity_units).sum();
-        self.write_milliunits
-            .fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
+        let milli = |units: f64| (units * 1000.0).round() as u64;
+        for capacity in consumed {
+            let indexes: f64 = capacity
+                .global_secondary_indexes()
+                .into_iter()
+                .flat_map(|gsi| gsi.values())
+                .chain(
+                    capacity
+                        .local_secondary_indexes()
+                        .into_iter()
+                        .flat_map(|lsi| lsi.values()),
+                )
+                .filter_map(|c| c.capacity_units)
+                .sum();
+            // Older servers give only the total.
+            let table = capacity
+                .table()
+                .and_then(|t| t.capacity_units)
+                .unwrap_or_else(|| capacity.capacity_units.unwrap_or(0.0) - indexes);
+            self.table_write_milliunits
+                .fetch_add(milli(table), Ordering::Relaxed);
+            self.index_write_milliunits
+                .fetch_add(milli(indexes), Ordering::Relaxed);
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -295,6 +365,13 @@ pub struct PreparedUpdate {
     set_parameters: Vec<AttributeValue>,
     /// The key attributes, in the statement's `WHERE` order.
     key_attributes: Vec<String>,
+}
+
+/// Write capacity units, as `ReturnConsumedCapacity=INDEXES` splits them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WriteUnits {
+    pub table: f64,
+    pub indexes: f64,
 }
 
 /// A primary key, as DynamoDB wants it back.
@@ -456,7 +533,7 @@ impl ChargebackStore for DynamoStore {
             .set_expression_attribute_values(Some(stamp.values.clone()))
             // Tells "already at this execution or newer" from "gone" at no extra cost.
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
             .send()
             .await;
         match result {
@@ -531,7 +608,7 @@ impl ChargebackStore for DynamoStore {
             .client
             .batch_execute_statement()
             .set_statements(Some(statements))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
             .send()
             .await
             .map_err(|e| classify("BatchExecuteStatement", e))?;
