@@ -175,6 +175,7 @@ async fn invoke(settings: &Settings, event: PathBuf) -> anyhow::Result<ExitCode>
         .await?;
     let units = store.reported_write_units();
     info!(
+        peak_rss_kib = peak_rss_kib(),
         dynamodb_requests = store.requests_sent(),
         table_write_units = units.table,
         index_write_units = units.indexes,
@@ -200,6 +201,21 @@ async fn serve(db: Option<PathBuf>, port: u16) -> anyhow::Result<ExitCode> {
     }
     drop(server);
     Ok(ExitCode::SUCCESS)
+}
+
+/// This process's peak resident set (Linux `VmHWM`), for the benchmark.
+/// Not `getrusage`: its maximum survives `exec`, so a child would report
+/// its parent's size at the fork.
+fn peak_rss_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The store the settings name, described once.
