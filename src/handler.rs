@@ -272,17 +272,14 @@ impl<S: ChargebackStore> BatchHandler<S> {
         }
 
         let plan = StampPlan::for_event(&event, Utc::now());
-        let forecast = Forecast::new(
-            event.records_processed,
-            control.time_for_new_work(),
-            self.fan_out.last_rate(),
-        );
+        let time_left = control.time_for_new_work();
+        let forecast = Forecast::new(event.records_processed, time_left, self.fan_out.last_rate());
         info!(
             total_executions = event.execution.total(),
             records_processed = event.records_processed,
             created_before = %plan.selection.created_before,
             output_path = %event.output_path.as_str(),
-            time_left_ms = control.time_for_new_work().map(|t| t.as_millis() as u64),
+            time_left_ms = time_left.map(|t| t.as_millis() as u64),
             needed_records_per_second = forecast.needed_rate.map(|r| r.ceil() as u64),
             last_records_per_second = self.fan_out.last_rate().map(|r| r.round() as u64),
             expected_to_finish = forecast.expected_to_finish,

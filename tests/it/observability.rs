@@ -532,6 +532,23 @@ pub async fn a_messages_story_is_found_by_its_correlation_id() -> anyhow::Result
         "and ends with the outcome: {said:#?}"
     );
     ensure!(said.contains(&"stamping the day's chargebacks") && said.contains(&"applied"));
+    // The forecast: the stub's deadline is a minute away, the event counts 1002.
+    let stamping = story
+        .iter()
+        .find(|l| l["message"] == "stamping the day's chargebacks")
+        .ok_or_else(|| anyhow!("no stamping line"))?;
+    let left_ms = stamping["time_left_ms"].as_u64().unwrap_or(0);
+    ensure!(
+        (1..=60_000).contains(&left_ms),
+        "time left before new work stops: {stamping}"
+    );
+    let needed = (1002.0 * 1000.0 / left_ms as f64).ceil() as u64;
+    ensure!(
+        stamping["needed_records_per_second"]
+            .as_u64()
+            .is_some_and(|n| n.abs_diff(needed) <= 1),
+        "needs about {needed}/s: {stamping}"
+    );
     for line in &story {
         ensure!(line["request_id"] == REQUEST_ID, "{line}");
         ensure!(line["cold_start"] == true, "{line}");
