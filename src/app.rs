@@ -13,6 +13,16 @@ use crate::notify::sns::{self, SnsNotifier};
 use crate::queue::sqs::{self, SqsDeadLetters};
 use crate::store::dynamodb::DynamoStore;
 
+/// The chargebacks table the settings name, written as they say.
+pub fn store(settings: &Settings, sdk: &SdkConfig) -> DynamoStore {
+    DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        &settings.table_name,
+        &settings.date_index,
+    )
+    .with_write_mode(settings.write_mode)
+}
+
 /// The handler with the store, the dead-letter queue and the notifier the
 /// settings name. Missing optional parts are said at start-up, once.
 pub async fn handler(

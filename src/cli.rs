@@ -221,14 +221,7 @@ fn peak_rss_kib() -> Option<u64> {
 /// The store the settings name, described once.
 async fn connect_store(settings: &Settings) -> (aws_config::SdkConfig, Arc<DynamoStore>) {
     let sdk = load_sdk_config(settings.region.as_deref()).await;
-    let store = Arc::new(
-        DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
-            &settings.table_name,
-            &settings.date_index,
-        )
-        .with_write_mode(settings.write_mode),
-    );
+    let store = Arc::new(app::store(settings, &sdk));
     store.warm_up().await;
     (sdk, store)
 }

@@ -16,7 +16,7 @@ use crate::app;
 use crate::config::{ConfigError, FunctionIdentity, LogFormat, Settings};
 use crate::domain::kafka::{EnvelopeError, KafkaBatchResponse};
 use crate::handler::Invocation;
-use crate::store::dynamodb::{DynamoStore, load_sdk_config};
+use crate::store::dynamodb::load_sdk_config;
 use crate::telemetry::metrics::MetricsEmitter;
 use crate::telemetry::xray::{self, XrayTracer};
 use crate::telemetry::{self, Sink};
@@ -102,14 +102,7 @@ async fn run(
         }
     };
     let sdk = load_sdk_config(settings.region.as_deref()).await;
-    let store = Arc::new(
-        DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
-            &settings.table_name,
-            &settings.date_index,
-        )
-        .with_write_mode(settings.write_mode),
-    );
+    let store = Arc::new(app::store(&settings, &sdk));
     if tokio::time::timeout(WARM_UP_LIMIT, store.warm_up())
         .await
         .is_err()
