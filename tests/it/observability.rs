@@ -505,6 +505,8 @@ pub async fn a_messages_story_is_found_by_its_correlation_id() -> anyhow::Result
         &dynamodb,
         &table.name,
         &[
+            // One update per request, two at a time: a fan-out of seconds.
+            ("WRITE_MODE", "update-item"),
             ("MAX_CONCURRENCY", "2"),
             ("PROGRESS_LOG_INTERVAL_SECONDS", "1"),
             ("AWS_LAMBDA_FUNCTION_VERSION", "7"),
@@ -592,8 +594,9 @@ pub async fn a_messages_story_is_found_by_its_correlation_id() -> anyhow::Result
 }
 
 pub async fn throttled_requests_are_counted_in_the_metrics() -> anyhow::Result<()> {
+    // Enough records for several requests in the default (batch) mode.
     let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
-    seed_day(&table, "cb", "2025-11-20", 20).await?;
+    seed_day(&table, "cb", "2025-11-20", 200).await?;
     let (proxy, dynamodb) = FaultProxy::start(&table.endpoint).await?;
     proxy.throttle_one_in.store(2, Ordering::SeqCst);
     proxy.throttling.store(true, Ordering::SeqCst);
@@ -608,7 +611,7 @@ pub async fn throttled_requests_are_counted_in_the_metrics() -> anyhow::Result<(
         "the proxy throttled {throttled}: {}",
         documents[0]
     );
-    ensure!(documents[0]["ChargebacksUpdated"] == 20);
+    ensure!(documents[0]["ChargebacksUpdated"] == 200);
     Ok(())
 }
 
