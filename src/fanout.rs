@@ -629,6 +629,11 @@ pub(crate) mod fake {
         pub deleted_before_update: Vec<String>,
         /// Count stamped records on read instead of returning their keys.
         pub sees_execution: bool,
+        /// Records per write request (1: one update each).
+        pub batch: usize,
+        /// Write requests, and the updates in them (retries included).
+        pub requests: AtomicUsize,
+        pub updates: AtomicUsize,
     }
 
     impl FakeStore {
@@ -698,11 +703,29 @@ pub(crate) mod fake {
             Ok(values.clone())
         }
 
+        fn batch_limit(&self) -> usize {
+            self.batch.max(1)
+        }
+
+        async fn stamp_batch(
+            &self,
+            keys: &[String],
+            stamp: &StampValues,
+        ) -> Result<Vec<Result<StampResult, StoreError>>, StoreError> {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            let mut results = Vec::with_capacity(keys.len());
+            for key in keys {
+                results.push(self.stamp(key, stamp).await);
+            }
+            Ok(results)
+        }
+
         async fn stamp(
             &self,
             key: &String,
             stamp: &StampValues,
         ) -> Result<StampResult, StoreError> {
+            self.updates.fetch_add(1, Ordering::SeqCst);
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
             tokio::task::yield_now().await;
@@ -966,6 +989,43 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((report.written, report.missing), (4, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_request_resends_only_its_failed_statements() {
+        let store = FakeStore {
+            batch: 5,
+            throttle_next: std::sync::atomic::AtomicUsize::new(3),
+            ..FakeStore::with_records(day(23, 0))
+        };
+        let fan_out = fan_out(store, 4);
+        let report = fan_out
+            .stamp_partition(&plan(2, false), &unbounded())
+            .await
+            .unwrap();
+        assert_eq!(report.written, 23);
+        let store = fan_out.store();
+        assert!((0..23).all(|i| store.execution_of(&format!("cb-{i:04}")) == Some(2)));
+        // 23 records in requests of 5, and the 3 throttled updates again.
+        assert_eq!(store.updates.load(Ordering::SeqCst), 26);
+        assert!(store.requests.load(Ordering::SeqCst) >= 6);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_statement_refused_for_good_fails_its_fan_out() {
+        let store = FakeStore {
+            batch: 5,
+            fail_on: Some("cb-0007".into()),
+            ..FakeStore::with_records(day(23, 0))
+        };
+        let error = fan_out(store, 4)
+            .stamp_partition(&plan(2, false), &unbounded())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, FanOutError::Store(e) if e.class == ErrorClass::Permanent),
+            "{error:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
