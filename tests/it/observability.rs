@@ -96,6 +96,15 @@ async fn seed_day(table: &TestTable, prefix: &str, date: &str, count: usize) -> 
     Ok(())
 }
 
+/// A message whose value is not JSON: poison.
+fn poison_at(partition: i64, offset: i64) -> Message {
+    Message {
+        partition,
+        offset,
+        value: "not json".into(),
+    }
+}
+
 /// The batch the metric test knows the counts of: one message applied
 /// (3 records), one poison handed back (no dead-letter queue), the message
 /// behind it blocked, one of another event type skipped.
@@ -106,11 +115,7 @@ fn known_mix() -> Value {
             10,
             &consolidation("2025-11-20", 2, 4, "2025-11-20T06:30:00"),
         ),
-        Message {
-            partition: 1,
-            offset: 5,
-            value: "not json".into(),
-        },
+        poison_at(1, 5),
         Message::json(
             1,
             6,
@@ -334,11 +339,7 @@ pub async fn subsegments_continue_lambdas_trace_one_per_message_fan_out_and_page
             10,
             &consolidation("2025-11-20", 2, 4, "2025-11-20T06:30:00"),
         ),
-        Message {
-            partition: 1,
-            offset: 5,
-            value: "not json".into(),
-        },
+        poison_at(1, 5),
         Message::json(
             2,
             1,
@@ -642,11 +643,7 @@ pub async fn dead_letter_and_notice_calls_are_traced_and_counted(
                 10,
                 &consolidation("2025-11-20", 2, 4, "2025-11-20T06:30:00"),
             ),
-            Message {
-                partition: 1,
-                offset: 5,
-                value: "not json".into(),
-            },
+            poison_at(1, 5),
         ])),
         &table.endpoint,
         &table.name,
