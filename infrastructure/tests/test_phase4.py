@@ -1,0 +1,657 @@
+"""Offline checks of the phase-4 Terraform (module + example root).
+
+Every .tf file under infrastructure/terraform is parsed with python-hcl2, and
+the tests compare what is declared with what AWS documents: the execution
+role's exact (action, resource) pairs, the MSK event source mapping, the
+function, the dead-letter queue, the log group and the alarms of
+docs/operations.md. Nothing here needs the network, the AWS provider or
+credentials. Run: pytest infrastructure/tests (scripts/check-infra.sh does).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections import Counter
+from pathlib import Path
+
+import hcl2
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TF_ROOT = REPO / "infrastructure" / "terraform"
+MODULE_DIR = TF_ROOT / "modules" / "consolidation-updater"
+PHASE4_DIR = TF_ROOT / "phases" / "phase-4"
+
+
+# ---------------------------------------------------------------------------
+# Parsing helpers
+# ---------------------------------------------------------------------------
+
+
+def unquote(value):
+    """python-hcl2 8 keeps the quotes of string literals: '"x"' -> 'x'."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def ref(value):
+    """A value as written: a bare expression '${a.b}' -> 'a.b'; a quoted
+    template keeps its interpolations: '"${a.b}/*"' -> '${a.b}/*'."""
+    value = unquote(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\$\{(.*)\}", value, re.S)
+        if m and "${" not in m.group(1):
+            return m.group(1).strip()
+    return value
+
+
+def parse_dir(directory: Path) -> dict:
+    """Merges the blocks of every .tf file of one directory (one module)."""
+    merged: dict[str, list] = {}
+    for path in sorted(directory.glob("*.tf")):
+        with path.open() as f:
+            doc = hcl2.load(f)
+        for key, blocks in doc.items():
+            merged.setdefault(key, []).extend(blocks)
+    return merged
+
+
+def labelled(module: dict, kind: str) -> dict:
+    """{(type, name): body} for resource/data; {name: body} for variable/output/module."""
+    out = {}
+    for block in module.get(kind, []):
+        for first, rest in block.items():
+            if kind in ("resource", "data"):
+                for second, body in rest.items():
+                    out[(unquote(first), unquote(second))] = body
+            else:
+                out[unquote(first)] = rest
+    return out
+
+
+def locals_of(module: dict) -> dict:
+    out = {}
+    for block in module.get("locals", []):
+        for k, v in block.items():
+            if not k.startswith("__"):
+                out[k] = v
+    return out
+
+
+def one(block_list):
+    """Nested blocks come as a list of dicts; most appear exactly once."""
+    assert isinstance(block_list, list) and len(block_list) == 1, block_list
+    return block_list[0]
+
+
+def default_of(variables: dict, name: str):
+    value = variables[name]["default"]
+    if isinstance(value, list):
+        return [unquote(v) for v in value]
+    return unquote(value)
+
+
+MODULE = parse_dir(MODULE_DIR)
+ROOT = parse_dir(PHASE4_DIR)
+RESOURCES = labelled(MODULE, "resource")
+DATA = labelled(MODULE, "data")
+VARIABLES = labelled(MODULE, "variable")
+LOCALS = locals_of(MODULE)
+
+
+def resource(rtype: str, name: str) -> dict:
+    assert (rtype, name) in RESOURCES, f"missing resource {rtype}.{name}"
+    return RESOURCES[(rtype, name)]
+
+
+def resources_of(rtype: str) -> dict:
+    return {name: body for (t, name), body in RESOURCES.items() if t == rtype}
+
+
+# A tiny evaluator for the validation conditions of numeric variables, so the
+# tests check what Terraform would accept rather than how the text looks.
+_OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq, "!=": operator.ne}
+
+
+def accepts(variable: str, value) -> bool:
+    conditions = [ref(v["condition"]) for v in VARIABLES[variable].get("validation", [])]
+    assert conditions, f"variable {variable} has no validation"
+    for condition in conditions:
+        for disjunction in condition.split("&&"):
+            alternatives = disjunction.split("||")
+            ok = False
+            for alt in alternatives:
+                m = re.fullmatch(rf"\s*var\.{variable}\s*(<=|>=|<|>|==|!=)\s*(-?\d+)\s*", alt)
+                assert m, f"cannot evaluate {alt!r} of {variable}"
+                ok = ok or _OPS[m.group(1)](value, int(m.group(2)))
+            if not ok:
+                return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# Files and provider pin
+# ---------------------------------------------------------------------------
+
+
+def test_every_tf_file_parses():
+    files = sorted(TF_ROOT.rglob("*.tf"))
+    assert len(files) >= 12, files
+    for path in files:
+        with path.open() as f:
+            assert isinstance(hcl2.load(f), dict), path
+
+
+@pytest.mark.parametrize("module", [MODULE, ROOT], ids=["module", "phase-4"])
+def test_aws_provider_is_pinned_with_a_pessimistic_constraint(module):
+    terraform = [b for b in module["terraform"] if "required_providers" in b]
+    assert len(terraform) == 1
+    block = terraform[0]
+    assert unquote(block["required_version"]).startswith(">= 1.")
+    aws = one(block["required_providers"])["aws"]
+    assert unquote(aws["source"]) == "hashicorp/aws"
+    version = unquote(aws["version"])
+    # ~> 6.0: any 6.x (each has logging_config and provisioned_poller_config), never 7.
+    assert re.fullmatch(r"~> 6\.\d+", version), version
+
+
+def test_phase4_root_calls_the_module_with_the_build_output():
+    modules = labelled(ROOT, "module")
+    call = modules["consolidation_updater"]
+    source = unquote(call["source"])
+    assert (PHASE4_DIR / source).resolve() == MODULE_DIR.resolve()
+    variables = labelled(ROOT, "variable")
+    zip_default = unquote(variables["zip_path"]["default"])
+    # ./build.sh writes consolidation-updater.zip at the repository root.
+    assert (PHASE4_DIR / zip_default).resolve() == REPO / "consolidation-updater.zip"
+    for required in ("vpc_id", "subnet_ids", "security_group_ids", "msk_cluster_arn"):
+        assert "default" not in variables[required], required
+        assert ref(call[required]) == f"var.{required}"
+    assert unquote(variables["region"]["default"]) == "sa-east-1"
+    assert (PHASE4_DIR / "terraform.tfvars.example").is_file()
+
+
+# ---------------------------------------------------------------------------
+# The execution role: exactly the documented (action, resource) pairs
+# ---------------------------------------------------------------------------
+
+# Written from AWS's documentation, group by group. Resources are the
+# Terraform references the policy must use (their values are checked below).
+EXPECTED_IAM = {
+    # The function's DynamoDB calls (README.md, "Table contract"): DescribeTable
+    # at cold start, UpdateItem or PartiQL UPDATE, Scan when the index is
+    # missing. PartiQL UPDATE needs dynamodb:PartiQLUpdate on the table
+    # (DynamoDB Developer Guide, "IAM security policies with PartiQL for
+    # DynamoDB", docs.aws.amazon.com/amazondynamodb/latest/developerguide/ql-iam.html).
+    ("dynamodb:DescribeTable", "local.table_arn"),
+    ("dynamodb:Scan", "local.table_arn"),
+    ("dynamodb:UpdateItem", "local.table_arn"),
+    ("dynamodb:PartiQLUpdate", "local.table_arn"),
+    # Query with IndexName is authorized on table/NAME/index/INDEX.
+    ("dynamodb:Query", "local.index_arn"),
+    # Dead letters (SendMessage) and the queue's size limit read at cold start
+    # (GetQueueAttributes, README.md "Dead-letter body").
+    ("sqs:SendMessage", "aws_sqs_queue.dlq.arn"),
+    ("sqs:GetQueueAttributes", "aws_sqs_queue.dlq.arn"),
+    ("sns:Publish", "aws_sns_topic.failures.arn"),
+    # Customer managed key of the queue, the topic and the bucket: SQS and SNS
+    # need kms:GenerateDataKey + kms:Decrypt, an S3 destination
+    # kms:GenerateDataKey (Lambda Developer Guide, "Capturing discarded batches
+    # for Amazon MSK and self-managed Apache Kafka event sources",
+    # docs.aws.amazon.com/lambda/latest/dg/kafka-on-failure.html).
+    ("kms:GenerateDataKey", "aws_kms_key.data.arn"),
+    ("kms:Decrypt", "aws_kms_key.data.arn"),
+    # Logs: logs:CreateLogStream + logs:PutLogEvents (AWSLambdaVPCAccessExecutionRole
+    # and AWSLambdaMSKExecutionRole; logs:CreateLogGroup is not needed, the
+    # log group is created by Terraform).
+    ("logs:CreateLogStream", "${aws_cloudwatch_log_group.function.arn}:*"),
+    ("logs:PutLogEvents", "${aws_cloudwatch_log_group.function.arn}:*"),
+    # Active tracing: the trace upload actions of AWSXRayDaemonWriteAccess
+    # (Lambda Developer Guide, "Visualize Lambda function invocations using
+    # AWS X-Ray"); X-Ray has no resource-level permission for them.
+    ("xray:PutTraceSegments", "*"),
+    ("xray:PutTelemetryRecords", "*"),
+    # Network interfaces: the union of AWSLambdaMSKExecutionRole v2
+    # (docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSLambdaMSKExecutionRole.html:
+    # CreateNetworkInterface, DescribeNetworkInterfaces, DescribeVpcs,
+    # DeleteNetworkInterface, DescribeSubnets, DescribeSecurityGroups) and
+    # AWSLambdaVPCAccessExecutionRole v3 (.../AWSLambdaVPCAccessExecutionRole.html:
+    # adds AssignPrivateIpAddresses, UnassignPrivateIpAddresses). Both grant
+    # them on "*".
+    ("ec2:CreateNetworkInterface", "*"),
+    ("ec2:DeleteNetworkInterface", "*"),
+    ("ec2:DescribeNetworkInterfaces", "*"),
+    ("ec2:DescribeSubnets", "*"),
+    ("ec2:DescribeVpcs", "*"),
+    ("ec2:DescribeSecurityGroups", "*"),
+    ("ec2:AssignPrivateIpAddresses", "*"),
+    ("ec2:UnassignPrivateIpAddresses", "*"),
+    # The mapping finds the brokers: kafka:DescribeClusterV2 and
+    # kafka:GetBootstrapBrokers (AWSLambdaMSKExecutionRole; Lambda Developer
+    # Guide, "Configuring Lambda permissions for Amazon MSK event source
+    # mappings": DescribeClusterV2 rather than DescribeCluster), scoped to the
+    # cluster.
+    ("kafka:DescribeClusterV2", "var.msk_cluster_arn"),
+    ("kafka:GetBootstrapBrokers", "var.msk_cluster_arn"),
+    # IAM access control (Lambda Developer Guide, "Configuring Amazon MSK
+    # cluster authentication methods", IAM role-based authentication: Connect,
+    # DescribeGroup, AlterGroup, DescribeTopic, ReadData,
+    # DescribeClusterDynamicConfiguration on the cluster, topic and group
+    # ARNs), each on its resource type (Amazon MSK Developer Guide,
+    # "Semantics of IAM authorization policy actions and resources").
+    ("kafka-cluster:Connect", "var.msk_cluster_arn"),
+    ("kafka-cluster:DescribeClusterDynamicConfiguration", "var.msk_cluster_arn"),
+    ("kafka-cluster:DescribeTopic", "local.msk_topic_arn"),
+    ("kafka-cluster:ReadData", "local.msk_topic_arn"),
+    ("kafka-cluster:DescribeGroup", "local.msk_group_arn"),
+    ("kafka-cluster:AlterGroup", "local.msk_group_arn"),
+    # The S3 on-failure destination: s3:PutObject and s3:ListBucket
+    # (kafka-on-failure.html, "For an S3 destination").
+    ("s3:PutObject", "${aws_s3_bucket.failures.arn}/*"),
+    ("s3:ListBucket", "aws_s3_bucket.failures.arn"),
+}
+
+# Where AWS requires "*" (no resource-level permission, or resources Lambda
+# creates at run time).
+STAR_ALLOWED = {a for a, r in EXPECTED_IAM if r == "*"}
+
+
+def policy_statements(document: dict) -> list[dict]:
+    statements = []
+    for st in document.get("statement", []):
+        assert "not_actions" not in st and "not_resources" not in st, st
+        statements.append(
+            {
+                "sid": unquote(st.get("sid")),
+                "effect": unquote(st.get("effect", '"Allow"')),
+                "actions": [unquote(a) for a in st.get("actions", [])],
+                "resources": [ref(r) for r in st.get("resources", [])],
+                "conditions": st.get("condition", []),
+            }
+        )
+    return statements
+
+
+def allow_pairs(document: dict) -> Counter:
+    pairs = Counter()
+    for st in policy_statements(document):
+        assert st["effect"] == "Allow", st
+        for action in st["actions"]:
+            for res in st["resources"]:
+                pairs[(action, res)] += 1
+    return pairs
+
+
+def test_execution_role_grants_exactly_the_documented_pairs():
+    pairs = allow_pairs(DATA[("aws_iam_policy_document", "function")])
+    duplicated = {p: n for p, n in pairs.items() if n > 1}
+    assert not duplicated, f"granted twice: {duplicated}"
+    granted = set(pairs)
+    assert granted - EXPECTED_IAM == set(), f"not documented as needed: {sorted(granted - EXPECTED_IAM)}"
+    assert EXPECTED_IAM - granted == set(), f"documented but missing: {sorted(EXPECTED_IAM - granted)}"
+
+
+def test_execution_role_has_no_wildcard_action_and_star_only_where_required():
+    statements = policy_statements(DATA[("aws_iam_policy_document", "function")])
+    sids = [st["sid"] for st in statements]
+    assert all(sids) and len(sids) == len(set(sids)), f"one sid per purpose, no duplicate: {sids}"
+    for st in statements:
+        for action in st["actions"]:
+            assert "*" not in action, f"wildcard action {action} in {st['sid']}"
+        if "*" in st["resources"]:
+            assert set(st["actions"]) <= STAR_ALLOWED, st
+            assert st["resources"] == ["*"], st
+
+
+def test_the_role_carries_only_this_policy():
+    role_policies = resources_of("aws_iam_role_policy")
+    assert list(role_policies) == ["function"]
+    assert ref(role_policies["function"]["policy"]) == "data.aws_iam_policy_document.function.json"
+    assert ref(role_policies["function"]["role"]) == "aws_iam_role.function.id"
+    # No AWS managed policy (AWSLambdaMSKExecutionRole grants kafka/ec2/logs on "*").
+    assert resources_of("aws_iam_role_policy_attachment") == {}
+    assert "managed_policy_arns" not in resource("aws_iam_role", "function")
+    trust = policy_statements(DATA[("aws_iam_policy_document", "assume_role")])
+    assert [(st["actions"]) for st in trust] == [["sts:AssumeRole"]]
+    principals = one(DATA[("aws_iam_policy_document", "assume_role")]["statement"])["principals"]
+    assert [unquote(i) for i in one(principals)["identifiers"]] == ["lambda.amazonaws.com"]
+
+
+def test_resource_arns_have_the_documented_shapes():
+    # table/NAME and table/NAME/index/INDEX (DynamoDB resource types).
+    assert ref(LOCALS["table_arn"]) == (
+        "arn:${local.partition}:dynamodb:${local.region}:${local.account_id}:table/${var.table_name}"
+    )
+    assert ref(LOCALS["index_arn"]) == "${local.table_arn}/index/${var.date_index_name}"
+    # cluster/NAME/UUID -> topic/NAME/UUID/TOPIC and group/NAME/UUID/GROUP.
+    assert ref(LOCALS["msk_topic_arn"]) == '${replace(var.msk_cluster_arn, ":cluster/", ":topic/")}/${var.topic}'
+    assert ref(LOCALS["msk_group_arn"]) == (
+        '${replace(var.msk_cluster_arn, ":cluster/", ":group/")}/${local.consumer_group_id}'
+    )
+    assert ref(LOCALS["consumer_group_id"]) == "coalesce(var.consumer_group_id, var.function_name)"
+    cluster = "arn:aws:kafka:sa-east-1:123456789012:cluster/poc/0123-abcd-1"
+    assert cluster.replace(":cluster/", ":topic/") + "/t" == "arn:aws:kafka:sa-east-1:123456789012:topic/poc/0123-abcd-1/t"
+    pattern = ref(VARIABLES["msk_cluster_arn"]["validation"][0]["condition"])
+    assert "cluster/[^/]+/[^/]+$" in pattern
+
+
+def test_the_iam_comparison_catches_an_extra_or_a_missing_grant():
+    # The checker itself must be able to fail: an extra wildcard grant and a
+    # missing action both show up.
+    extra = hcl2.loads(
+        """
+        data "aws_iam_policy_document" "x" {
+          statement {
+            sid       = "Extra"
+            actions   = ["dynamodb:DeleteItem"]
+            resources = ["*"]
+          }
+        }
+        """
+    )
+    doc = labelled(extra, "data")[("aws_iam_policy_document", "x")]
+    assert set(allow_pairs(doc)) - EXPECTED_IAM == {("dynamodb:DeleteItem", "*")}
+    assert ("dynamodb:DeleteItem", "*") not in STAR_ALLOWED
+
+
+# ---------------------------------------------------------------------------
+# The MSK event source mapping
+# ---------------------------------------------------------------------------
+
+ESM = resource("aws_lambda_event_source_mapping", "msk")
+
+
+def test_mapping_reads_the_topic_with_an_explicit_consumer_group():
+    assert ref(ESM["event_source_arn"]) == "var.msk_cluster_arn"
+    assert [ref(t) for t in ESM["topics"]] == ["var.topic"]
+    assert default_of(VARIABLES, "topic") == "chargeback-consolidation-events"
+    kafka_config = one(ESM["amazon_managed_kafka_event_source_config"])
+    assert ref(kafka_config["consumer_group_id"]) == "local.consumer_group_id"
+    assert ESM["batch_size"] == 100
+    assert default_of(VARIABLES, "starting_position") in ("TRIM_HORIZON", "LATEST")
+    # IAM authentication: no secret, so no source_access_configuration.
+    assert "source_access_configuration" not in ESM
+    assert "self_managed_event_source" not in ESM
+
+
+def test_mapping_invokes_the_alias_not_latest():
+    assert ref(ESM["function_name"]) == "aws_lambda_alias.live.arn"
+    alias = resource("aws_lambda_alias", "live")
+    assert unquote(alias["name"]) == "live"
+    assert ref(alias["function_version"]) == "coalesce(var.live_version, aws_lambda_function.this.version)"
+
+
+def test_mapping_reports_partial_batches_in_provisioned_mode():
+    assert [unquote(t) for t in ESM["function_response_types"]] == ["ReportBatchItemFailures"]
+    pollers = one(ESM["provisioned_poller_config"])
+    assert ref(pollers["minimum_pollers"]) == "var.minimum_pollers"
+    assert "maximum_pollers" in pollers
+    assert accepts("minimum_pollers", default_of(VARIABLES, "minimum_pollers"))
+    assert not accepts("minimum_pollers", 0)
+
+
+def test_mapping_retry_and_age_are_explicit_and_finite():
+    assert ref(ESM["maximum_retry_attempts"]) == "var.maximum_retry_attempts"
+    assert ref(ESM["maximum_record_age_in_seconds"]) == "var.maximum_record_age_in_seconds"
+    retries = default_of(VARIABLES, "maximum_retry_attempts")
+    age = default_of(VARIABLES, "maximum_record_age_in_seconds")
+    assert 0 <= retries <= 10000 and accepts("maximum_retry_attempts", retries)
+    assert 60 <= age <= 604800 and accepts("maximum_record_age_in_seconds", age)
+    # -1 (infinite) is refused: a stuck record must end in the on-failure bucket.
+    assert not accepts("maximum_retry_attempts", -1)
+    assert not accepts("maximum_record_age_in_seconds", -1)
+
+
+def test_on_failure_destination_is_the_s3_bucket_not_the_dead_letter_queue():
+    destination = ref(one(one(ESM["destination_config"])["on_failure"])["destination_arn"])
+    assert destination == "aws_s3_bucket.failures.arn"
+    assert "sqs" not in destination and "sns" not in destination
+    env = one(resource("aws_lambda_function", "this")["environment"])["variables"]
+    assert ref(env["DLQ_URL"]) == "aws_sqs_queue.dlq.url"
+
+
+def test_on_failure_bucket_is_private_encrypted_versioned_and_expires():
+    pab = resource("aws_s3_bucket_public_access_block", "failures")
+    for flag in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"):
+        assert pab[flag] is True, flag
+    versioning = one(resource("aws_s3_bucket_versioning", "failures")["versioning_configuration"])
+    assert unquote(versioning["status"]) == "Enabled"
+    sse = one(one(resource("aws_s3_bucket_server_side_encryption_configuration", "failures")["rule"])[
+        "apply_server_side_encryption_by_default"
+    ])
+    assert unquote(sse["sse_algorithm"]) == "aws:kms"
+    assert ref(sse["kms_master_key_id"]) == "aws_kms_key.data.arn"
+    rule = one(resource("aws_s3_bucket_lifecycle_configuration", "failures")["rule"])
+    assert ref(one(rule["expiration"])["days"]) == "var.failure_record_retention_days"
+    ownership = one(resource("aws_s3_bucket_ownership_controls", "failures")["rule"])
+    assert unquote(ownership["object_ownership"]) == "BucketOwnerEnforced"
+    deny = policy_statements(DATA[("aws_iam_policy_document", "failures_bucket")])
+    assert [(st["effect"], st["actions"]) for st in deny] == [("Deny", ["s3:*"])]
+    condition = one(deny[0]["conditions"])
+    assert unquote(condition["variable"]) == "aws:SecureTransport"
+    assert [unquote(v) for v in condition["values"]] == ["false"]
+
+
+# ---------------------------------------------------------------------------
+# The function
+# ---------------------------------------------------------------------------
+
+FUNCTION = resource("aws_lambda_function", "this")
+
+
+def test_function_runtime_architecture_and_package():
+    assert unquote(FUNCTION["runtime"]) == "provided.al2023"
+    assert unquote(FUNCTION["handler"]) == "bootstrap"
+    assert [ref(a) for a in FUNCTION["architectures"]] == ["var.architecture"]
+    assert default_of(VARIABLES, "architecture") == "arm64"
+    assert ref(FUNCTION["source_code_hash"]) == "filebase64sha256(var.zip_path)"
+    assert ref(FUNCTION["filename"]) == "var.zip_path"
+    assert FUNCTION["publish"] is True
+
+
+def test_function_timeout_is_at_most_14_minutes_and_memory_256():
+    assert ref(FUNCTION["timeout"]) == "var.timeout"
+    assert default_of(VARIABLES, "timeout") <= 840
+    assert accepts("timeout", 840)
+    assert not accepts("timeout", 841)
+    assert not accepts("timeout", 900)
+    assert ref(FUNCTION["memory_size"]) == "var.memory_size"
+    assert default_of(VARIABLES, "memory_size") == 256
+    assert ref(FUNCTION["reserved_concurrent_executions"]) == "var.reserved_concurrency"
+
+
+def readme_configuration_variables() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([A-Z0-9_]+)` \|", section, re.M)
+
+
+def env_names(variables: dict) -> set[str]:
+    return {k for k in variables if not k.startswith("__")}
+
+
+def test_function_environment_follows_the_readme_without_aws_region():
+    env = env_names(one(FUNCTION["environment"])["variables"])
+    assert "AWS_REGION" not in env  # Lambda reserves it
+    documented = set(readme_configuration_variables())
+    assert {"DYNAMODB_TABLE_NAME", "DLQ_URL", "WRITE_MODE"} <= documented, documented
+    # Every variable set is one the function reads...
+    assert env <= documented, env - documented
+    # ...and every documented one is set, except the region (Lambda's) and the
+    # CLI-only LOG_FORMAT.
+    assert documented - env == {"AWS_REGION", "LOG_FORMAT"}, documented - env
+
+
+def test_the_environment_check_catches_aws_region():
+    bad = hcl2.loads(
+        """
+        resource "aws_lambda_function" "f" {
+          environment {
+            variables = {
+              AWS_REGION = "sa-east-1"
+            }
+          }
+        }
+        """
+    )
+    env = env_names(one(labelled(bad, "resource")[("aws_lambda_function", "f")]["environment"])["variables"])
+    assert "AWS_REGION" in env
+
+
+def test_function_network_tracing_and_logs():
+    vpc = one(FUNCTION["vpc_config"])
+    assert ref(vpc["subnet_ids"]) == "var.subnet_ids"
+    assert ref(vpc["security_group_ids"]) == "var.security_group_ids"
+    assert unquote(one(FUNCTION["tracing_config"])["mode"]) == "Active"
+    logging = one(FUNCTION["logging_config"])
+    assert unquote(logging["log_format"]) == "JSON"
+    assert ref(logging["log_group"]) == "aws_cloudwatch_log_group.function.name"
+
+
+def test_log_group_is_kms_encrypted_with_retention():
+    group = resource("aws_cloudwatch_log_group", "function")
+    assert ref(group["name"]) == "local.log_group_name"
+    assert ref(LOCALS["log_group_name"]) == "/aws/lambda/${var.function_name}"
+    assert ref(group["kms_key_id"]) == "aws_kms_key.logs.arn"
+    assert ref(group["retention_in_days"]) == "var.log_retention_days"
+    assert default_of(VARIABLES, "log_retention_days") >= 1
+    # The key lets CloudWatch Logs use it, for this log group only.
+    statements = policy_statements(DATA[("aws_iam_policy_document", "logs_key")])
+    logs = [st for st in statements if any("kms:GenerateDataKey" in a for a in st["actions"])]
+    assert len(logs) == 1
+    key_doc = DATA[("aws_iam_policy_document", "logs_key")]
+    logs_block = [s for s in key_doc["statement"] if unquote(s["sid"]) == logs[0]["sid"]][0]
+    principal = one(logs_block["principals"])
+    assert [unquote(i) for i in principal["identifiers"]] == ["logs.${local.region}.amazonaws.com"]
+    condition = one(logs_block["condition"])
+    assert unquote(condition["variable"]) == "kms:EncryptionContext:aws:logs:arn"
+    assert resource("aws_kms_key", "logs")["enable_key_rotation"] is True
+
+
+# ---------------------------------------------------------------------------
+# Dead-letter queue and failure topic
+# ---------------------------------------------------------------------------
+
+
+def test_dead_letter_queue_keeps_14_days_with_a_customer_key():
+    queue = resource("aws_sqs_queue", "dlq")
+    assert queue["message_retention_seconds"] == 14 * 24 * 3600 == 1209600
+    assert ref(queue["kms_master_key_id"]) == "aws_kms_key.data.arn"
+    assert resource("aws_kms_key", "data")["enable_key_rotation"] is True
+
+
+def test_failure_topic_is_kms_encrypted():
+    topic = resource("aws_sns_topic", "failures")
+    assert ref(topic["kms_master_key_id"]) == "aws_kms_key.data.arn"
+    env = one(FUNCTION["environment"])["variables"]
+    assert ref(env["FAILURE_TOPIC_ARN"]) == "aws_sns_topic.failures.arn"
+
+
+# ---------------------------------------------------------------------------
+# Network
+# ---------------------------------------------------------------------------
+
+
+def test_endpoints_cover_the_services_unless_a_nat_is_used():
+    assert default_of(VARIABLES, "use_nat_gateway") is False
+    assert set(default_of(VARIABLES, "gateway_endpoint_services")) == {"dynamodb", "s3"}
+    # SQS/SNS for the function; Lambda and STS for the MSK pollers.
+    assert set(default_of(VARIABLES, "interface_endpoint_services")) >= {"sqs", "sns", "lambda", "sts"}
+    assert ref(LOCALS["create_endpoints"]) == "!var.use_nat_gateway"
+    gateway = resource("aws_vpc_endpoint", "gateway")
+    interface = resource("aws_vpc_endpoint", "interface")
+    assert unquote(gateway["vpc_endpoint_type"]) == "Gateway"
+    assert unquote(interface["vpc_endpoint_type"]) == "Interface"
+    assert "create_endpoints" in ref(LOCALS["gateway_services"])
+    assert "create_endpoints" in ref(LOCALS["interface_services"])
+    assert ref(gateway["for_each"]) == "local.gateway_services"
+    assert ref(interface["for_each"]) == "local.interface_services"
+    assert [ref(s) for s in interface["security_group_ids"]] == ["aws_security_group.endpoints[0].id"]
+    rule = resource("aws_vpc_security_group_ingress_rule", "endpoints_https")
+    assert (rule["from_port"], rule["to_port"], unquote(rule["ip_protocol"])) == (443, 443, "tcp")
+    assert ref(rule["referenced_security_group_id"]) == "each.key"
+    assert "var.security_group_ids" in ref(LOCALS["endpoint_clients"])
+
+
+# ---------------------------------------------------------------------------
+# Alarms: the ones docs/operations.md documents, with its settings
+# ---------------------------------------------------------------------------
+
+
+def operations_alarms() -> dict:
+    """The put-metric-alarm commands of docs/operations.md, by name suffix."""
+    text = (REPO / "docs" / "operations.md").read_text()
+    alarms = {}
+    for command in re.findall(r"aws cloudwatch put-metric-alarm (.*?)(?:\n\n|\n```)", text, re.S):
+        flat = command.replace("\\\n", " ")
+        opts = dict(re.findall(r"--([a-z-]+) (\S+)", flat))
+        name = opts["alarm-name"].strip('"').replace("$FN-", "")
+        alarms[name] = opts
+    return alarms
+
+
+NAMESPACE_OF = {'"$NS"': "var.metrics_namespace", "AWS/Lambda": "AWS/Lambda", "AWS/SQS": "AWS/SQS"}
+
+
+def test_alarms_match_the_runbook():
+    documented = operations_alarms()
+    assert {"dead-lettered", "hand-backs-persist", "errors", "dlq-not-empty", "offset-lag"} <= set(documented)
+    declared = {}
+    for body in resources_of("aws_cloudwatch_metric_alarm").values():
+        name = ref(body["alarm_name"])
+        assert name.startswith("${var.function_name}-"), name
+        declared[name.removeprefix("${var.function_name}-")] = body
+    assert set(declared) == set(documented), (set(declared), set(documented))
+    for name, opts in documented.items():
+        alarm = declared[name]
+        namespace = unquote(alarm["namespace"]) if alarm["namespace"].startswith('"') else ref(alarm["namespace"])
+        assert namespace == NAMESPACE_OF[opts["namespace"]], name
+        assert unquote(alarm["metric_name"]) == opts["metric-name"], name
+        assert unquote(alarm["statistic"]) == opts["statistic"], name
+        assert alarm["period"] == int(opts["period"]), name
+        assert alarm["evaluation_periods"] == int(opts["evaluation-periods"]), name
+        if "datapoints-to-alarm" in opts:
+            assert alarm["datapoints_to_alarm"] == int(opts["datapoints-to-alarm"]), name
+        assert unquote(alarm["comparison_operator"]) == opts["comparison-operator"], name
+        assert unquote(alarm["treat_missing_data"]) == opts["treat-missing-data"], name
+        threshold = alarm["threshold"]
+        if isinstance(threshold, str):
+            threshold = default_of(VARIABLES, ref(threshold).removeprefix("var."))
+        assert threshold == int(opts["threshold"]), name
+        dimension = opts["dimensions"].split(",")[0].removeprefix("Name=")
+        assert list(env_names(alarm["dimensions"])) == [dimension], name
+
+
+def test_alarm_dimensions_and_actions():
+    alarms = resources_of("aws_cloudwatch_metric_alarm")
+    assert ref(alarms["dlq_not_empty"]["dimensions"]["QueueName"]) == "aws_sqs_queue.dlq.name"
+    for name in ("errors", "dead_lettered", "hand_backs_persist", "offset_lag"):
+        assert ref(alarms[name]["dimensions"]["FunctionName"]) == "aws_lambda_function.this.function_name"
+        assert ref(alarms[name]["alarm_actions"]) == "local.page_actions"
+    assert ref(alarms["offset_lag"]["threshold"]) == "var.offset_lag_threshold"
+    assert ref(alarms["dead_lettered"]["namespace"]) == "var.metrics_namespace"
+    assert ref(LOCALS["page_actions"]) == "var.alarm_topic_arn == null ? [] : [var.alarm_topic_arn]"
+
+
+# ---------------------------------------------------------------------------
+# checkov: skips are inline and justified
+# ---------------------------------------------------------------------------
+
+
+def test_every_checkov_skip_is_inline_with_a_reason():
+    skips = []
+    for path in TF_ROOT.rglob("*.tf"):
+        for line in path.read_text().splitlines():
+            if "checkov:skip" in line:
+                m = re.fullmatch(r"\s*#checkov:skip=(CKV2?_[A-Z0-9_]+):(.{20,})", line)
+                assert m, f"{path.name}: skip without an id and a reason: {line.strip()}"
+                skips.append(m.group(1))
+    assert skips, "expected the documented skips"
+    # No global skip list: a config file would hide checks from the reader.
+    for config in (".checkov.yaml", ".checkov.yml"):
+        for directory in (REPO, TF_ROOT):
+            path = directory / config
+            if path.exists():
+                assert "skip-check" not in path.read_text(), path
