@@ -1,13 +1,15 @@
 //! One integration-test binary. Scenarios run against every real backend: the
 //! embedded engine always, DynamoDB Local when `DYNAMODB_LOCAL_ENDPOINT` names
 //! it (`.ci/run` starts it and sets it). Without it those tests are listed as
-//! ignored and a notice says so: nothing skips silently.
+//! ignored and a notice says so: nothing skips silently. The same goes for the
+//! deployment package, tested when `./build.sh` has written it.
 
 mod binary;
 mod dead_letters;
 mod faults;
 mod insights;
 mod observability;
+mod package;
 mod property;
 mod proxy;
 mod runtime_api;
@@ -60,6 +62,8 @@ fn main() -> ExitCode {
         .ok()
         .filter(|e| !e.is_empty());
     let moto = std::env::var(MOTO_ENDPOINT).ok().filter(|e| !e.is_empty());
+    let package = package::package_path();
+    let package_missing = package.is_none();
     let notice = [
         match &dynamodb_local {
             Some(endpoint) => format!("DynamoDB Local suite: running against {endpoint}"),
@@ -73,6 +77,15 @@ fn main() -> ExitCode {
             None => format!(
                 "SQS/SNS suite: NOT RUN ({MOTO_ENDPOINT} is not set; its tests are listed as \
                  ignored). `.ci/run` starts moto's server and runs it."
+            ),
+        },
+        match &package {
+            Some(zip) => format!("Deployment package: testing {}", zip.display()),
+            None => format!(
+                "Deployment package: NOT TESTED (no consolidation-updater.zip at the repository \
+                 root and {} is not set; its test is listed as ignored). `.ci/run` builds it \
+                 with ./build.sh and tests it.",
+                package::PACKAGE_ZIP
             ),
         },
     ]
@@ -213,6 +226,19 @@ fn main() -> ExitCode {
         an_unreachable_dynamodb_hands_every_message_back,
         backfill_stamps_a_day_by_hand_and_force_never_regresses_a_newer_execution,
     ];
+
+    trials.push(
+        Trial::test(
+            "package::the_packaged_bootstrap_polls_handles_a_kafka_event_and_posts_the_response",
+            move || match package {
+                Some(zip) => run(
+                    package::the_packaged_bootstrap_polls_handles_a_kafka_event_and_posts_the_response(zip),
+                ),
+                None => Err(Failed::from("no deployment package: run ./build.sh")),
+            },
+        )
+        .with_ignored_flag(package_missing),
+    );
 
     let conclusion = libtest_mimic::run(&args, trials);
     eprintln!("{notice}");

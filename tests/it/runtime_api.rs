@@ -146,7 +146,17 @@ pub async fn start_stub(stub: Stub) -> anyhow::Result<String> {
 /// Lambda's environment for a custom runtime, with static credentials as Lambda
 /// provides them (so the SDK probes nothing).
 pub fn lambda_command(runtime_api: &str, dynamodb: &str, table: &str) -> Command {
-    let mut command = Command::new(BINARY);
+    lambda_command_of(std::path::Path::new(BINARY), runtime_api, dynamodb, table)
+}
+
+/// [`lambda_command`] for another build of the binary (the packaged bootstrap).
+pub fn lambda_command_of(
+    binary: &std::path::Path,
+    runtime_api: &str,
+    dynamodb: &str,
+    table: &str,
+) -> Command {
+    let mut command = Command::new(binary);
     command
         .env_clear()
         .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
@@ -199,6 +209,14 @@ pub async fn stop(mut child: Child) -> anyhow::Result<(String, String)> {
 pub async fn one_lambda_invocation(
     table: &TestTable,
 ) -> anyhow::Result<(Option<Value>, String, String)> {
+    one_lambda_invocation_of(std::path::Path::new(BINARY), table).await
+}
+
+/// [`one_lambda_invocation`] of another build of the binary.
+pub async fn one_lambda_invocation_of(
+    binary: &std::path::Path,
+    table: &TestTable,
+) -> anyhow::Result<(Option<Value>, String, String)> {
     table
         .seed(std::iter::once(chargeback(
             "cb-1",
@@ -208,7 +226,7 @@ pub async fn one_lambda_invocation(
         .await?;
     let stub = Stub::new(sample_event());
     let api = start_stub(stub.clone()).await?;
-    let child = lambda_command(&api, &table.endpoint, &table.name).spawn()?;
+    let child = lambda_command_of(binary, &api, &table.endpoint, &table.name).spawn()?;
     wait_for(&stub, |s| s.response.is_some()).await?;
     let (stdout, stderr) = stop(child).await?;
     let response = stub.seen.lock().await.response.clone();
