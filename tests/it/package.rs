@@ -16,6 +16,11 @@ use crate::support::*;
 /// default output at the repository root.
 pub const PACKAGE_ZIP: &str = "PACKAGE_ZIP";
 
+/// An emulator command that runs a package built for another architecture,
+/// e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu` for the arm64 package on
+/// x86-64 (Debian: qemu-user, libc6-arm64-cross).
+pub const PACKAGE_RUNNER: &str = "PACKAGE_RUNNER";
+
 pub fn package_path() -> Option<PathBuf> {
     match std::env::var(PACKAGE_ZIP) {
         Ok(path) if !path.is_empty() => Some(PathBuf::from(path)),
@@ -36,7 +41,9 @@ fn host_machine() -> Option<u16> {
 }
 
 /// Unpacks the archive's only entry, checking what Lambda needs of it.
-fn unpack_bootstrap(zip: &Path, into: &Path) -> anyhow::Result<PathBuf> {
+/// Returns what to start: the bootstrap itself, or a script that starts it
+/// under `runner`.
+fn unpack_bootstrap(zip: &Path, into: &Path, runner: Option<&str>) -> anyhow::Result<PathBuf> {
     let file = std::fs::File::open(zip).with_context(|| format!("{}", zip.display()))?;
     let mut archive = zip::ZipArchive::new(file).context("not a zip archive")?;
     let names = archive
@@ -67,10 +74,10 @@ fn unpack_bootstrap(zip: &Path, into: &Path) -> anyhow::Result<PathBuf> {
         .get(18..20)
         .map(|b| u16::from_le_bytes([b[0], b[1]]))
         .context("truncated ELF header")?;
-    if host_machine() != Some(machine) {
+    if runner.is_none() && host_machine() != Some(machine) {
         bail!(
             "bootstrap is built for ELF machine {machine:#x}, not for this {} host: \
-             build the native package (`./build.sh --arch {}`) to run this test",
+             build the native package (`./build.sh --arch {}`) or set {PACKAGE_RUNNER}",
             std::env::consts::ARCH,
             std::env::consts::ARCH
         );
@@ -85,7 +92,16 @@ fn unpack_bootstrap(zip: &Path, into: &Path) -> anyhow::Result<PathBuf> {
     let path = into.join("bootstrap");
     std::fs::write(&path, &binary)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-    Ok(path)
+    let Some(runner) = runner else {
+        return Ok(path);
+    };
+    let script = into.join("run-bootstrap");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nexec {runner} {} \"$@\"\n", path.display()),
+    )?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    Ok(script)
 }
 
 pub async fn the_packaged_bootstrap_polls_handles_a_kafka_event_and_posts_the_response(
@@ -96,7 +112,8 @@ pub async fn the_packaged_bootstrap_polls_handles_a_kafka_event_and_posts_the_re
         std::process::id()
     ));
     let result = async {
-        let bootstrap = unpack_bootstrap(&zip, &unpacked)?;
+        let runner = std::env::var(PACKAGE_RUNNER).ok().filter(|r| !r.is_empty());
+        let bootstrap = unpack_bootstrap(&zip, &unpacked, runner.as_deref())?;
 
         // Built without the embedded engine: the demo is not in it.
         let demo = tokio::process::Command::new(&bootstrap)
