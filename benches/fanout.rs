@@ -82,7 +82,9 @@ struct Args {
     /// Write modes to measure.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Mode::UpdateItem, Mode::BatchStatement])]
     write_mode: Vec<Mode>,
-    /// Fresh records for the raw ceiling [default: the smaller of --records and 100000].
+    /// Fresh records for the raw ceiling [default: --records, so that both
+    /// write to tables of the same size (the embedded engine slows as its
+    /// table grows); at most 100000 on DynamoDB Local, which seeds slowly].
     #[arg(long)]
     ceiling_records: Option<u64>,
     /// Requests the raw load generator keeps in flight.
@@ -142,7 +144,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let client = local_client(&load_sdk_config(Some(REGION)).await, &endpoint);
-    let ceiling_records = args.ceiling_records.unwrap_or(args.records.min(100_000));
+    let ceiling_records = args.ceiling_records.unwrap_or(match args.server {
+        ServerKind::DynamodbLocal => args.records.min(100_000),
+        ServerKind::Embedded => args.records,
+    });
     println!(
         "server: {:?} at {endpoint}; {} records; MAX_CONCURRENCY {}; ceiling on {ceiling_records} fresh records at {} in flight",
         args.server, args.records, args.max_concurrency, args.ceiling_concurrency
