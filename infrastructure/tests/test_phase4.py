@@ -412,6 +412,52 @@ def test_on_failure_destination_is_the_s3_bucket_not_the_dead_letter_queue():
     assert ref(env["DLQ_URL"]) == "aws_sqs_queue.dlq.url"
 
 
+# Name limits the provider enforces at plan time: S3 bucket names are 3-63
+# lowercase letters, digits, hyphens and dots, starting and ending with a
+# letter or digit (Amazon S3 User Guide, "General purpose bucket naming
+# rules"); IAM role names are at most 64 characters (IAM User Guide, "IAM and
+# AWS STS quotas"). An account ID has 12 digits.
+S3_BUCKET_NAME_MAX = 63
+IAM_ROLE_NAME_MAX = 64
+ACCOUNT_ID = "123456789012"
+
+
+def function_name_max_length() -> int:
+    condition = VARIABLES["function_name"]["validation"][0]["condition"]
+    m = re.search(r"\{1,(\d+)\}\$", condition)
+    assert m, condition
+    return int(m.group(1))
+
+
+def test_derived_names_fit_the_aws_limits():
+    longest = function_name_max_length()
+    # The execution role is FUNCTION-execution.
+    assert ref(resource("aws_iam_role", "function")["name"]) == "${var.function_name}-execution"
+    assert longest + len("-execution") <= IAM_ROLE_NAME_MAX
+    # The bucket: the function name cut to N, then a suffix and the account.
+    expr = LOCALS["failure_bucket_name"]
+    m = re.fullmatch(
+        r'\$\{coalesce\(var\.failure_bucket_name, "\$\{substr\(lower\(replace\(var\.function_name, "_", "-"\)\), 0, (\d+)\)\}'
+        r'(-[a-z-]+-)\$\{local\.account_id\}"\)\}',
+        expr,
+    )
+    assert m, expr
+    cut, suffix = int(m.group(1)), m.group(2)
+    assert cut + len(suffix) + len(ACCOUNT_ID) <= S3_BUCKET_NAME_MAX
+    # The seed's function name is not cut, and its bucket name passes the
+    # module's own precondition (the S3 naming rules).
+    seed = unquote(labelled(ROOT, "variable")["function_name"]["default"])
+    assert len(seed) <= cut
+    name = seed.lower().replace("_", "-")[:cut] + suffix + ACCOUNT_ID
+    assert len(name) <= S3_BUCKET_NAME_MAX, name
+    precondition = one(one(resource("aws_s3_bucket", "failures")["lifecycle"])["precondition"])["condition"]
+    pattern = re.search(r'regex\("(.+?)", local\.failure_bucket_name\)', precondition).group(1)
+    assert re.fullmatch(pattern, name), (pattern, name)
+    # The check itself can fail: the first default, FUNCTION-esm-failures-ACCOUNT,
+    # was 66 characters for the seed's function.
+    assert not re.fullmatch(pattern, f"{seed}-esm-failures-{ACCOUNT_ID}")
+
+
 def test_on_failure_bucket_is_private_encrypted_versioned_and_expires():
     pab = resource("aws_s3_bucket_public_access_block", "failures")
     for flag in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"):

@@ -128,6 +128,16 @@ resource "aws_s3_bucket" "failures" {
   #checkov:skip=CKV_AWS_144:Cross-region replication doubles the bucket for records that are replays of Kafka messages still in the topic and in the function's logs; not worth a second region here.
   bucket = local.failure_bucket_name
   tags   = var.tags
+
+  lifecycle {
+    # The naming rules of the Amazon S3 User Guide ("General purpose bucket
+    # naming rules"), checked at plan time for a failure_bucket_name given
+    # explicitly or a function name that starts or ends with a hyphen.
+    precondition {
+      condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", local.failure_bucket_name)) && !strcontains(local.failure_bucket_name, "..")
+      error_message = "The on-failure bucket name must be 3-63 lowercase letters, digits, hyphens or dots, starting and ending with a letter or digit: set failure_bucket_name."
+    }
+  }
 }
 
 resource "aws_s3_bucket_ownership_controls" "failures" {

@@ -30,10 +30,17 @@ locals {
   msk_topic_arn     = "${replace(var.msk_cluster_arn, ":cluster/", ":topic/")}/${var.topic}"
   msk_group_arn     = "${replace(var.msk_cluster_arn, ":cluster/", ":group/")}/${local.consumer_group_id}"
 
-  log_group_name      = "/aws/lambda/${var.function_name}"
-  dlq_name            = coalesce(var.dlq_name, "${var.function_name}-dlq")
-  failure_topic_name  = coalesce(var.failure_topic_name, "${var.function_name}-failures")
-  failure_bucket_name = coalesce(var.failure_bucket_name, "${var.function_name}-esm-failures-${local.account_id}")
+  log_group_name     = "/aws/lambda/${var.function_name}"
+  dlq_name           = coalesce(var.dlq_name, "${var.function_name}-dlq")
+  failure_topic_name = coalesce(var.failure_topic_name, "${var.function_name}-failures")
+
+  # S3 bucket names are 3-63 lowercase letters, digits, hyphens and dots
+  # (Amazon S3 User Guide, "General purpose bucket naming rules"); the
+  # provider refuses a longer one at plan time. "-failures-" and the 12-digit
+  # account take 22 characters, so the function name (lower-cased,
+  # underscores as hyphens) is cut to 41: the seed's 40-character name fits
+  # whole. The account keeps the global name unique.
+  failure_bucket_name = coalesce(var.failure_bucket_name, "${substr(lower(replace(var.function_name, "_", "-")), 0, 41)}-failures-${local.account_id}")
 
   page_actions   = var.alarm_topic_arn == null ? [] : [var.alarm_topic_arn]
   ticket_actions = var.ticket_topic_arn == null ? local.page_actions : [var.ticket_topic_arn]

@@ -21,6 +21,11 @@
 # X-Ray daemon Lambda runs beside the function (AWS_XRAY_DAEMON_ADDRESS); see
 # docs/deployment.md for what AWS documents about X-Ray with MSK sources.
 
+# endpoint_clients is a set so that a group shared by the function and the
+# cluster gets one rule (a second identical rule is refused by EC2). Its
+# elements are for_each keys, which Terraform must know at plan time: pass
+# the IDs of existing groups (as phase-4 does), not those of groups created
+# in the same apply, or the plan stops with "Invalid for_each argument".
 locals {
   create_endpoints   = !var.use_nat_gateway
   gateway_services   = local.create_endpoints ? toset(var.gateway_endpoint_services) : toset([])

@@ -6,9 +6,12 @@ variable "function_name" {
   description = "Name of the Lambda function (the seed's is poc-chargeback-dev-consolidation-updater)."
   type        = string
 
+  # Lambda allows 64 characters, but the execution role is named
+  # FUNCTION-execution and IAM role names stop at 64 (IAM User Guide, "IAM
+  # and AWS STS quotas"), which leaves 54 for the function.
   validation {
-    condition     = can(regex("^[A-Za-z0-9_-]{1,64}$", var.function_name))
-    error_message = "function_name must be 1-64 letters, digits, hyphens or underscores."
+    condition     = can(regex("^[A-Za-z0-9_-]{1,54}$", var.function_name))
+    error_message = "function_name must be 1-54 letters, digits, hyphens or underscores (the IAM role FUNCTION-execution must fit in 64 characters)."
   }
 }
 
@@ -344,7 +347,7 @@ variable "failure_topic_name" {
 }
 
 variable "failure_bucket_name" {
-  description = "Name of the S3 bucket the mapping writes discarded batches to (null: FUNCTION-esm-failures-ACCOUNT)."
+  description = "Name of the S3 bucket the mapping writes discarded batches to (null: FUNCTION-failures-ACCOUNT, with FUNCTION lower-cased, underscores as hyphens, cut to 41 characters so the name fits S3's 63)."
   type        = string
   default     = null
 }
