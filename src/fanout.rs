@@ -16,6 +16,7 @@ use tracing::{Instrument, Span, info, info_span, warn};
 use crate::domain::stamp::{KeySelection, StampPlan, StampReport, StampResult};
 use crate::ports::{ChargebackStore, ErrorClass, StoreError};
 use crate::retry::{AdaptiveLimiter, InvocationControl, RetryPolicy, StopReason};
+use crate::telemetry::events::RetriesHeldBack;
 use crate::telemetry::xray;
 
 /// Pages read ahead of the updates, per key stream. Two keep the updates fed
@@ -168,6 +169,9 @@ impl<S: ChargebackStore> FanOut<S> {
             }
             None => work.instrument(span.clone()).await,
         };
+        // What the DEBUG line budget held back, so the totals are complete.
+        RetriesHeldBack::emit();
+        self.limiter.log_held_back_changes();
         for (field, count) in [
             ("written", &live.written),
             ("already_applied", &live.already_applied),

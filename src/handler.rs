@@ -22,6 +22,7 @@ use crate::fanout::{FanOut, FanOutError};
 use crate::ports::{ChargebackStore, DeadLetterSink, ErrorClass, FailureNotifier, StoreError};
 use crate::retry::InvocationControl;
 use crate::telemetry;
+use crate::telemetry::events::{EventDecoded, SelectionMade};
 use crate::telemetry::xray;
 
 /// New work stops this long before the invocation's deadline unless
@@ -261,6 +262,7 @@ impl<S: ChargebackStore> BatchHandler<S> {
             }
             Ok(DecodedValue::Consolidation(event)) => event,
         };
+        EventDecoded(&event).emit();
         span.record("partition_date", event.partition_date.to_string());
         span.record(
             "execution_sequence",
@@ -272,6 +274,7 @@ impl<S: ChargebackStore> BatchHandler<S> {
         }
 
         let plan = StampPlan::for_event(&event, Utc::now());
+        SelectionMade(&plan).emit();
         let time_left = control.time_for_new_work();
         let forecast = Forecast::new(event.records_processed, time_left, self.fan_out.last_rate());
         info!(

@@ -56,6 +56,9 @@ pub struct StoreError {
     pub class: ErrorClass,
     pub operation: &'static str,
     pub message: String,
+    /// The service's error code (`ProvisionedThroughputExceededException`),
+    /// or the kind of failure when there was no answer (`TimeoutError`).
+    pub code: Option<String>,
 }
 
 impl StoreError {
@@ -64,7 +67,13 @@ impl StoreError {
             class,
             operation,
             message: message.into(),
+            code: None,
         }
+    }
+
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
     }
 }
 

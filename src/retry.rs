@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::ports::{ErrorClass, StoreError};
+use crate::telemetry::events::{
+    ConcurrencyLimitChanged, LimitChange, LimitChangesHeldBack, REPEATED_LINE_INTERVAL,
+    RequestRetried,
+};
+use crate::telemetry::line_budget::LineBudget;
 
 /// Backoff and limits of our one retry policy (the SDK's own retries are off,
 /// so that attempts are not multiplied by two layers).
@@ -111,6 +116,12 @@ impl RetryPolicy {
             }
             match self.decide(error.class, attempts, started.elapsed(), fastrand::f64()) {
                 Decision::RetryAfter(delay) if control.stop_reason().is_none() => {
+                    RequestRetried {
+                        error: &error,
+                        attempt: attempts,
+                        delay,
+                    }
+                    .emit();
                     tokio::time::sleep(delay).await;
                 }
                 _ => {
@@ -136,6 +147,8 @@ pub struct AdaptiveLimiter {
     semaphore: Arc<Semaphore>,
     max: usize,
     state: Mutex<LimitState>,
+    /// DEBUG lines of its changes: a few per second, however many there are.
+    change_lines: LineBudget,
 }
 
 struct LimitState {
@@ -167,6 +180,7 @@ impl AdaptiveLimiter {
                 successes: 0,
                 last_decrease: None,
             }),
+            change_lines: LineBudget::new(REPEATED_LINE_INTERVAL),
         })
     }
 
@@ -200,6 +214,7 @@ impl AdaptiveLimiter {
         {
             return;
         }
+        let old = state.limit;
         let new_limit = (state.limit / 2).max(1);
         let cut = state.limit - new_limit;
         state.limit = new_limit;
@@ -208,6 +223,10 @@ impl AdaptiveLimiter {
         state.last_decrease = Some(Instant::now());
         let forgotten = self.semaphore.forget_permits(cut);
         state.debt += cut - forgotten;
+        drop(state);
+        if new_limit != old {
+            self.changed(old, new_limit, LimitChange::Throttled);
+        }
     }
 
     pub fn on_success(&self) {
@@ -230,7 +249,24 @@ impl AdaptiveLimiter {
             } else {
                 self.semaphore.add_permits(1);
             }
+            let new = state.limit;
+            drop(state);
+            self.changed(new - 1, new, LimitChange::Recovered);
         }
+    }
+
+    fn changed(&self, old: usize, new: usize, why: LimitChange) {
+        ConcurrencyLimitChanged { old, new, why }.emit(&self.change_lines);
+    }
+
+    /// Says, at DEBUG, the changes whose lines were held back (at the end of
+    /// a fan-out, so that the totals are complete).
+    pub fn log_held_back_changes(&self) {
+        LimitChangesHeldBack {
+            budget: &self.change_lines,
+            limit: self.current_limit(),
+        }
+        .emit();
     }
 }
 

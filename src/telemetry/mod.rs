@@ -13,10 +13,11 @@ use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Subscriber};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
-use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -41,10 +42,7 @@ pub fn init(
     function: Option<&FunctionIdentity>,
     tracer: Option<&XrayTracer>,
 ) {
-    let filter = Targets::new()
-        .with_target(env!("CARGO_CRATE_NAME"), level)
-        .with_target(xray::CAUSE_TARGET, LevelFilter::OFF)
-        .with_default(level.min(LevelFilter::WARN));
+    let filter = LogFilter::new(level);
     let result = match format {
         LogFormat::Json => {
             let mut every_line = Map::new();
@@ -80,6 +78,83 @@ pub fn init(
     };
     // Already installed (a second call in one process): keep the first.
     drop(result);
+}
+
+/// The embedded engine's crate (`dynoxide-rs`), as its log lines name it.
+const ENGINE_TARGET: &str = "dynoxide";
+
+/// Which lines are written. Our crate at the configured level, libraries
+/// from WARN up, X-Ray's failure causes never. The embedded engine logs
+/// every error it answers at WARN, and its client errors (4xx) are answers
+/// we expect: the demo's "is the table there yet?", or a declined condition,
+/// one per record already stamped. Those are written only at TRACE, where
+/// each record's fate is logged anyway (at DEBUG they would make its volume
+/// grow with records); the engine's 5xx and other warnings always are.
+struct LogFilter {
+    targets: Targets,
+    engine_client_errors: bool,
+}
+
+impl LogFilter {
+    fn new(level: LevelFilter) -> Self {
+        Self {
+            targets: Targets::new()
+                .with_target(env!("CARGO_CRATE_NAME"), level)
+                .with_target(xray::CAUSE_TARGET, LevelFilter::OFF)
+                .with_default(level.min(LevelFilter::WARN)),
+            engine_client_errors: level >= LevelFilter::TRACE,
+        }
+    }
+
+    fn is_engine(metadata: &Metadata<'_>) -> bool {
+        metadata.target().starts_with(ENGINE_TARGET) && *metadata.level() == Level::WARN
+    }
+}
+
+impl<S> Filter<S> for LogFilter {
+    fn enabled(&self, metadata: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        Filter::<S>::enabled(&self.targets, metadata, cx)
+    }
+
+    fn callsite_enabled(&self, metadata: &'static Metadata<'static>) -> Interest {
+        let interest = Filter::<S>::callsite_enabled(&self.targets, metadata);
+        // The engine's warnings are judged by their fields, one by one.
+        if Self::is_engine(metadata) && interest.is_always() {
+            Interest::sometimes()
+        } else {
+            interest
+        }
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
+        if self.engine_client_errors || !Self::is_engine(event.metadata()) {
+            return true;
+        }
+        let mut status = StatusField(None);
+        event.record(&mut status);
+        !status.0.is_some_and(|s| s.starts_with('4'))
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Filter::<S>::max_level_hint(&self.targets)
+    }
+}
+
+/// The `status` field of an engine line (`400 Bad Request`).
+struct StatusField(Option<String>);
+
+impl Visit for StatusField {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "status" {
+            self.0 = Some(value.to_owned());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "status" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
 }
 
 /// The fields of one span, kept in its extensions.
@@ -177,5 +252,81 @@ where
         };
     }
 }
+pub mod events;
+pub mod line_budget;
 pub mod metrics;
 pub mod xray;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A writer into a shared buffer.
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What the text lines show of `emit` at `level`.
+    fn written_at(level: LevelFilter, emit: fn()) -> String {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buffer);
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(move || Capture(Arc::clone(&sink)))
+            .with_filter(LogFilter::new(level));
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), emit);
+        let bytes = buffer.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    /// The embedded engine's own lines, as `dynoxide::server` writes them.
+    fn engine_answers() {
+        tracing::warn!(target: "dynoxide::server", operation = "DescribeTable", status = %"400 Bad Request", "error response");
+        tracing::warn!(target: "dynoxide::server", operation = "UpdateItem", status = %"500 Internal Server Error", "error response");
+        tracing::warn!(target: "dynoxide::storage", "database is locked");
+        tracing::debug!(target: "dynoxide::server", operation = "Query", "request");
+    }
+
+    #[test]
+    fn the_engines_client_errors_are_written_only_at_trace() {
+        for level in [LevelFilter::INFO, LevelFilter::DEBUG] {
+            let written = written_at(level, engine_answers);
+            assert!(!written.contains("400 Bad Request"), "{level}: {written}");
+            assert!(
+                written.contains("500 Internal Server Error"),
+                "a server error is a real one: {written}"
+            );
+            assert!(written.contains("database is locked"), "{written}");
+            assert!(!written.contains("request"), "a library's DEBUG: {written}");
+        }
+        let written = written_at(LevelFilter::TRACE, engine_answers);
+        assert!(written.contains("400 Bad Request"), "{written}");
+        assert_eq!(
+            written_at(LevelFilter::ERROR, engine_answers),
+            "",
+            "WARN lines are below ERROR"
+        );
+    }
+
+    #[test]
+    fn our_debug_events_are_written_at_debug_only() {
+        fn emit() {
+            tracing::debug!("a debug line of ours");
+            tracing::trace!("a trace line of ours");
+        }
+        assert_eq!(written_at(LevelFilter::INFO, emit), "");
+        let debug = written_at(LevelFilter::DEBUG, emit);
+        assert!(debug.contains("a debug line") && !debug.contains("a trace line"));
+        assert!(written_at(LevelFilter::TRACE, emit).contains("a trace line"));
+    }
+}

@@ -6,6 +6,7 @@
 
 mod binary;
 mod dead_letters;
+mod debug_level;
 mod faults;
 mod insights;
 mod observability;
@@ -211,6 +212,17 @@ fn main() -> ExitCode {
             .with_ignored_flag(moto.is_none()),
         );
     }
+    macro_rules! debug_level_tests {
+        ($($name:ident),* $(,)?) => {
+            $(trials.push(Trial::test(concat!("debug_level::", stringify!($name)), || run(debug_level::$name())));)*
+        };
+    }
+    debug_level_tests![
+        debug_grows_with_pages_and_trace_with_records_while_info_stays_the_same,
+        under_throttling_retry_and_limit_lines_stay_bounded_and_count_every_retry,
+        each_debug_and_trace_event_appears_when_its_situation_occurs,
+        the_demo_shows_the_engines_expected_client_errors_only_at_trace,
+    ];
     macro_rules! binary_tests {
         ($($name:ident),* $(,)?) => {
             $(trials.push(Trial::test(concat!("binary::", stringify!($name)), || run(binary::$name())));)*

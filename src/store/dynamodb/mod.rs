@@ -10,7 +10,7 @@ pub mod provision;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_config::environment::region::EnvironmentVariableRegionProvider;
 use aws_config::meta::region::RegionProviderChain;
@@ -35,6 +35,7 @@ use crate::config::{DEFAULT_REGION, WriteMode};
 use crate::domain::event::PartitionDate;
 use crate::domain::stamp::{KeySelection, STATUS_COMPLETED, StampResult, StampValues};
 use crate::ports::{ChargebackStore, ErrorClass, KeyPage, StoreError};
+use crate::telemetry::events::{CountPageRead, KeyPageRead, RecordStamped, TableLayoutFound};
 
 /// The attribute that records which execution stamped a record last.
 pub const EXECUTION_ATTRIBUTE: &str = "consolidation_execution";
@@ -339,11 +340,40 @@ impl DynamoStore {
                 }
             }
         };
-        Ok(TableLayout {
+        let layout = TableLayout {
             hash_key,
             range_key: key_named(KeyType::Range),
             reader,
-        })
+        };
+        let projection = index.and_then(|i| i.projection());
+        TableLayoutFound {
+            table: &self.table,
+            hash_key: &layout.hash_key,
+            range_key: layout.range_key.as_deref(),
+            index: &self.index,
+            reader: match layout.reader {
+                KeyReader::Index { .. } => "index",
+                KeyReader::Scan { .. } => "scan",
+            },
+            projection: projection
+                .and_then(|p| p.projection_type())
+                .map(ProjectionType::as_str),
+            projected_attributes: projection
+                .map(|p| p.non_key_attributes().join(","))
+                .unwrap_or_default(),
+            projects_execution: matches!(
+                layout.reader,
+                KeyReader::Index {
+                    projects_execution: true
+                } | KeyReader::Scan { .. }
+            ),
+            scan_segments: match layout.reader {
+                KeyReader::Scan { segments } => Some(segments),
+                KeyReader::Index { .. } => None,
+            },
+        }
+        .emit();
+        Ok(layout)
     }
 
     fn key_projection(layout: &TableLayout) -> (String, HashMap<String, String>) {
@@ -426,6 +456,7 @@ impl ChargebackStore for DynamoStore {
                 AttributeValue::S(selection.created_before.clone()),
             ),
         ]);
+        let started = Instant::now();
         let (items, next) = match layout.reader {
             KeyReader::Index { .. } => {
                 let output = self
@@ -463,6 +494,11 @@ impl ChargebackStore for DynamoStore {
                 (output.items, output.last_evaluated_key)
             }
         };
+        let duration = started.elapsed();
+        let operation = match layout.reader {
+            KeyReader::Index { .. } => "Query",
+            KeyReader::Scan { .. } => "Scan",
+        };
         let mut keys = items.unwrap_or_default();
         let before = keys.len();
         if sees_execution {
@@ -470,13 +506,40 @@ impl ChargebackStore for DynamoStore {
                 let stamped = item
                     .remove(EXECUTION_ATTRIBUTE)
                     .and_then(|v| v.as_n().ok().and_then(|n| n.parse::<u64>().ok()));
-                selection.needs_stamp(stamped)
+                let needs = selection.needs_stamp(stamped);
+                if !needs {
+                    RecordStamped {
+                        operation,
+                        key: &KeyText(item),
+                        result: StampResult::AlreadyApplied,
+                    }
+                    .emit();
+                }
+                needs
             });
         }
+        let next = next.filter(|k| !k.is_empty());
+        let already_applied = (before - keys.len()) as u64;
+        let (first, last, position) = (
+            keys.first().map(KeyText),
+            keys.last().map(KeyText),
+            next.as_ref().map(KeyText),
+        );
+        KeyPageRead {
+            operation,
+            segment: matches!(layout.reader, KeyReader::Scan { .. }).then_some(stream),
+            keys: keys.len(),
+            already_applied_on_read: already_applied,
+            first_key: first.as_ref().map(|k| k as _),
+            last_key: last.as_ref().map(|k| k as _),
+            duration,
+            position: position.as_ref().map(|k| k as _),
+        }
+        .emit();
         Ok(KeyPage {
-            already_applied: (before - keys.len()) as u64,
+            already_applied,
             keys,
-            next: next.filter(|k| !k.is_empty()),
+            next,
         })
     }
 
@@ -544,23 +607,30 @@ impl ChargebackStore for DynamoStore {
             .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
             .send()
             .await;
-        match result {
+        let stamped = match result {
             Ok(output) => {
                 self.tally_capacity(output.consumed_capacity());
-                Ok(StampResult::Written)
+                StampResult::Written
             }
             Err(SdkError::ServiceError(service)) => match service.err() {
                 UpdateItemError::ConditionalCheckFailedException(failed) => {
-                    Ok(if failed.item().is_some_and(|item| !item.is_empty()) {
+                    if failed.item().is_some_and(|item| !item.is_empty()) {
                         StampResult::AlreadyApplied
                     } else {
                         StampResult::Missing
-                    })
+                    }
                 }
-                _ => Err(classify("UpdateItem", SdkError::ServiceError(service))),
+                _ => return Err(classify("UpdateItem", SdkError::ServiceError(service))),
             },
-            Err(other) => Err(classify("UpdateItem", other)),
+            Err(other) => return Err(classify("UpdateItem", other)),
+        };
+        RecordStamped {
+            operation: "UpdateItem",
+            key: &KeyText(key),
+            result: stamped,
         }
+        .emit();
+        Ok(stamped)
     }
 
     fn batch_limit(&self) -> usize {
@@ -633,7 +703,22 @@ impl ChargebackStore for DynamoStore {
                 ),
             ));
         }
-        Ok(responses.iter().map(statement_result).collect())
+        Ok(keys
+            .iter()
+            .zip(responses)
+            .map(|(key, response)| {
+                let result = statement_result(response);
+                if let Ok(stamped) = result {
+                    RecordStamped {
+                        operation: "BatchExecuteStatement",
+                        key: &KeyText(key),
+                        result: stamped,
+                    }
+                    .emit();
+                }
+                result
+            })
+            .collect())
     }
 
     async fn check_stamp(
@@ -690,7 +775,8 @@ impl ChargebackStore for DynamoStore {
         let mut total = 0_u64;
         let mut cursor = None;
         loop {
-            let (count, next) = match layout.reader {
+            let started = Instant::now();
+            let (operation, count, next) = match layout.reader {
                 KeyReader::Index { .. } => {
                     let output = self
                         .client
@@ -705,7 +791,7 @@ impl ChargebackStore for DynamoStore {
                         .send()
                         .await
                         .map_err(|e| classify("Query", e))?;
-                    (output.count, output.last_evaluated_key)
+                    ("Query", output.count, output.last_evaluated_key)
                 }
                 KeyReader::Scan { .. } => {
                     let output = self
@@ -720,11 +806,21 @@ impl ChargebackStore for DynamoStore {
                         .send()
                         .await
                         .map_err(|e| classify("Scan", e))?;
-                    (output.count, output.last_evaluated_key)
+                    ("Scan", output.count, output.last_evaluated_key)
                 }
             };
-            total += u64::try_from(count).unwrap_or(0);
-            match next.filter(|k| !k.is_empty()) {
+            let counted = u64::try_from(count).unwrap_or(0);
+            total += counted;
+            let next = next.filter(|k| !k.is_empty());
+            let position = next.as_ref().map(KeyText);
+            CountPageRead {
+                operation,
+                counted,
+                duration: started.elapsed(),
+                position: position.as_ref().map(|k| k as _),
+            }
+            .emit();
+            match next {
                 Some(next) => cursor = Some(next),
                 None => return Ok(total),
             }
@@ -789,15 +885,13 @@ fn statement_result(response: &BatchStatementResponse) -> Result<StampResult, St
         ) => ErrorClass::Setup,
         _ => ErrorClass::Permanent,
     };
+    let code = error.code().map_or("unknown", |c| c.as_str());
     Err(StoreError::new(
         class,
         "BatchExecuteStatement",
-        format!(
-            "{}: {}",
-            error.code().map_or("unknown", |c| c.as_str()),
-            error.message().unwrap_or_default()
-        ),
-    ))
+        format!("{code}: {}", error.message().unwrap_or_default()),
+    )
+    .with_code(code))
 }
 
 /// Error codes DynamoDB uses for "too fast, try again later".
@@ -822,6 +916,15 @@ pub fn classify<E>(operation: &'static str, error: SdkError<E, HttpResponse>) ->
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
+    let code = match &error {
+        SdkError::ServiceError(service) => service.err().code().unwrap_or("unknown"),
+        SdkError::TimeoutError(_) => "TimeoutError",
+        SdkError::ResponseError(_) => "ResponseError",
+        SdkError::DispatchFailure(_) => "DispatchFailure",
+        SdkError::ConstructionFailure(_) => "ConstructionFailure",
+        _ => "unknown",
+    }
+    .to_owned();
     let class = match &error {
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => ErrorClass::Transient,
         // No connection at all (refused, no route, connect timeout).
@@ -845,7 +948,30 @@ where
         }
         _ => ErrorClass::Transient,
     };
-    StoreError::new(class, operation, DisplayErrorContext(&error).to_string())
+    StoreError::new(class, operation, DisplayErrorContext(&error).to_string()).with_code(code)
+}
+
+/// A key (or a read position) for a log line: its attributes by name,
+/// `chargeback_id=cb-1, created_at=2025-11-20T01:00:00.000Z`.
+struct KeyText<'a>(&'a ItemKey);
+
+impl std::fmt::Display for KeyText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.0.keys().collect();
+        names.sort();
+        for (i, name) in names.into_iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            match &self.0[name] {
+                AttributeValue::S(text) => write!(f, "{name}={text}")?,
+                AttributeValue::N(number) => write!(f, "{name}={number}")?,
+                AttributeValue::B(bytes) => write!(f, "{name}=<{} bytes>", bytes.as_ref().len())?,
+                other => write!(f, "{name}={other:?}")?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A client for a local DynamoDB-compatible server (the embedded engine,
