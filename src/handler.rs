@@ -15,7 +15,7 @@ use tracing::{Instrument, Span, error, info, info_span, warn};
 
 use crate::domain::dead_letter::{DeadLetter, Poison};
 use crate::domain::event::{DecodeError, DecodedValue, decode_value};
-use crate::domain::kafka::{EnvelopeError, KafkaMessage, MessageId, decode_envelope};
+use crate::domain::kafka::{EnvelopeError, EventSource, KafkaMessage, MessageId, decode_envelope};
 use crate::domain::outcome::{BatchOutcome, MessageOutcome, run_in_offset_order};
 use crate::domain::stamp::{Forecast, StampPlan};
 use crate::fanout::{FanOut, FanOutError};
@@ -119,8 +119,19 @@ impl<S: ChargebackStore> BatchHandler<S> {
         invocation: &Invocation,
     ) -> Result<BatchOutcome, EnvelopeError> {
         let started = Instant::now();
+        let source = EventSource::of(&payload);
         let partitions =
             decode_envelope(payload).inspect_err(|e| error!(error = %e, "invocation failed"))?;
+        match source {
+            EventSource::Missing => {
+                warn!("the event has no eventSource; processing its records as a Kafka event")
+            }
+            EventSource::Unexpected(event_source) => warn!(
+                %event_source,
+                "unexpected eventSource (expected \"aws:kafka\", \"SelfManagedKafka\" or \"aws:SelfManagedKafka\"); processing its records as a Kafka event"
+            ),
+            EventSource::Msk | EventSource::SelfManagedKafka => {}
+        }
         let messages: usize = partitions.iter().map(|p| p.messages.len()).sum();
         info!(partitions = partitions.len(), messages, "batch received");
         let control = Arc::new(InvocationControl::new(
