@@ -76,11 +76,12 @@ enum Command {
     },
     /// Stamp a day by hand through the same code (e.g. after a Glue rerun).
     Backfill(BackfillArgs),
-    /// Create the chargebacks table (DYNAMODB_TABLE_NAME) and its date index
-    /// (CHARGEBACK_DATE_INDEX) per the table contract, on the DynamoDB the
-    /// environment configures (e.g. AWS_ENDPOINT_URL_DYNAMODB for DynamoDB
-    /// Local). Safe to run again: an existing table is checked, and given the
-    /// date index if it lacks it.
+    /// Create the chargebacks table and its date index per the table contract.
+    ///
+    /// The table is DYNAMODB_TABLE_NAME, the index CHARGEBACK_DATE_INDEX, on
+    /// the DynamoDB the environment configures (e.g. AWS_ENDPOINT_URL_DYNAMODB
+    /// for DynamoDB Local). Safe to run again: an existing table is checked,
+    /// and given the date index if it lacks it.
     CreateTable {
         /// The date index's projection.
         #[arg(long, value_enum, default_value_t = ProjectionArg::KeysOnly)]

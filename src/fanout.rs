@@ -37,11 +37,12 @@ pub struct Progress {
     known_selection: AtomicU64,
 }
 
-/// What a progress estimate is measured against, named in every progress line.
+/// What a progress estimate is measured against, named in every line that
+/// gives one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Expected {
-    records: u64,
-    basis: &'static str,
+pub struct Expected {
+    pub records: u64,
+    pub basis: &'static str,
 }
 
 impl Progress {
@@ -133,6 +134,12 @@ impl<S: ChargebackStore> FanOut<S> {
     }
 
     /// Records per second of the last fan-out that completed in this process.
+    /// How many records a fan-out for an event of `records_processed`
+    /// expects, and on what basis.
+    pub fn expected(&self, records_processed: u64) -> Expected {
+        self.progress.expected(records_processed)
+    }
+
     pub fn last_rate(&self) -> Option<f64> {
         let rate = f64::from_bits(self.last_rate.load(Ordering::Relaxed));
         (rate > 0.0).then_some(rate)

@@ -284,10 +284,13 @@ impl<S: ChargebackStore> BatchHandler<S> {
 
         let plan = StampPlan::for_event(&event, Utc::now());
         let time_left = control.time_for_new_work();
-        let forecast = Forecast::new(event.records_processed, time_left, self.fan_out.last_rate());
+        let expected = self.fan_out.expected(event.records_processed);
+        let forecast = Forecast::new(expected.records, time_left, self.fan_out.last_rate());
         info!(
             total_executions = event.execution.total(),
             records_processed = event.records_processed,
+            expected_records = expected.records,
+            expected_basis = expected.basis,
             created_before = %plan.selection.created_before,
             output_path = %event.output_path.as_str(),
             time_left_ms = time_left.map(|t| t.as_millis() as u64),
