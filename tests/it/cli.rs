@@ -298,6 +298,25 @@ pub async fn the_demo_reports_a_small_day_truthfully() -> anyhow::Result<()> {
     ] {
         ensure!(stdout.contains(expected), "{expected:?} missing: {stdout}");
     }
+    // The day's last run: what is created after it has no later run.
+    let last = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/events/self-managed-kafka-event.json"
+    );
+    let output = Command::new(BINARY)
+        .args(["demo", "--records", "100", "--event", last])
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .output()
+        .await?;
+    let stdout = text(&output.stdout);
+    ensure!(output.status.success(), "{}", text(&output.stderr));
+    ensure!(
+        stdout.contains(
+            "  created after 2025-11-20T18:30:00, the day's last execution: 10, which no later run will stamp"
+        ),
+        "{stdout}"
+    );
+    ensure!(!stdout.contains("left for the next execution"), "{stdout}");
     Ok(())
 }
 
