@@ -256,6 +256,22 @@ async fn redrive(
     for (message, why) in &summary.still_failing {
         println!("  still failing: {message}: {why}");
     }
+    for message in &summary.held_back {
+        println!("  held back: {message}: an earlier message of its partition is still failing");
+    }
+    for group in &summary.stopped_groups {
+        println!(
+            "  FIFO: partition {group} stopped at a still-failing message; its later messages \
+             stay in the queue, unexamined, until that one is fixed or deleted"
+        );
+    }
+    if dry_run && reader.is_fifo() {
+        println!(
+            "  FIFO: a dry run deletes nothing, and SQS hands out a partition's later messages \
+             only once its earlier ones are deleted: at most one batch (10) of each partition \
+             was examined"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
