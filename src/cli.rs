@@ -394,7 +394,24 @@ async fn redrive(
     for (message, why) in &summary.still_failing {
         println!("  still failing: {message}: {why}");
     }
-    if summary.still_failing.is_empty() {
+    for message in &summary.held_back {
+        println!("  held back: {message}: an earlier message of its partition is still failing");
+    }
+    for group in &summary.stopped_groups {
+        println!(
+            "  FIFO: partition {group} stopped at a still-failing message; its later messages \
+             stay in the queue, unexamined, until that one is fixed or deleted"
+        );
+    }
+    if dry_run && reader.is_fifo() {
+        println!(
+            "  FIFO: a dry run deletes nothing, and SQS hands out a partition's later messages \
+             only once its earlier ones are deleted: at most one batch (10) of each partition \
+             was examined"
+        );
+    }
+    let left_in_queue = summary.still_failing.len() + summary.held_back.len();
+    if left_in_queue == 0 && summary.stopped_groups.is_empty() {
         Ok(ExitCode::from(exit_code::DONE))
     } else {
         Ok(ExitCode::from(exit_code::HANDED_BACK))

@@ -145,6 +145,10 @@ fn main() -> ExitCode {
         a_value_too_large_for_the_queue_is_dead_lettered_truncated,
         one_failure_notification_is_published_per_invocation,
         redrive_replays_what_now_decodes_and_leaves_the_rest,
+        a_fifo_queue_parks_each_partitions_poison_in_order_and_once,
+        a_fifo_failure_topic_gets_one_notice_per_invocation,
+        redrive_of_a_fifo_queue_stops_each_partition_at_its_first_failure,
+        at_debug_level_the_queues_limit_and_each_dead_letter_send_are_logged,
     ];
     trials.push(Trial::test(
         "fuzz_corpus::every_saved_input_decodes_without_panicking",
@@ -165,6 +169,10 @@ fn main() -> ExitCode {
     trials.push(Trial::test(
         "dead_letters::a_poison_message_is_handed_back_when_the_queue_is_unreachable",
         || run(dead_letters::a_poison_message_is_handed_back_when_the_queue_is_unreachable()),
+    ));
+    trials.push(Trial::test(
+        "dead_letters::a_queue_whose_attributes_cannot_be_read_is_known_fifo_by_its_name",
+        || run(dead_letters::a_queue_whose_attributes_cannot_be_read_is_known_fifo_by_its_name()),
     ));
     {
         let endpoint = moto.clone();
