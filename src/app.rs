@@ -39,7 +39,8 @@ pub async fn handler(
     match &settings.dlq_url {
         Some(url) => {
             let queue = SqsDeadLetters::connect(sqs::client(sdk), url).await;
-            info!(dlq_url = %url, message_limit = queue.message_limit(), "poison messages go to the dead-letter queue");
+            info!(dlq_url = %url, message_limit = queue.message_limit(), fifo = queue.is_fifo(),
+                "poison messages go to the dead-letter queue");
             handler = handler.with_dead_letters(Arc::new(queue));
         }
         None => warn!(
@@ -48,7 +49,11 @@ pub async fn handler(
         ),
     }
     if let Some(arn) = &settings.failure_topic_arn {
-        handler = handler.with_notifier(Arc::new(SnsNotifier::new(sns::client(sdk), arn)));
+        let mut notifier = SnsNotifier::new(sns::client(sdk), arn);
+        if let Some(function) = &settings.function {
+            notifier = notifier.in_group_of(&function.name);
+        }
+        handler = handler.with_notifier(Arc::new(notifier));
     }
     handler
 }

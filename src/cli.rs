@@ -15,12 +15,37 @@ use crate::config::{LogFormat, Settings};
 use crate::fanout::FanOut;
 use crate::handler::{BatchHandler, Invocation};
 use crate::queue::sqs::{self, DeadLetterReader};
-use crate::store::dynamodb::{DynamoStore, load_sdk_config};
+use crate::store::dynamodb::provision::{Ensured, IndexProjection, TableShape, ensure_table};
+use crate::store::dynamodb::{DynamoStore, KeyReader, load_sdk_config};
 use crate::telemetry::xray::XrayTracer;
 use crate::telemetry::{self, Sink};
 
+/// What the process's exit status says, for scripts.
+pub mod exit_code {
+    /// Every message done: applied, skipped (another event type) or dead-lettered.
+    pub const DONE: u8 = 0;
+    /// The run failed: the event file is not a Kafka event, the command could
+    /// not do its work (e.g. a table that does not follow the contract).
+    pub const FAILED: u8 = 1;
+    /// A usage error or an invalid setting (an environment variable).
+    pub const USAGE: u8 = 2;
+    /// Some messages were handed back for Lambda to deliver again (no
+    /// credentials, endpoint unreachable, table missing, a poison message that
+    /// could not be dead-lettered, the deadline), or, for `redrive`, some
+    /// dead-lettered messages are still failing and stay in the queue.
+    pub const HANDED_BACK: u8 = 3;
+}
+
+const EXIT_CODES_HELP: &str = "\
+Exit status:
+  0  done: every message applied, skipped (another event type) or dead-lettered
+  1  failed: the run could not do its work (e.g. the event file is not a Kafka event)
+  2  usage error or invalid setting (every invalid environment variable is named)
+  3  some messages were handed back for a retry (invoke, demo), or some
+     dead-lettered messages are still failing and stay in the queue (redrive)";
+
 #[derive(Debug, Parser)]
-#[command(name = "consolidation-updater", version, about)]
+#[command(name = "consolidation-updater", version, about, after_help = EXIT_CODES_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,7 +68,7 @@ enum Command {
         #[arg(long)]
         queue_url: String,
         /// Stop after this many messages.
-        #[arg(long)]
+        #[arg(long, value_parser = positive_count, allow_negative_numbers = true)]
         max: Option<u64>,
         /// Decode only: stamp nothing, delete nothing.
         #[arg(long)]
@@ -51,6 +76,17 @@ enum Command {
     },
     /// Stamp a day by hand through the same code (e.g. after a Glue rerun).
     Backfill(BackfillArgs),
+    /// Create the chargebacks table and its date index per the table contract.
+    ///
+    /// The table is DYNAMODB_TABLE_NAME, the index CHARGEBACK_DATE_INDEX, on
+    /// the DynamoDB the environment configures (e.g. AWS_ENDPOINT_URL_DYNAMODB
+    /// for DynamoDB Local). Safe to run again: an existing table is checked,
+    /// and given the date index if it lacks it.
+    CreateTable {
+        /// The date index's projection.
+        #[arg(long, value_enum, default_value_t = ProjectionArg::KeysOnly)]
+        index_projection: ProjectionArg,
+    },
     /// Run an event end to end on the embedded DynamoDB-compatible engine:
     /// create the table, seed a synthetic day, stamp it, report.
     #[cfg(feature = "embedded")]
@@ -63,9 +99,46 @@ enum Command {
         #[arg(long)]
         db: Option<PathBuf>,
         /// Port on 127.0.0.1 [default: any free one].
-        #[arg(long, default_value_t = 0)]
-        port: u16,
+        #[arg(long)]
+        port: Option<u16>,
     },
+}
+
+/// The date index's projection, for the commands that create the table.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ProjectionArg {
+    /// Keys only: a redelivery is declined record by record by the update's condition.
+    KeysOnly,
+    /// Keys plus `consolidation_execution`: a redelivery skips stamped records on read.
+    IncludeExecution,
+}
+
+impl From<ProjectionArg> for IndexProjection {
+    fn from(projection: ProjectionArg) -> Self {
+        match projection {
+            ProjectionArg::KeysOnly => Self::KeysOnly,
+            ProjectionArg::IncludeExecution => Self::IncludeExecution,
+        }
+    }
+}
+
+/// A count of at least 1. Also reached by values such as `-5`, which clap
+/// would otherwise take for an unknown option.
+fn positive_count(value: &str) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{value:?} is not a positive count: expected a whole number of at least 1"
+        )),
+    }
+}
+
+/// A count of zero or more.
+fn count(value: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{value:?} is not a count: expected a whole number of 0 or more"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,10 +147,10 @@ struct BackfillArgs {
     #[arg(long)]
     partition_date: String,
     /// The execution sequence to stamp with.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_count, allow_negative_numbers = true)]
     execution: u64,
     /// The day's total executions.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_count, allow_negative_numbers = true)]
     total: u64,
     /// Where the consolidated files are (s3://bucket/prefix).
     #[arg(long)]
@@ -88,15 +161,15 @@ struct BackfillArgs {
     /// The Glue job's name.
     #[arg(long)]
     job_name: String,
-    /// When the run completed (ISO-8601 with an offset) [default: now].
+    /// When the run completed (ISO-8601; UTC without an offset) [default: now].
     #[arg(long)]
     completed_at: Option<String>,
     /// Only records created up to this time (ISO-8601, UTC without an offset)
     /// [default: the end of the day: every record of it].
     #[arg(long)]
     execution_time: Option<String>,
-    /// `records_in_consolidation` to write [default: 0, unknown].
-    #[arg(long, default_value_t = 0)]
+    /// `records_in_consolidation` to write (0 when unknown).
+    #[arg(long, default_value_t = 0, value_parser = count, allow_negative_numbers = true)]
     records_processed: u64,
     /// Count what would change; write nothing.
     #[arg(long)]
@@ -113,7 +186,7 @@ pub async fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(problem) => {
             eprintln!("consolidation-updater: {problem}");
-            return ExitCode::from(2);
+            return ExitCode::from(exit_code::USAGE);
         }
     };
     // Only with XRAY_TRACING=on: each invocation is then a trace of its own.
@@ -135,17 +208,31 @@ pub async fn main() -> ExitCode {
             dry_run,
         } => redrive(&settings, &queue_url, max, dry_run).await,
         Command::Backfill(args) => backfill(&settings, args).await,
+        Command::CreateTable { index_projection } => {
+            create_table(&settings, index_projection.into()).await
+        }
         #[cfg(feature = "embedded")]
         Command::Demo(args) => demo::run(&settings, args).await,
         #[cfg(feature = "embedded")]
-        Command::Serve { db, port } => serve(db, port).await,
+        Command::Serve { db, port } => serve(db, port.unwrap_or(0)).await,
     };
     match result {
         Ok(code) => code,
         Err(problem) => {
+            // One line, the cause last; the whole chain is in the DEBUG log.
+            tracing::debug!(error = ?problem, "the command failed");
             eprintln!("consolidation-updater: {problem:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_code::FAILED)
         }
+    }
+}
+
+/// Exit status of a handled batch: handed-back messages are not success.
+fn batch_exit_code(summary: &crate::domain::outcome::BatchSummary) -> ExitCode {
+    if summary.messages_retried > 0 {
+        ExitCode::from(exit_code::HANDED_BACK)
+    } else {
+        ExitCode::from(exit_code::DONE)
     }
 }
 
@@ -185,7 +272,58 @@ async fn invoke(settings: &Settings, event: PathBuf) -> anyhow::Result<ExitCode>
         units.indexes
     );
     println!("{}", serde_json::to_string(&outcome.response())?);
-    Ok(ExitCode::SUCCESS)
+    let summary = outcome.summary();
+    if summary.messages_retried > 0 {
+        eprintln!(
+            "consolidation-updater: {} of {} messages handed back for a retry{}",
+            summary.messages_retried,
+            outcome.outcomes.len(),
+            first_problem(&outcome).map_or_else(String::new, |why| format!(": {why}")),
+        );
+    }
+    Ok(batch_exit_code(&summary))
+}
+
+/// The first handed-back message's problem, with what to set when it is a
+/// missing credential, endpoint or region.
+fn first_problem(outcome: &crate::domain::outcome::BatchOutcome) -> Option<String> {
+    outcome
+        .outcomes
+        .iter()
+        .filter(|(_, o)| o.hands_back())
+        .find_map(|(_, o)| o.problem())
+        .map(|(_, text)| with_setup_hint(&text))
+}
+
+/// Appends how to fix the common setup problems of a first run on a laptop.
+fn with_setup_hint(problem: &str) -> String {
+    let lower = problem.to_ascii_lowercase();
+    let hint = if lower.contains("credential") || lower.contains("imds") {
+        Some(
+            "no AWS credentials found: set AWS_PROFILE (or AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY); for a local server any values do, with \
+             AWS_ENDPOINT_URL_DYNAMODB naming it",
+        )
+    } else if lower.contains("connection refused")
+        || lower.contains("dns error")
+        || lower.contains("unreachable")
+    {
+        Some(
+            "the DynamoDB endpoint cannot be reached: check AWS_ENDPOINT_URL_DYNAMODB (or \
+             AWS_REGION for AWS) and that the server is running",
+        )
+    } else if lower.contains("resourcenotfound") {
+        Some(
+            "the table does not exist at this endpoint: check DYNAMODB_TABLE_NAME, or create \
+             it with `consolidation-updater create-table`",
+        )
+    } else {
+        None
+    };
+    match hint {
+        Some(hint) => format!("{problem} ({hint})"),
+        None => problem.to_owned(),
+    }
 }
 
 /// Serves the embedded engine until Ctrl-C or SIGTERM; the first stdout line
@@ -256,7 +394,77 @@ async fn redrive(
     for (message, why) in &summary.still_failing {
         println!("  still failing: {message}: {why}");
     }
-    Ok(ExitCode::SUCCESS)
+    for message in &summary.held_back {
+        println!("  held back: {message}: an earlier message of its partition is still failing");
+    }
+    for group in &summary.stopped_groups {
+        println!(
+            "  FIFO: partition {group} stopped at a still-failing message; its later messages \
+             stay in the queue, unexamined, until that one is fixed or deleted"
+        );
+    }
+    if dry_run && reader.is_fifo() {
+        println!(
+            "  FIFO: a dry run deletes nothing, and SQS hands out a partition's later messages \
+             only once its earlier ones are deleted: at most one batch (10) of each partition \
+             was examined"
+        );
+    }
+    let left_in_queue = summary.still_failing.len() + summary.held_back.len();
+    if left_in_queue == 0 && summary.stopped_groups.is_empty() {
+        Ok(ExitCode::from(exit_code::DONE))
+    } else {
+        Ok(ExitCode::from(exit_code::HANDED_BACK))
+    }
+}
+
+/// `create-table`: the table contract on any endpoint, idempotently.
+async fn create_table(
+    settings: &Settings,
+    projection: IndexProjection,
+) -> anyhow::Result<ExitCode> {
+    let sdk = load_sdk_config(settings.region.as_deref()).await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = settings.table_name.as_str();
+    let index = settings.date_index.as_str();
+    let shape = TableShape {
+        index: Some(projection),
+        ..TableShape::default()
+    };
+    let ensured = ensure_table(&client, table, index, shape)
+        .await
+        .map_err(|e| anyhow::anyhow!(with_setup_hint(&e.to_string())))?;
+    // The same check the function makes at cold start.
+    let store = DynamoStore::new(client, table, index);
+    let layout = store
+        .layout()
+        .await
+        .map_err(|e| anyhow::anyhow!(with_setup_hint(&e.to_string())))?;
+    let what = match ensured {
+        Ensured::Created => "created",
+        Ensured::AlreadyThere => "already there",
+        Ensured::IndexAdded => "already there; date index added",
+    };
+    let range = layout
+        .range_key
+        .as_deref()
+        .map_or_else(String::new, |key| format!(" + {key}"));
+    let reader = match layout.reader {
+        KeyReader::Index {
+            projects_execution: true,
+        } => {
+            format!("index {index} (partition_date + created_at, projects consolidation_execution)")
+        }
+        KeyReader::Index {
+            projects_execution: false,
+        } => format!("index {index} (partition_date + created_at, keys only)"),
+        KeyReader::Scan { .. } => format!("no index {index}: the function will scan"),
+    };
+    println!(
+        "Table {table}: {what}; key {}{range}; {reader}",
+        layout.hash_key
+    );
+    Ok(ExitCode::from(exit_code::DONE))
 }
 
 async fn backfill(settings: &Settings, args: BackfillArgs) -> anyhow::Result<ExitCode> {
@@ -349,9 +557,7 @@ pub mod demo {
     use crate::fanout::Progress;
     use crate::ports::ChargebackStore;
     use crate::store::dynamodb::local_client;
-    use crate::store::dynamodb::provision::{
-        IndexProjection, TableShape, create_table, put_chargebacks,
-    };
+    use crate::store::dynamodb::provision::{create_table, put_chargebacks};
     use crate::synthetic::SyntheticDay;
 
     /// The seed's sample event, shipped in the binary so the demo runs from anywhere.
@@ -366,7 +572,7 @@ pub mod demo {
         event: Option<PathBuf>,
         /// Chargebacks of the event's day to seed (90% before the execution time,
         /// 10% after), plus 5% more on the neighbouring days.
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = 100_000, value_parser = positive_count, allow_negative_numbers = true)]
         records: u64,
         /// Keep the engine's data in this SQLite file instead of in memory.
         #[arg(long, conflicts_with = "endpoint")]
@@ -378,19 +584,11 @@ pub mod demo {
         /// Simulate a Lambda deadline: the first delivery stops starting work
         /// after this many milliseconds and hands the message back; the demo
         /// then delivers it again and reports what the retry cost.
-        #[arg(long)]
+        #[arg(long, value_parser = positive_count, allow_negative_numbers = true)]
         interrupt_after_ms: Option<u64>,
         /// The date index's projection, when the demo creates the table.
-        #[arg(long, value_enum, default_value_t = DemoProjection::KeysOnly)]
-        index_projection: DemoProjection,
-    }
-
-    #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-    pub enum DemoProjection {
-        /// Keys only: a redelivery is declined record by record by the update's condition.
-        KeysOnly,
-        /// Keys plus `consolidation_execution`: a redelivery skips stamped records on read.
-        IncludeExecution,
+        #[arg(long, value_enum, default_value_t = ProjectionArg::KeysOnly)]
+        index_projection: ProjectionArg,
     }
 
     pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -429,31 +627,41 @@ pub mod demo {
             .send()
             .await
             .is_ok();
-        if exists {
-            println!(
-                "Table {table} already exists in {}: not seeding it again",
-                db_name(&args)
-            );
-        } else {
+        // A table that holds anything is not ours to add a synthetic day to.
+        let empty = !exists
+            || client
+                .scan()
+                .table_name(table)
+                .limit(1)
+                .send()
+                .await
+                .map(|page| page.count() == 0)
+                .unwrap_or(false);
+        if !exists {
             let shape = TableShape {
-                index: Some(match args.index_projection {
-                    DemoProjection::KeysOnly => IndexProjection::KeysOnly,
-                    DemoProjection::IncludeExecution => IndexProjection::IncludeExecution,
-                }),
+                index: Some(args.index_projection.into()),
                 ..TableShape::default()
             };
             create_table(&client, table, &settings.date_index, shape).await?;
+        }
+        if empty {
             let seeding = Instant::now();
             let seeded =
                 put_chargebacks(&client, table, day.chargebacks(), SEED_CONCURRENCY).await?;
             println!(
-                "Seeded {seeded} chargebacks in {:.1} s: {} of {} created up to {}, {} after it, {} on other days",
+                "Seeded {seeded} {} in {:.1} s: {} of {} created up to {}, {} after it, {} on other days",
+                plural(seeded, "chargeback", "chargebacks"),
                 seeding.elapsed().as_secs_f64(),
                 day.before_cutoff,
                 event.partition_date,
                 event.execution_time.format("%H:%M:%S"),
                 day.after_cutoff,
                 day.other_dates,
+            );
+        } else {
+            println!(
+                "Table {table} in {} already holds chargebacks: not seeding it again",
+                db_name(&args)
             );
         }
 
@@ -463,6 +671,10 @@ pub mod demo {
         );
         store.warm_up().await;
         let progress = Arc::new(Progress::default());
+        if empty {
+            // The day the demo seeded, not the event's count of another day's output.
+            progress.expect_selection_of(day.before_cutoff);
+        }
         let handler =
             Arc::new(app::handler(settings, &sdk, Arc::clone(&store), Arc::clone(&progress)).await);
         let bar = progress_bar(day.before_cutoff);
@@ -532,7 +744,8 @@ pub mod demo {
             .await?;
         let seconds = elapsed.as_secs_f64();
         println!(
-            "Stamped {written} chargebacks of {} (execution {} of {}) in {seconds:.2} s: {:.0} records/s",
+            "Stamped {written} {} of {} (execution {} of {}) in {seconds:.2} s: {:.0} records/s",
+            plural(written, "chargeback", "chargebacks"),
             event.partition_date,
             event.execution.sequence(),
             event.execution.total(),
@@ -542,16 +755,28 @@ pub mod demo {
             "  already at this execution or a newer one: {}",
             summary.chargebacks_already_applied
         );
+        let after = event.execution_time.format("%Y-%m-%dT%H:%M:%S");
+        if event.execution.is_last() {
+            println!(
+                "  created after {after}, the day's last execution: {left}, which no later run will stamp"
+            );
+        } else {
+            println!("  created after {after}, left for the next execution: {left}");
+        }
         println!(
-            "  left for the next execution (created after {}): {left}",
-            event.execution_time.format("%Y-%m-%dT%H:%M:%S")
-        );
-        println!(
-            "  messages: {} applied, {} skipped, {} handed back",
-            summary.messages_processed, summary.messages_skipped, summary.messages_failed
+            "  messages: {} applied, {} skipped, {} dead-lettered, {} handed back",
+            summary.messages_processed,
+            summary.messages_skipped,
+            summary.messages_dead_lettered,
+            summary.messages_retried
         );
         println!("Response: {}", serde_json::to_string(&outcome.response())?);
-        Ok(ExitCode::SUCCESS)
+        Ok(batch_exit_code(&summary))
+    }
+
+    /// The singular only for exactly one.
+    fn plural<'a>(count: u64, one: &'a str, many: &'a str) -> &'a str {
+        if count == 1 { one } else { many }
     }
 
     fn db_name(args: &DemoArgs) -> String {

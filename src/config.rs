@@ -23,11 +23,55 @@ pub const DEFAULT_METRICS_NAMESPACE: &str = "POC-Chargeback/ConsolidationUpdater
 pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("invalid configuration: {variable}={value:?}: {reason}")]
+#[error("{variable}={value:?}: {reason}")]
 pub struct ConfigError {
     pub variable: &'static str,
     pub value: String,
     pub reason: String,
+}
+
+/// Every invalid setting at once, so that one start-up names them all
+/// instead of one fix and one restart per variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// The variables at fault, in the order they were read.
+    pub fn variables(&self) -> Vec<&'static str> {
+        self.0.iter().map(|e| e.variable).collect()
+    }
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "invalid configuration: {one}"),
+            all => {
+                write!(f, "invalid configuration ({} variables): ", all.len())?;
+                for (i, problem) in all.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{problem}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects the problems of the variables read so far.
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    /// The value when it is valid; otherwise the problem is kept and the
+    /// default stands in, so the remaining variables are still checked.
+    fn take<T>(&mut self, read: Result<T, ConfigError>) -> Option<T> {
+        read.map_err(|problem| self.0.push(problem)).ok()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,59 +171,63 @@ impl FunctionIdentity {
 pub struct XrayDaemon(pub std::net::SocketAddr);
 
 impl Settings {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env() -> Result<Self, ConfigErrors> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads settings through `lookup`; empty values count as unset.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    /// Reads settings through `lookup`; empty values count as unset. Every
+    /// invalid value is reported, not only the first.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut problems = Problems::default();
         let log_level = match get("LOG_LEVEL") {
-            Some(value) => parse_level("LOG_LEVEL", &value)?,
-            None => match get("AWS_LAMBDA_LOG_LEVEL") {
-                Some(value) => parse_level("AWS_LAMBDA_LOG_LEVEL", &value)?,
-                None => LevelFilter::INFO,
-            },
-        };
-        Ok(Self {
-            table_name: resource_name(
-                "DYNAMODB_TABLE_NAME",
-                get("DYNAMODB_TABLE_NAME").unwrap_or_else(|| DEFAULT_TABLE_NAME.into()),
-            )?,
-            region: get("AWS_REGION").map(region).transpose()?,
-            log_level,
-            log_format: get("LOG_FORMAT").map(|v| log_format(&v)).transpose()?,
-            date_index: resource_name(
-                "CHARGEBACK_DATE_INDEX",
-                get("CHARGEBACK_DATE_INDEX").unwrap_or_else(|| DEFAULT_DATE_INDEX.into()),
-            )?,
-            max_concurrency: get("MAX_CONCURRENCY")
-                .map(|v| max_concurrency(&v))
-                .transpose()?
-                .unwrap_or(DEFAULT_MAX_CONCURRENCY),
-            dlq_url: get("DLQ_URL").map(|v| queue_url(&v)).transpose()?,
-            failure_topic_arn: get("FAILURE_TOPIC_ARN")
-                .map(|v| topic_arn(&v))
-                .transpose()?,
-            deadline_margin: get("DEADLINE_SAFETY_MARGIN_MS")
-                .map(|v| deadline_margin(&v))
-                .transpose()?
-                .unwrap_or(DEFAULT_DEADLINE_MARGIN),
-            metrics_namespace: get("METRICS_NAMESPACE")
-                .map(|v| metrics_namespace(&v))
-                .transpose()?
-                .unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.into()),
-            progress_interval: get("PROGRESS_LOG_INTERVAL_SECONDS")
-                .map(|v| progress_interval(&v))
-                .transpose()?
-                .unwrap_or(DEFAULT_PROGRESS_INTERVAL),
-            xray: xray_daemon(&get)?,
-            write_mode: get("WRITE_MODE")
-                .map(|v| write_mode(&v))
-                .transpose()?
-                .unwrap_or_default(),
-            function: FunctionIdentity::from_lookup(&get),
-        })
+            Some(value) => problems.take(parse_level("LOG_LEVEL", &value)),
+            None => get("AWS_LAMBDA_LOG_LEVEL")
+                .and_then(|value| problems.take(parse_level("AWS_LAMBDA_LOG_LEVEL", &value))),
+        }
+        .unwrap_or(LevelFilter::INFO);
+        let table_name = problems.take(resource_name(
+            "DYNAMODB_TABLE_NAME",
+            get("DYNAMODB_TABLE_NAME").unwrap_or_else(|| DEFAULT_TABLE_NAME.into()),
+        ));
+        let region = get("AWS_REGION").and_then(|v| problems.take(region(v)));
+        let log_format = get("LOG_FORMAT").and_then(|v| problems.take(log_format(&v)));
+        let date_index = problems.take(resource_name(
+            "CHARGEBACK_DATE_INDEX",
+            get("CHARGEBACK_DATE_INDEX").unwrap_or_else(|| DEFAULT_DATE_INDEX.into()),
+        ));
+        let max_concurrency =
+            get("MAX_CONCURRENCY").and_then(|v| problems.take(max_concurrency(&v)));
+        let dlq_url = get("DLQ_URL").and_then(|v| problems.take(queue_url(&v)));
+        let failure_topic_arn = get("FAILURE_TOPIC_ARN").and_then(|v| problems.take(topic_arn(&v)));
+        let deadline_margin =
+            get("DEADLINE_SAFETY_MARGIN_MS").and_then(|v| problems.take(deadline_margin(&v)));
+        let metrics_namespace =
+            get("METRICS_NAMESPACE").and_then(|v| problems.take(metrics_namespace(&v)));
+        let progress_interval =
+            get("PROGRESS_LOG_INTERVAL_SECONDS").and_then(|v| problems.take(progress_interval(&v)));
+        let xray = problems.take(xray_daemon(&get)).flatten();
+        let write_mode = get("WRITE_MODE").and_then(|v| problems.take(write_mode(&v)));
+        match (table_name, date_index) {
+            (Some(table_name), Some(date_index)) if problems.0.is_empty() => Ok(Self {
+                table_name,
+                region,
+                log_level,
+                log_format,
+                date_index,
+                max_concurrency: max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY),
+                dlq_url,
+                failure_topic_arn,
+                deadline_margin: deadline_margin.unwrap_or(DEFAULT_DEADLINE_MARGIN),
+                metrics_namespace: metrics_namespace
+                    .unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.into()),
+                progress_interval: progress_interval.unwrap_or(DEFAULT_PROGRESS_INTERVAL),
+                xray,
+                write_mode: write_mode.unwrap_or_default(),
+                function: FunctionIdentity::from_lookup(&get),
+            }),
+            _ => Err(ConfigErrors(problems.0)),
+        }
     }
 }
 
@@ -266,7 +314,7 @@ fn parse_level(variable: &'static str, value: &str) -> Result<LevelFilter, Confi
         _ => Err(invalid(
             variable,
             value,
-            "expected one of TRACE, DEBUG, INFO, WARN (or WARNING), ERROR, FATAL",
+            "expected TRACE, DEBUG, INFO, WARN (or WARNING), ERROR or FATAL, in any case",
         )),
     }
 }
@@ -367,7 +415,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigErrors> {
         let vars: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -525,9 +573,42 @@ mod tests {
             ("WRITE_MODE", "fast"),
         ] {
             let error = settings(&[(variable, value)]).unwrap_err();
-            assert_eq!(error.variable, variable);
+            assert_eq!(error.variables(), [variable]);
             assert!(error.to_string().contains(variable), "{error}");
         }
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_at_once() {
+        let error = settings(&[
+            ("LOG_LEVEL", "LOUD"),
+            ("MAX_CONCURRENCY", "0"),
+            ("DYNAMODB_TABLE_NAME", "x"),
+            ("WRITE_MODE", "fast"),
+            ("XRAY_TRACING", "maybe"),
+            ("DLQ_URL", "https://sqs.us-east-2.amazonaws.com/1/dlq"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            error.variables(),
+            [
+                "LOG_LEVEL",
+                "DYNAMODB_TABLE_NAME",
+                "MAX_CONCURRENCY",
+                "XRAY_TRACING",
+                "WRITE_MODE"
+            ]
+        );
+        let text = error.to_string();
+        assert!(
+            text.starts_with("invalid configuration (5 variables): "),
+            "{text}"
+        );
+        assert!(
+            text.contains("TRACE, DEBUG, INFO, WARN (or WARNING), ERROR or FATAL"),
+            "the accepted levels are named: {text}"
+        );
+        assert!(!text.contains('\n'), "one line: {text}");
     }
 
     #[test]

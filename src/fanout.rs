@@ -16,7 +16,7 @@ use tracing::{Instrument, Span, info, info_span, warn};
 use crate::domain::stamp::{KeySelection, StampPlan, StampReport, StampResult};
 use crate::ports::{ChargebackStore, ErrorClass, StoreError};
 use crate::retry::{AdaptiveLimiter, InvocationControl, RetryPolicy, StopReason};
-use crate::telemetry::events::RetriesHeldBack;
+use crate::telemetry::events::RequestsHeldBack;
 use crate::telemetry::xray;
 
 /// Pages read ahead of the updates, per key stream. Two keep the updates fed
@@ -32,9 +32,40 @@ pub struct Progress {
     pub failed_attempts: AtomicU64,
     /// Of those, the ones DynamoDB throttled.
     pub throttled: AtomicU64,
+    /// The selection's size when the caller knows it (the demo, which seeded
+    /// the day); 0: unknown, and progress is judged against the event's
+    /// `records_processed`.
+    known_selection: AtomicU64,
+}
+
+/// What a progress estimate is measured against, named in every line that
+/// gives one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    pub records: u64,
+    pub basis: &'static str,
 }
 
 impl Progress {
+    /// Tells the progress log how many records the selection holds, so its
+    /// estimate is measured against them instead of the event's count.
+    pub fn expect_selection_of(&self, records: u64) {
+        self.known_selection.store(records, Ordering::Relaxed);
+    }
+
+    fn expected(&self, records_processed: u64) -> Expected {
+        match self.known_selection.load(Ordering::Relaxed) {
+            0 => Expected {
+                records: records_processed,
+                basis: "records_processed of the event",
+            },
+            records => Expected {
+                records,
+                basis: "records known to be selected",
+            },
+        }
+    }
+
     pub fn examined(&self) -> u64 {
         self.written.load(Ordering::Relaxed) + self.already_applied.load(Ordering::Relaxed)
     }
@@ -104,6 +135,12 @@ impl<S: ChargebackStore> FanOut<S> {
     }
 
     /// Records per second of the last fan-out that completed in this process.
+    /// How many records a fan-out for an event of `records_processed`
+    /// expects, and on what basis.
+    pub fn expected(&self, records_processed: u64) -> Expected {
+        self.progress.expected(records_processed)
+    }
+
     pub fn last_rate(&self) -> Option<f64> {
         let rate = f64::from_bits(self.last_rate.load(Ordering::Relaxed));
         (rate > 0.0).then_some(rate)
@@ -162,7 +199,7 @@ impl<S: ChargebackStore> FanOut<S> {
         let work = self.stamp_in_span(plan, control, &live);
         let result = match self.progress_log {
             Some(interval) => {
-                let expected = plan.values.records_in_consolidation;
+                let expected = self.progress.expected(plan.values.records_in_consolidation);
                 log_progress_while(work, interval, expected, &live)
                     .instrument(span.clone())
                     .await
@@ -170,7 +207,7 @@ impl<S: ChargebackStore> FanOut<S> {
             None => work.instrument(span.clone()).await,
         };
         // What the DEBUG line budget held back, so the totals are complete.
-        RetriesHeldBack::emit();
+        RequestsHeldBack::emit();
         self.limiter.log_held_back_changes();
         for (field, count) in [
             ("written", &live.written),
@@ -502,7 +539,7 @@ impl<S: ChargebackStore> Request<'_, S> {
 async fn log_progress_while<T>(
     work: impl Future<Output = T>,
     interval: Duration,
-    expected: u64,
+    expected: Expected,
     counts: &Progress,
 ) -> T {
     let started = Instant::now();
@@ -516,23 +553,35 @@ async fn log_progress_while<T>(
     }
 }
 
-fn log_progress(started: Instant, expected: u64, counts: &Progress) {
+fn log_progress(started: Instant, expected: Expected, counts: &Progress) {
     let done = counts.examined();
     let seconds = started.elapsed().as_secs_f64();
     let rate = done as f64 / seconds.max(1e-3);
-    let left = expected.saturating_sub(done);
-    // Unknown until something is done; the event's count is an estimate
-    // (records created since its run are stamped too).
-    let eta_seconds = (rate >= 1.0).then(|| (left as f64 / rate).round() as u64);
+    let Expected { records, basis } = expected;
+    // An estimate only while the basis still holds: the event's count is the
+    // consolidated output, and records created since its run are stamped too.
+    let left = records.checked_sub(done).filter(|left| *left > 0);
+    let eta_seconds = left
+        .filter(|_| rate >= 1.0)
+        .map(|left| (left as f64 / rate).round() as u64);
+    let message = match left {
+        Some(_) => format!(
+            "fan-out progress: {done} records, {rate:.0}/s; about {records} expected ({basis})"
+        ),
+        None => format!(
+            "fan-out progress: {done} records, {rate:.0}/s; past the {records} expected ({basis}), no estimate"
+        ),
+    };
     info!(
         stamped = done,
         written = counts.written.load(Ordering::Relaxed),
         already_applied = counts.already_applied.load(Ordering::Relaxed),
-        expected_records = expected,
+        expected_records = records,
+        expected_basis = basis,
         records_per_second = rate.round() as u64,
         eta_seconds,
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "fan-out progress: {done} of about {expected} records, {rate:.0}/s"
+        "{message}"
     );
 }
 
@@ -965,7 +1014,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(error, FanOutError::Store(e) if e.class == ErrorClass::Permanent && e.message.contains("after 1 attempts"))
+            matches!(error, FanOutError::Store(e) if e.class == ErrorClass::Permanent && e.message.contains("after 1 attempt)"))
         );
         assert_eq!(
             fan_out.store().execution_of("cb-0299"),

@@ -15,7 +15,7 @@ use tracing::{Instrument, Span, error, info, info_span, warn};
 
 use crate::domain::dead_letter::{DeadLetter, Poison};
 use crate::domain::event::{DecodeError, DecodedValue, decode_value};
-use crate::domain::kafka::{EnvelopeError, KafkaMessage, MessageId, decode_envelope};
+use crate::domain::kafka::{EnvelopeError, EventSource, KafkaMessage, MessageId, decode_envelope};
 use crate::domain::outcome::{BatchOutcome, MessageOutcome, run_in_offset_order};
 use crate::domain::stamp::{Forecast, StampPlan};
 use crate::fanout::{FanOut, FanOutError};
@@ -120,8 +120,19 @@ impl<S: ChargebackStore> BatchHandler<S> {
         invocation: &Invocation,
     ) -> Result<BatchOutcome, EnvelopeError> {
         let started = Instant::now();
+        let source = EventSource::of(&payload);
         let partitions =
             decode_envelope(payload).inspect_err(|e| error!(error = %e, "invocation failed"))?;
+        match source {
+            EventSource::Missing => {
+                warn!("the event has no eventSource; processing its records as a Kafka event")
+            }
+            EventSource::Unexpected(event_source) => warn!(
+                %event_source,
+                "unexpected eventSource (expected \"aws:kafka\", \"SelfManagedKafka\" or \"aws:SelfManagedKafka\"); processing its records as a Kafka event"
+            ),
+            EventSource::Msk | EventSource::SelfManagedKafka => {}
+        }
         let messages: usize = partitions.iter().map(|p| p.messages.len()).sum();
         info!(partitions = partitions.len(), messages, "batch received");
         let control = Arc::new(InvocationControl::new(
@@ -276,10 +287,13 @@ impl<S: ChargebackStore> BatchHandler<S> {
         let plan = StampPlan::for_event(&event, Utc::now());
         SelectionMade(&plan).emit();
         let time_left = control.time_for_new_work();
-        let forecast = Forecast::new(event.records_processed, time_left, self.fan_out.last_rate());
+        let expected = self.fan_out.expected(event.records_processed);
+        let forecast = Forecast::new(expected.records, time_left, self.fan_out.last_rate());
         info!(
             total_executions = event.execution.total(),
             records_processed = event.records_processed,
+            expected_records = expected.records,
+            expected_basis = expected.basis,
             created_before = %plan.selection.created_before,
             output_path = %event.output_path.as_str(),
             time_left_ms = time_left.map(|t| t.as_millis() as u64),

@@ -13,7 +13,7 @@ use tracing::level_filters::LevelFilter;
 use tracing::{error, info, warn};
 
 use crate::app;
-use crate::config::{ConfigError, FunctionIdentity, LogFormat, Settings};
+use crate::config::{ConfigErrors, FunctionIdentity, LogFormat, Settings};
 use crate::domain::kafka::{EnvelopeError, KafkaBatchResponse};
 use crate::handler::Invocation;
 use crate::store::dynamodb::load_sdk_config;
@@ -49,7 +49,8 @@ pub async fn main() -> ExitCode {
                 function.as_ref(),
                 None,
             );
-            error!(variable = problem.variable, error = %problem, "the function cannot start: {problem}");
+            let variables = problem.variables().join(",");
+            error!(%variables, error = %problem, "the function cannot start: {problem}");
             report_init_error(&problem).await;
             return ExitCode::FAILURE;
         }
@@ -179,7 +180,7 @@ fn deadline_instant(deadline_ms: u64) -> Option<Instant> {
 
 /// Tells Lambda why the init failed, so the console and the logs show the
 /// variable at fault instead of a bare "Runtime exited".
-async fn report_init_error(problem: &ConfigError) {
+async fn report_init_error(problem: &ConfigErrors) {
     const ERROR_TYPE: &str = "Runtime.InvalidConfiguration";
     let body = json!({"errorType": ERROR_TYPE, "errorMessage": problem.to_string()}).to_string();
     let request = lambda_runtime_api_client::build_request()

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::domain::dead_letter::DeadLetter;
 use crate::domain::event::decode_value;
 use crate::domain::outcome::MessageOutcome;
 use crate::handler::{BatchHandler, Invocation};
@@ -23,10 +24,21 @@ pub struct RedriveSummary {
     pub redriven: u64,
     /// Left in the queue: which message, and why.
     pub still_failing: Vec<(String, String)>,
+    /// Left in the queue unreplayed, because an earlier message of their
+    /// partition is still failing and a FIFO queue keeps a partition's order.
+    pub held_back: Vec<String>,
+    /// FIFO message groups (partitions, as Lambda names them) this run
+    /// stopped in: SQS hands out none of a group's later messages while an
+    /// earlier one is in flight, so those were not even examined.
+    pub stopped_groups: Vec<String>,
 }
 
 /// Replays up to `max` messages. A dry run decodes only: nothing is stamped,
 /// nothing deleted, and every message is made visible again at the end.
+///
+/// A FIFO queue is replayed in order within each partition: at the first
+/// message of a partition that still fails, the partition stops, and its
+/// later messages stay in the queue behind it, untouched, for a later run.
 pub async fn redrive<S: ChargebackStore>(
     reader: &DeadLetterReader,
     handler: &Arc<BatchHandler<S>>,
@@ -39,6 +51,7 @@ pub async fn redrive<S: ChargebackStore>(
     // A message seen twice means the queue has come round (a replay outlasted
     // the visibility timeout): everything left was examined already.
     let mut seen = HashSet::new();
+    let mut stopped = HashSet::new();
     'receiving: while summary.examined < limit {
         let room = i32::try_from((limit - summary.examined).min(10)).unwrap_or(10);
         let batch = reader.receive(room, VISIBILITY).await?;
@@ -53,57 +66,28 @@ pub async fn redrive<S: ChargebackStore>(
                 break 'receiving;
             }
             summary.examined += 1;
-            let letter = match parked.letter {
-                Ok(letter) => letter,
-                Err(why) => {
-                    summary.still_failing.push(("(unreadable)".into(), why));
-                    to_release.push(parked.receipt_handle);
-                    continue;
-                }
-            };
-            let name = letter.message_id().to_string();
-            if letter.value_truncated {
-                summary.still_failing.push((
-                    name,
-                    "the value was truncated when it was dead-lettered; replay it from Kafka \
-                     (or the event source's on-failure destination)"
-                        .into(),
-                ));
+            if parked.group.as_ref().is_some_and(|g| stopped.contains(g)) {
+                summary.held_back.push(name_of(&parked.letter));
                 to_release.push(parked.receipt_handle);
                 continue;
             }
-            if dry_run {
-                match decode_value(letter.value.as_ref()) {
-                    Ok(_) => summary.redriven += 1,
-                    Err(problem) => summary.still_failing.push((name, problem.to_string())),
-                }
-                to_release.push(parked.receipt_handle);
-                continue;
-            }
-            let invocation = Invocation::unbounded(format!("redrive-{}", letter.request_id));
-            let outcome = match handler.handle(letter.to_kafka_event(), &invocation).await {
-                Ok(outcome) => outcome,
-                Err(problem) => {
-                    summary.still_failing.push((name, problem.to_string()));
+            match replay(&parked.letter, handler, dry_run).await {
+                Ok(()) if dry_run => {
+                    summary.redriven += 1;
                     to_release.push(parked.receipt_handle);
-                    continue;
                 }
-            };
-            match outcome.outcomes.first().map(|(_, o)| o) {
-                Some(MessageOutcome::Applied(_) | MessageOutcome::Skipped { .. }) => {
+                Ok(()) => {
                     reader.delete(&parked.receipt_handle).await?;
                     summary.redriven += 1;
                 }
-                Some(other) => {
-                    let why = other
-                        .problem()
-                        .map_or_else(|| other.label().to_owned(), |(_, text)| text);
-                    summary.still_failing.push((name, why));
+                Err(why) => {
+                    summary.still_failing.push((name_of(&parked.letter), why));
                     to_release.push(parked.receipt_handle);
-                }
-                None => {
-                    summary.still_failing.push((name, "no outcome".into()));
-                    to_release.push(parked.receipt_handle);
+                    if let Some(group) = parked.group
+                        && stopped.insert(group.clone())
+                    {
+                        summary.stopped_groups.push(group);
+                    }
                 }
             }
         }
@@ -113,4 +97,46 @@ pub async fn redrive<S: ChargebackStore>(
         reader.release(&handle).await?;
     }
     Ok(summary)
+}
+
+/// The message a parked body came from, as the summary names it.
+fn name_of(letter: &Result<DeadLetter, String>) -> String {
+    match letter {
+        Ok(letter) => letter.message_id().to_string(),
+        Err(_) => "(unreadable)".into(),
+    }
+}
+
+/// Replays one parked message (in a dry run, only decodes it). `Err` says why
+/// it stays in the queue.
+async fn replay<S: ChargebackStore>(
+    letter: &Result<DeadLetter, String>,
+    handler: &Arc<BatchHandler<S>>,
+    dry_run: bool,
+) -> Result<(), String> {
+    let letter = letter.as_ref().map_err(Clone::clone)?;
+    if letter.value_truncated {
+        return Err(
+            "the value was truncated when it was dead-lettered; replay it from Kafka \
+             (or the event source's on-failure destination)"
+                .into(),
+        );
+    }
+    if dry_run {
+        return decode_value(letter.value.as_ref())
+            .map(|_| ())
+            .map_err(|problem| problem.to_string());
+    }
+    let invocation = Invocation::unbounded(format!("redrive-{}", letter.request_id));
+    let outcome = handler
+        .handle(letter.to_kafka_event(), &invocation)
+        .await
+        .map_err(|problem| problem.to_string())?;
+    match outcome.outcomes.first().map(|(_, o)| o) {
+        Some(MessageOutcome::Applied(_) | MessageOutcome::Skipped { .. }) => Ok(()),
+        Some(other) => Err(other
+            .problem()
+            .map_or_else(|| other.label().to_owned(), |(_, text)| text)),
+        None => Err("no outcome".into()),
+    }
 }

@@ -131,7 +131,10 @@ impl RetryPolicy {
                             ErrorClass::Unreachable => ErrorClass::Setup,
                             other => other,
                         },
-                        message: format!("{} (after {attempts} attempts)", error.message),
+                        message: match attempts {
+                            1 => format!("{} (after 1 attempt)", error.message),
+                            _ => format!("{} (after {attempts} attempts)", error.message),
+                        },
                         ..error
                     });
                 }

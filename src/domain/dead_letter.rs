@@ -128,10 +128,26 @@ impl DeadLetter {
     /// its length and SHA-256, and long `key` and `error_message` are cut too;
     /// never the coordinates or the error kind, so the message stays identifiable.
     pub fn to_body(&self, limit: usize) -> String {
+        self.fit_body(limit).text
+    }
+
+    /// [`to_body`](Self::to_body), saying whether anything was left out.
+    pub fn fit_body(&self, limit: usize) -> FittedBody {
         let whole = serde_json::to_string(self).unwrap_or_default();
         if whole.len() <= limit {
-            return whole;
+            return FittedBody {
+                text: whole,
+                truncated: false,
+            };
         }
+        FittedBody {
+            text: self.cut_body(limit),
+            truncated: true,
+        }
+    }
+
+    /// The body without the headers, or with the value cut, to fit `limit`.
+    fn cut_body(&self, limit: usize) -> String {
         let without_headers = Self {
             headers: None,
             headers_truncated: self.headers.is_some(),
@@ -171,6 +187,14 @@ impl DeadLetter {
             room = room.saturating_sub((body.len() - limit).max(room / 8).max(1));
         }
     }
+}
+
+/// A dead letter's JSON body, and whether the headers or the value were left
+/// out (or cut) to fit the queue's size limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FittedBody {
+    pub text: String,
+    pub truncated: bool,
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
@@ -272,6 +296,24 @@ mod tests {
         );
         let batches = crate::domain::kafka::decode_envelope(letter.to_kafka_event()).unwrap();
         assert_eq!(batches[0].messages, vec![original]);
+    }
+
+    #[test]
+    fn a_fitted_body_says_whether_anything_was_left_out() {
+        let mut original = message(json!("e30="));
+        original.raw_headers = Some(json!([{"big": vec![65; 10_000]}]));
+        let letter = DeadLetter::new(
+            &original,
+            &Poison::from(&DecodeError::EmptyJobName),
+            "r",
+            "t",
+        );
+        let whole = letter.fit_body(262_144);
+        assert!(!whole.truncated);
+        assert_eq!(whole.text, letter.to_body(262_144));
+        let cut = letter.fit_body(8_192);
+        assert!(cut.truncated && cut.text.len() <= 8_192);
+        assert_eq!(cut.text, letter.to_body(8_192));
     }
 
     #[test]

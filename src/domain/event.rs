@@ -357,7 +357,10 @@ impl S3Uri {
 }
 
 /// When the run completed, kept exactly as the job wrote it (that string is
-/// what records carry), after checking it is an ISO-8601 timestamp with an offset.
+/// what records carry), after checking it is an ISO-8601 timestamp. Without an
+/// offset it means UTC, as `execution_time` does: a Glue job that writes
+/// `datetime.utcnow().isoformat()` must not have its day dead-lettered for a
+/// field that is only copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompletedAt {
     raw: String,
@@ -366,17 +369,11 @@ pub struct CompletedAt {
 
 impl CompletedAt {
     pub fn parse(value: &str) -> Result<Self, DecodeError> {
-        let invalid = || DecodeError::InvalidTimestamp {
+        let at = parse_utc(value).ok_or_else(|| DecodeError::InvalidTimestamp {
             field: "completed_at",
             value: value.to_owned(),
-            hint: " with an offset (e.g. 2025-11-20T06:45:32.123456+00:00)",
-        };
-        if !has_four_digit_year(value) {
-            return Err(invalid());
-        }
-        let at = DateTime::parse_from_rfc3339(value)
-            .map_err(|_| invalid())?
-            .with_timezone(&Utc);
+            hint: " (e.g. 2025-11-20T06:45:32.123456+00:00, UTC when no offset is given)",
+        })?;
         Ok(Self {
             raw: value.to_owned(),
             at,
@@ -399,24 +396,28 @@ fn has_four_digit_year(value: &str) -> bool {
     bytes.len() > 4 && bytes[..4].iter().all(u8::is_ascii_digit) && bytes[4] == b'-'
 }
 
-/// `execution_time` as the job writes it: usually without an offset, which means UTC.
-fn parse_execution_time(value: &str) -> Result<DateTime<Utc>, DecodeError> {
-    let invalid = || DecodeError::InvalidTimestamp {
-        field: "execution_time",
-        value: value.to_owned(),
-        hint: " (e.g. 2025-11-20T06:30:00, UTC when no offset is given)",
-    };
+/// An ISO-8601 date and time as the job writes it: with an offset (converted to
+/// UTC) or without one (UTC), `T` or a space between date and time.
+fn parse_utc(value: &str) -> Option<DateTime<Utc>> {
     if !has_four_digit_year(value) {
-        return Err(invalid());
+        return None;
     }
     if let Ok(with_offset) = DateTime::parse_from_rfc3339(value) {
-        return Ok(with_offset.with_timezone(&Utc));
+        return Some(with_offset.with_timezone(&Utc));
     }
     ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
         .iter()
         .find_map(|format| NaiveDateTime::parse_from_str(value, format).ok())
         .map(|naive| naive.and_utc())
-        .ok_or_else(invalid)
+}
+
+/// `execution_time` as the job writes it: usually without an offset, which means UTC.
+fn parse_execution_time(value: &str) -> Result<DateTime<Utc>, DecodeError> {
+    parse_utc(value).ok_or_else(|| DecodeError::InvalidTimestamp {
+        field: "execution_time",
+        value: value.to_owned(),
+        hint: " (e.g. 2025-11-20T06:30:00, UTC when no offset is given)",
+    })
 }
 
 /// The Glue job's name: never empty.
@@ -763,6 +764,51 @@ mod tests {
     }
 
     #[test]
+    fn completed_at_without_an_offset_is_accepted_as_utc_and_kept_as_received() {
+        // What `datetime.utcnow().isoformat()` in the Glue job writes.
+        for naive in [
+            "2025-11-20T06:45:32.123456",
+            "2025-11-20T06:45:32",
+            "2025-11-20 06:45:32",
+        ] {
+            let event = decode_ok(&with("completed_at", json!(naive)));
+            assert_eq!(event.completed_at.as_str(), naive, "stored as received");
+            assert_eq!(
+                event
+                    .completed_at
+                    .at()
+                    .format("%Y-%m-%dT%H:%M:%S")
+                    .to_string(),
+                "2025-11-20T06:45:32",
+                "read as UTC"
+            );
+        }
+        let offset = decode_ok(&with("completed_at", json!("2025-11-20T03:45:32-03:00")));
+        assert_eq!(offset.completed_at.as_str(), "2025-11-20T03:45:32-03:00");
+        assert_eq!(
+            offset.completed_at.at().to_rfc3339(),
+            "2025-11-20T06:45:32+00:00"
+        );
+    }
+
+    #[test]
+    fn the_producers_type_mistakes_stay_poison() {
+        assert!(matches!(
+            decode_err(&with("execution_sequence", json!("2"))),
+            DecodeError::WrongType {
+                field: "execution_sequence",
+                ..
+            }
+        ));
+        assert_eq!(
+            decode_err(&with("output_format", json!("CSV"))),
+            DecodeError::UnsupportedOutputFormat {
+                value: "CSV".into()
+            }
+        );
+    }
+
+    #[test]
     fn execution_time_without_offset_is_utc_and_with_offset_is_converted() {
         let naive = decode_ok(&with("execution_time", json!("2025-11-20T06:30:00.250")));
         assert_eq!(
@@ -782,7 +828,7 @@ mod tests {
             ("execution_time", "yesterday"),
             ("execution_time", "2025-11-20"),
             ("completed_at", "2025-11-20 06:45"),
-            ("completed_at", "2025-11-20T06:45:32"),
+            ("completed_at", "20/11/2025 06:45:32"),
             ("execution_time", "+262142-12-31T23:59:59"),
             ("execution_time", "12345-01-01T00:00:00"),
             ("completed_at", "+12025-11-20T06:45:32+00:00"),

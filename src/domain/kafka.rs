@@ -8,9 +8,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
-/// Event sources whose records this function understands.
+/// The `eventSource` of an MSK event source mapping.
 const MSK: &str = "aws:kafka";
-const SELF_MANAGED_KAFKA: &str = "SelfManagedKafka";
+/// The `eventSource` of a self-managed Kafka mapping, as AWS's current example
+/// spells it, and as Powertools' models, Middy and older examples spell it.
+/// Which one a given mapping sends is not ours to know: both are normal.
+const SELF_MANAGED_KAFKA: [&str; 2] = ["SelfManagedKafka", "aws:SelfManagedKafka"];
 
 /// Headers that carry a caller-supplied correlation id, in order of preference.
 const CORRELATION_HEADERS: [&str; 2] = ["correlation_id", "x-correlation-id"];
@@ -22,10 +25,6 @@ pub enum EnvelopeError {
     #[error("the payload is not a Lambda Kafka event: {reason}")]
     NotKafkaEvent { reason: String },
     #[error(
-        "unsupported event source {event_source:?}: expected \"{MSK}\" or \"{SELF_MANAGED_KAFKA}\""
-    )]
-    UnsupportedSource { event_source: String },
-    #[error(
         "record {index} of {partition:?} has no usable offset ({reason}); it cannot be reported on its own"
     )]
     UnaddressableRecord {
@@ -35,10 +34,11 @@ pub enum EnvelopeError {
     },
 }
 
+/// Only `records` is required: `eventSource`, `eventSourceArn`,
+/// `bootstrapServers` and any other top-level field are information we do not
+/// use, and a value of an unexpected shape there must not fail a batch.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct WireEvent {
-    event_source: Option<String>,
     /// Records stay raw JSON here: each is judged on its own, so a field of
     /// the wrong type in one record cannot fail the others.
     records: BTreeMap<String, Vec<Value>>,
@@ -98,20 +98,46 @@ pub struct PartitionBatch {
     pub messages: Vec<KafkaMessage>,
 }
 
-/// Decodes the envelope of a Lambda Kafka event into its partitions.
+/// What the event says it came from. Information, not a gate: the records
+/// of an event from an unexpected source are processed all the same (the
+/// caller says so once), since failing the invocation would block every
+/// partition of the topic over a field we never use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventSource {
+    Msk,
+    SelfManagedKafka,
+    /// No `eventSource` (or `null`).
+    Missing,
+    /// Anything else, as JSON text (a string keeps its quotes).
+    Unexpected(String),
+}
+
+impl EventSource {
+    /// Reads `eventSource` from a raw event, whatever its type.
+    pub fn of(payload: &Value) -> Self {
+        match payload.get("eventSource") {
+            None | Some(Value::Null) => Self::Missing,
+            Some(Value::String(source)) if source == MSK => Self::Msk,
+            Some(Value::String(source)) if SELF_MANAGED_KAFKA.contains(&source.as_str()) => {
+                Self::SelfManagedKafka
+            }
+            Some(other) => Self::Unexpected(other.to_string()),
+        }
+    }
+
+    /// One of the spellings Lambda's Kafka event source mappings use.
+    pub fn is_known(&self) -> bool {
+        matches!(self, Self::Msk | Self::SelfManagedKafka)
+    }
+}
+
+/// Decodes the envelope of a Lambda Kafka event into its partitions. Only
+/// `records` matters: a map of `"<topic>-<partition>"` to lists of records.
 pub fn decode_envelope(payload: Value) -> Result<Vec<PartitionBatch>, EnvelopeError> {
     let event: WireEvent =
         serde_json::from_value(payload).map_err(|e| EnvelopeError::NotKafkaEvent {
             reason: e.to_string(),
         })?;
-    if let Some(source) = event.event_source
-        && source != MSK
-        && source != SELF_MANAGED_KAFKA
-    {
-        return Err(EnvelopeError::UnsupportedSource {
-            event_source: source,
-        });
-    }
     event
         .records
         .into_iter()
@@ -325,6 +351,82 @@ mod tests {
         assert_eq!(batches[0].messages[1].id.offset, 2);
     }
 
+    /// Every fixture under `events/`: each spelling of the event source, with
+    /// `bootstrapServers` as a string or a list, with and without an ARN.
+    const FIXTURES: [(&str, &str); 5] = [
+        (
+            "sample-msk-event.json",
+            include_str!("../../events/sample-msk-event.json"),
+        ),
+        (
+            "self-managed-kafka-event.json",
+            include_str!("../../events/self-managed-kafka-event.json"),
+        ),
+        (
+            "self-managed-kafka-aws-prefix-event.json",
+            include_str!("../../events/self-managed-kafka-aws-prefix-event.json"),
+        ),
+        (
+            "unexpected-event-source-event.json",
+            include_str!("../../events/unexpected-event-source-event.json"),
+        ),
+        (
+            "no-event-source-event.json",
+            include_str!("../../events/no-event-source-event.json"),
+        ),
+    ];
+
+    #[test]
+    fn every_fixture_decodes_whatever_its_event_source() {
+        for (name, text) in FIXTURES {
+            let payload: Value = serde_json::from_str(text).unwrap();
+            let batches = decode_envelope(payload).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                batches.iter().all(|b| !b.messages.is_empty()),
+                "{name}: every partition holds its messages"
+            );
+        }
+    }
+
+    #[test]
+    fn each_spelling_of_the_event_source_is_recognised() {
+        let source = |text: &str| EventSource::of(&serde_json::from_str(text).unwrap());
+        assert_eq!(source(FIXTURES[0].1), EventSource::Msk);
+        assert_eq!(source(FIXTURES[1].1), EventSource::SelfManagedKafka);
+        assert_eq!(source(FIXTURES[2].1), EventSource::SelfManagedKafka);
+        assert_eq!(
+            source(FIXTURES[3].1),
+            EventSource::Unexpected("\"aws:kafka:msk\"".into())
+        );
+        assert_eq!(source(FIXTURES[4].1), EventSource::Missing);
+        assert!(source(FIXTURES[1].1).is_known() && !source(FIXTURES[4].1).is_known());
+    }
+
+    #[test]
+    fn envelope_fields_we_do_not_use_never_fail_the_event() {
+        for envelope in [
+            json!({"eventSource": 42, "records": {"t-0": [record(json!(1))]}}),
+            json!({"eventSource": {"name": "kafka"}, "records": {"t-0": [record(json!(1))]}}),
+            json!({"eventSource": null, "records": {"t-0": [record(json!(1))]}}),
+            json!({"eventSource": "aws:sqs", "records": {"t-0": [record(json!(1))]}}),
+            json!({"eventSource": "SelfManagedKafka",
+                   "bootstrapServers": ["b-1:9092", "b-2:9092"],
+                   "records": {"t-0": [record(json!(1))]}}),
+            json!({"eventSource": "aws:kafka", "eventSourceArn": null,
+                   "records": {"t-0": [record(json!(1))]}}),
+            json!({"eventSource": "aws:kafka", "records": {"t-0": [record(json!(1))]},
+                   "futureField": {"anything": [1, 2]}, "bootstrapServers": 7}),
+        ] {
+            let batches =
+                decode_envelope(envelope.clone()).unwrap_or_else(|e| panic!("{envelope}: {e}"));
+            assert_eq!(batches[0].messages[0].id.offset, 1, "{envelope}");
+        }
+        assert_eq!(
+            EventSource::of(&json!({"eventSource": 42})),
+            EventSource::Unexpected("42".into())
+        );
+    }
+
     #[test]
     fn a_repeated_offset_is_one_message() {
         let payload = json!({"records": {"t-0": [record(json!(4)), record(json!(4))]}});
@@ -386,8 +488,20 @@ mod tests {
             Err(EnvelopeError::NotKafkaEvent { .. })
         ));
         assert!(matches!(
-            decode_envelope(json!({"eventSource": "aws:sqs", "records": {}})),
-            Err(EnvelopeError::UnsupportedSource { .. })
+            decode_envelope(json!([{"records": {}}])),
+            Err(EnvelopeError::NotKafkaEvent { .. })
+        ));
+        assert!(matches!(
+            decode_envelope(json!({"eventSource": "aws:kafka", "records": [record(json!(1))]})),
+            Err(EnvelopeError::NotKafkaEvent { .. })
+        ));
+        assert!(matches!(
+            decode_envelope(json!({"records": {"t-0": record(json!(1))}})),
+            Err(EnvelopeError::NotKafkaEvent { .. })
+        ));
+        assert!(matches!(
+            decode_envelope(json!({"records": {"t-0": [{"offset": 1.5}]}})),
+            Err(EnvelopeError::UnaddressableRecord { .. })
         ));
         assert!(matches!(
             decode_envelope(json!({"records": {"t-0": [{"value": "e30="}]}})),

@@ -2,6 +2,7 @@
 
 pub mod dead_letter;
 pub mod event;
+pub mod fifo;
 pub mod kafka;
 pub mod outcome;
 pub mod stamp;

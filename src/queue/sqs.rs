@@ -1,16 +1,21 @@
 //! The SQS dead-letter queue: sending poison messages (behind the
-//! [`DeadLetterSink`] port) and reading them back for `redrive`.
+//! [`DeadLetterSink`] port) and reading them back for `redrive`. Standard and
+//! FIFO queues alike: in a FIFO queue each partition's parked messages are a
+//! message group, so they keep their order.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use tracing::warn;
 
+use super::events::{DeadLetterSent, QueueDescribed};
 use crate::domain::dead_letter::DeadLetter;
+use crate::domain::fifo::FifoPlacement;
 use crate::ports::{BoxFuture, DeadLetterSink, SinkError};
 
 /// SQS's historical default and minimum of the maximum message size; used
@@ -31,48 +36,76 @@ pub fn client(sdk: &SdkConfig) -> Client {
     )
 }
 
+/// SQS requires a FIFO queue's name to end in `.fifo` and allows no dot in
+/// a standard queue's, so the URL alone tells them apart when the queue's
+/// attributes cannot be read.
+fn is_fifo_url(queue_url: &str) -> bool {
+    queue_url.ends_with(".fifo")
+}
+
 pub struct SqsDeadLetters {
     client: Client,
     queue_url: String,
     /// The queue's maximum message size, read once at start-up.
     message_limit: usize,
+    /// A FIFO queue needs a message group and a deduplication id on every send.
+    fifo: bool,
 }
 
 impl SqsDeadLetters {
-    /// Reads the queue's size limit (briefly; on failure the SQS default applies).
+    /// Reads the queue's size limit and whether it is FIFO (briefly; on
+    /// failure the SQS default limit applies and the name says FIFO or not).
     pub async fn connect(client: Client, queue_url: impl Into<String>) -> Self {
         let queue_url = queue_url.into();
         let asked = client
             .get_queue_attributes()
             .queue_url(&queue_url)
             .attribute_names(QueueAttributeName::MaximumMessageSize)
+            .attribute_names(QueueAttributeName::FifoQueue)
             .send();
-        let message_limit = match tokio::time::timeout(ATTRIBUTES_WAIT, asked).await {
-            Ok(Ok(output)) => output
-                .attributes()
-                .and_then(|a| a.get(&QueueAttributeName::MaximumMessageSize))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(DEFAULT_MESSAGE_LIMIT),
+        let attributes = match tokio::time::timeout(ATTRIBUTES_WAIT, asked).await {
+            Ok(Ok(output)) => Some(output.attributes.unwrap_or_default()),
             Ok(Err(error)) => {
                 warn!(queue_url = %queue_url, error = %DisplayErrorContext(&error),
                     "cannot read the dead-letter queue's attributes; assuming its size limit is {DEFAULT_MESSAGE_LIMIT} bytes");
-                DEFAULT_MESSAGE_LIMIT
+                None
             }
             Err(_) => {
                 warn!(queue_url = %queue_url,
                     "the dead-letter queue did not answer within {ATTRIBUTES_WAIT:?}; assuming its size limit is {DEFAULT_MESSAGE_LIMIT} bytes");
-                DEFAULT_MESSAGE_LIMIT
+                None
             }
         };
+        let read = |name: &QueueAttributeName| attributes.as_ref().and_then(|a| a.get(name));
+        let message_limit = read(&QueueAttributeName::MaximumMessageSize)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MESSAGE_LIMIT);
+        // SQS names `FifoQueue` only for FIFO queues: absent means standard,
+        // which the name then agrees with.
+        let fifo = read(&QueueAttributeName::FifoQueue)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| is_fifo_url(&queue_url));
+        QueueDescribed {
+            queue_url: &queue_url,
+            message_limit,
+            fifo,
+            from_attributes: attributes.is_some(),
+        }
+        .emit();
         Self {
             client,
             queue_url,
             message_limit,
+            fifo,
         }
     }
 
     pub fn message_limit(&self) -> usize {
         self.message_limit
+    }
+
+    pub fn is_fifo(&self) -> bool {
+        self.fifo
     }
 }
 
@@ -90,20 +123,35 @@ fn string_attribute(value: &str) -> Result<MessageAttributeValue, SinkError> {
 impl DeadLetterSink for SqsDeadLetters {
     fn send<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
-            let body = letter.to_body(self.message_limit.saturating_sub(ATTRIBUTES_RESERVE));
+            let body = letter.fit_body(self.message_limit.saturating_sub(ATTRIBUTES_RESERVE));
+            let body_bytes = body.text.len();
+            let placement = self
+                .fifo
+                .then(|| FifoPlacement::of_message(&letter.message_id()));
             self.client
                 .send_message()
                 .queue_url(&self.queue_url)
-                .message_body(body)
+                .message_body(body.text)
                 .message_attributes("error_kind", string_attribute(&letter.error_kind)?)
                 .message_attributes("topic", string_attribute(&letter.topic)?)
+                .set_message_group_id(placement.as_ref().map(|p| p.group.to_string()))
+                .set_message_deduplication_id(
+                    placement.as_ref().map(|p| p.deduplication.to_string()),
+                )
                 .send()
                 .await
-                .map(|_| ())
                 .map_err(|e| SinkError {
                     operation: "SendMessage",
                     message: DisplayErrorContext(&e).to_string(),
-                })
+                })?;
+            DeadLetterSent {
+                queue_url: &self.queue_url,
+                body_bytes,
+                truncated: body.truncated,
+                fifo_group: placement.as_ref().map(|p| p.group.as_str()),
+            }
+            .emit();
+            Ok(())
         })
     }
 }
@@ -113,22 +161,36 @@ pub struct Parked {
     /// SQS's id of the message: the same on every receive.
     pub message_id: String,
     pub receipt_handle: String,
+    /// Its message group in a FIFO queue (its partition); `None` in a
+    /// standard queue, which keeps no order.
+    pub group: Option<String>,
     /// The dead letter, or why the body is not one.
     pub letter: Result<DeadLetter, String>,
 }
 
 /// Reads and deletes dead-lettered messages, for `redrive`.
+///
+/// In a FIFO queue a received message that is neither deleted nor visible
+/// again holds back the rest of its group: SQS hands out none of the group's
+/// later messages until then.
 pub struct DeadLetterReader {
     client: Client,
     queue_url: String,
+    fifo: bool,
 }
 
 impl DeadLetterReader {
     pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+        let queue_url = queue_url.into();
         Self {
             client,
-            queue_url: queue_url.into(),
+            fifo: is_fifo_url(&queue_url),
+            queue_url,
         }
+    }
+
+    pub fn is_fifo(&self) -> bool {
+        self.fifo
     }
 
     /// Up to `max` (at most 10) messages, hidden from other readers for
@@ -141,6 +203,7 @@ impl DeadLetterReader {
             .max_number_of_messages(max.clamp(1, 10))
             .visibility_timeout(i32::try_from(visibility.as_secs()).unwrap_or(60))
             .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .send()
             .await
             .map_err(|e| SinkError {
@@ -154,6 +217,7 @@ impl DeadLetterReader {
             .filter_map(|m| {
                 let receipt_handle = m.receipt_handle?;
                 let message_id = m.message_id.unwrap_or_default();
+                let group = self.fifo.then(|| group_of(m.attributes.as_ref())).flatten();
                 let letter = m
                     .body
                     .ok_or_else(|| "the message has no body".to_owned())
@@ -164,6 +228,7 @@ impl DeadLetterReader {
                 Some(Parked {
                     message_id,
                     receipt_handle,
+                    group,
                     letter,
                 })
             })
@@ -199,4 +264,10 @@ impl DeadLetterReader {
                 message: DisplayErrorContext(&e).to_string(),
             })
     }
+}
+
+fn group_of(attributes: Option<&HashMap<MessageSystemAttributeName, String>>) -> Option<String> {
+    attributes?
+        .get(&MessageSystemAttributeName::MessageGroupId)
+        .cloned()
 }

@@ -8,10 +8,10 @@
 //!   ([`SettingsInEffect`], [`TableLayoutFound`]), two per message
 //!   ([`EventDecoded`], [`SelectionMade`]), one per page read
 //!   ([`KeyPageRead`], [`CountPageRead`]).
-//! - Retries and limit changes multiply under faults, so they have a budget
-//!   ([`LineBudget`]): at most one [`RequestRetried`] line per DynamoDB
-//!   operation per second and one [`ConcurrencyLimitChanged`] line per
-//!   direction per second. Each line carries `held_back`, how many of its
+//! - Failures, retries and limit changes multiply under faults, so they have
+//!   a budget ([`LineBudget`]): at most one [`RequestFailed`] and one
+//!   [`RequestRetried`] line per DynamoDB operation per second, and one
+//!   [`ConcurrencyLimitChanged`] line per direction per second. Each line carries `held_back`, how many of its
 //!   kind were not written since the previous one, and what is still held
 //!   back when a fan-out ends is said in one summary line per kind, so the
 //!   totals stay exact.
@@ -34,6 +34,8 @@ pub const REPEATED_LINE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Retries of the whole process, keyed by operation.
 static RETRY_LINES: LineBudget = LineBudget::new(REPEATED_LINE_INTERVAL);
+/// Failed calls of the whole process, keyed by operation.
+static FAILURE_LINES: LineBudget = LineBudget::new(REPEATED_LINE_INTERVAL);
 
 /// Milliseconds with two decimals: local reads take well under one.
 fn millis(duration: Duration) -> f64 {
@@ -236,12 +238,39 @@ impl RequestRetried<'_> {
     }
 }
 
-/// What is still held back of [`RequestRetried`], one line per operation;
-/// said when a fan-out ends.
-pub struct RetriesHeldBack;
+/// A DynamoDB call failed: the SDK's whole chain of causes (the error
+/// itself keeps only the root cause, in one line).
+pub struct RequestFailed<'a> {
+    pub operation: &'static str,
+    pub chain: &'a dyn Display,
+}
 
-impl RetriesHeldBack {
+impl RequestFailed<'_> {
+    pub fn emit(&self) {
+        if !tracing::enabled!(Level::DEBUG) {
+            return;
+        }
+        let Some(held_back) = FAILURE_LINES.admit(self.operation, Instant::now()) else {
+            return;
+        };
+        debug!(
+            operation = self.operation,
+            held_back,
+            error = %self.chain,
+            "request failed"
+        );
+    }
+}
+
+/// What is still held back of [`RequestFailed`] and [`RequestRetried`], one
+/// line per operation; said when a fan-out ends.
+pub struct RequestsHeldBack;
+
+impl RequestsHeldBack {
     pub fn emit() {
+        for (operation, held_back) in FAILURE_LINES.drain() {
+            debug!(operation, held_back, "request failures held back");
+        }
         for (operation, held_back) in RETRY_LINES.drain() {
             debug!(operation, held_back, "retries held back");
         }

@@ -130,6 +130,51 @@ pub async fn a_table_without_the_date_index_is_warned_about_once_at_cold_start()
     Ok(())
 }
 
+/// Each fixture under `events/`, whatever its `eventSource` says, is stamped
+/// by the real runtime; only an unexpected or missing source is warned about,
+/// once.
+pub async fn every_event_source_fixture_is_stamped_by_the_runtime() -> anyhow::Result<()> {
+    for (fixture, execution, warned) in [
+        ("sample-msk-event.json", 2, false),
+        ("self-managed-kafka-event.json", 4, false),
+        ("self-managed-kafka-aws-prefix-event.json", 3, false),
+        ("unexpected-event-source-event.json", 2, true),
+        ("no-event-source-event.json", 2, true),
+    ] {
+        let path = format!("{}/events/{fixture}", env!("CARGO_MANIFEST_DIR"));
+        let event: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+        let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
+        let (response, stdout, stderr) =
+            one_lambda_invocation_with(std::path::Path::new(BINARY), &table, event).await?;
+        ensure!(
+            response == Some(serde_json::json!({"batchItemFailures": []})),
+            "{fixture}: response {response:?}; stderr: {stderr}"
+        );
+        ensure!(
+            table
+                .execution_of(&chargeback("cb-1", "2025-11-20", ""))
+                .await?
+                == Some(execution),
+            "{fixture}: the record is stamped with execution {execution}"
+        );
+        let warnings = stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|l| {
+                l["level"] == "WARN"
+                    && l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("eventSource"))
+            })
+            .count();
+        ensure!(
+            warnings == usize::from(warned),
+            "{fixture}: {warnings} WARN lines about the event source: {stdout}"
+        );
+    }
+    Ok(())
+}
+
 pub async fn a_payload_that_is_not_a_kafka_event_fails_the_invocation() -> anyhow::Result<()> {
     let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     let stub =

@@ -12,10 +12,13 @@ use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use consolidation_updater::domain::dead_letter::DeadLetter;
+use consolidation_updater::domain::outcome::FailureNotice;
 use consolidation_updater::fanout::FanOut;
 use consolidation_updater::handler::{BatchHandler, Invocation};
 use consolidation_updater::notify::sns::SnsNotifier;
-use consolidation_updater::queue::sqs::SqsDeadLetters;
+use consolidation_updater::ports::{DeadLetterSink, FailureNotifier};
+use consolidation_updater::queue::sqs::{DEFAULT_MESSAGE_LIMIT, DeadLetterReader, SqsDeadLetters};
+use consolidation_updater::redrive::redrive;
 use consolidation_updater::store::dynamodb::provision::TableShape;
 use serde_json::{Value, json};
 
@@ -313,6 +316,7 @@ pub async fn a_value_too_large_for_the_queue_is_dead_lettered_truncated(
         "limit read from the queue: {}",
         queue.message_limit()
     );
+    ensure!(!queue.is_fifo(), "a standard queue");
     let handler = Arc::new(handler_with(&table).with_dead_letters(Arc::new(queue)));
     let huge = BASE64.encode("x".repeat(30_000));
     let outcome = handler
@@ -538,5 +542,489 @@ pub async fn redrive_replays_what_now_decodes_and_leaves_the_rest(
     ensure!(left.len() == 1, "only the failing one stays");
     let letter: DeadLetter = serde_json::from_str(left[0].body().unwrap_or_default())?;
     ensure!(letter.offset == 32);
+    Ok(())
+}
+
+/// A fresh FIFO queue (its name ends in `.fifo`), with `attributes` on top;
+/// returns its URL.
+pub async fn create_fifo_queue(
+    sqs: &aws_sdk_sqs::Client,
+    attributes: &[(QueueAttributeName, &str)],
+) -> anyhow::Result<String> {
+    let mut request = sqs
+        .create_queue()
+        .queue_name(format!("{}.fifo", unique("dlq")))
+        .attributes(QueueAttributeName::FifoQueue, "true");
+    for (name, value) in attributes {
+        request = request.attributes(name.clone(), *value);
+    }
+    request
+        .send()
+        .await?
+        .queue_url
+        .ok_or_else(|| anyhow!("no queue url"))
+}
+
+/// A Lambda event with raw record values on any topic and partition, in order.
+fn event_on(records: &[(&str, i64, i64, Value)]) -> Value {
+    let mut by_partition: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (topic, partition, offset, value) in records {
+        by_partition
+            .entry(format!("{topic}-{partition}"))
+            .or_default()
+            .push(
+                json!({"topic": topic, "partition": partition, "offset": offset,
+                         "timestamp": 1_763_620_000_000_i64, "timestampType": "CREATE_TIME",
+                         "key": null, "value": value, "headers": []}),
+            );
+    }
+    json!({"eventSource": "aws:kafka", "records": by_partition})
+}
+
+/// The system attribute `name` of a received message.
+fn system_attribute(
+    message: &aws_sdk_sqs::types::Message,
+    name: MessageSystemAttributeName,
+) -> Option<String> {
+    message.attributes()?.get(&name).cloned()
+}
+
+pub async fn a_fifo_queue_parks_each_partitions_poison_in_order_and_once(
+    moto: String,
+) -> anyhow::Result<()> {
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
+    let sqs = aws_sdk_sqs::Client::new(&local_sdk(&moto));
+    let url = create_fifo_queue(&sqs, &[]).await?;
+    let handler = Arc::new(
+        handler_with(&table)
+            .with_dead_letters(Arc::new(SqsDeadLetters::connect(sqs.clone(), &url).await)),
+    );
+    // Kafka allows topic names of 249 characters: far more than an id's 128.
+    let long_topic = format!("{TOPIC}.{}", "x".repeat(249 - TOPIC.len() - 1));
+    let good = Value::from(
+        BASE64.encode(consolidation("2025-11-20", 1, 4, "2025-11-20T06:30:00").to_string()),
+    );
+    let event = event_on(&[
+        (TOPIC, 0, 10, json!("***")),
+        (TOPIC, 0, 11, good.clone()),
+        (TOPIC, 0, 12, b64_json("[]")),
+        (TOPIC, 0, 13, json!(7)),
+        (TOPIC, 1, 5, json!("***")),
+        (&long_topic, 0, 8, json!("***")),
+        (&long_topic, 0, 9, json!("***")),
+    ]);
+    let outcome = handler
+        .handle(event.clone(), &Invocation::unbounded("req-fifo"))
+        .await?;
+    ensure!(
+        outcome.response().batch_item_failures.is_empty(),
+        "every poison is parked, none handed back: {:?}",
+        outcome.response()
+    );
+    ensure!(outcome.summary().messages_dead_lettered == 6);
+    // Lambda delivers the same batch again (say, the invocation timed out
+    // after parking): within the deduplication window nothing is parked twice.
+    let again = handler
+        .handle(event, &Invocation::unbounded("req-fifo-again"))
+        .await?;
+    ensure!(again.response().batch_item_failures.is_empty());
+
+    let parked = drain(&sqs, &url).await?;
+    let mut groups: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for message in &parked {
+        let letter: DeadLetter = serde_json::from_str(message.body().unwrap_or_default())?;
+        let group = system_attribute(message, MessageSystemAttributeName::MessageGroupId)
+            .ok_or_else(|| anyhow!("no message group"))?;
+        let dedup = system_attribute(message, MessageSystemAttributeName::MessageDeduplicationId)
+            .ok_or_else(|| anyhow!("no deduplication id"))?;
+        for id in [&group, &dedup] {
+            ensure!(
+                !id.is_empty()
+                    && id.len() <= 128
+                    && id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c.is_ascii_punctuation()),
+                "not a valid FIFO id: {id}"
+            );
+        }
+        if letter.topic == TOPIC {
+            ensure!(group == letter.batch_partition, "{group}");
+            ensure!(
+                dedup == format!("{}-{}", letter.batch_partition, letter.offset),
+                "{dedup}"
+            );
+        }
+        groups.entry(group).or_default().push(letter.offset);
+    }
+    ensure!(
+        parked.len() == 6,
+        "each poison parked once, not twice: {groups:?}"
+    );
+    ensure!(groups.len() == 3, "one group per partition: {groups:?}");
+    ensure!(
+        groups.get(&format!("{TOPIC}-0")) == Some(&vec![10, 12, 13]),
+        "{groups:?}"
+    );
+    ensure!(
+        groups.get(&format!("{TOPIC}-1")) == Some(&vec![5]),
+        "{groups:?}"
+    );
+    ensure!(
+        groups.values().any(|offsets| offsets == &[8, 9]),
+        "the long topic's partition is one group, in order: {groups:?}"
+    );
+    Ok(())
+}
+
+pub async fn a_fifo_failure_topic_gets_one_notice_per_invocation(
+    moto: String,
+) -> anyhow::Result<()> {
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
+    let sdk = local_sdk(&moto);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let dlq = create_queue(&sqs, &[]).await?;
+    // A FIFO topic delivers to FIFO queues.
+    let inbox = create_fifo_queue(&sqs, &[]).await?;
+    let inbox_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&inbox)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .ok_or_else(|| anyhow!("no queue arn"))?;
+    let topic = sns
+        .create_topic()
+        .name(format!("{}.fifo", unique("failures")))
+        .attributes("FifoTopic", "true")
+        .send()
+        .await?
+        .topic_arn
+        .ok_or_else(|| anyhow!("no topic arn"))?;
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(&inbox_arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await?;
+    let handler = Arc::new(
+        handler_with(&table)
+            .with_dead_letters(Arc::new(SqsDeadLetters::connect(sqs.clone(), &dlq).await))
+            .with_notifier(Arc::new(SnsNotifier::new(sns.clone(), &topic))),
+    );
+    let poison = raw_event(&[(1, json!("***"))]);
+    for request_id in ["req-a", "req-b"] {
+        handler
+            .handle(poison.clone(), &Invocation::unbounded(request_id))
+            .await?;
+    }
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let notices = drain(&sqs, &inbox).await?;
+    let request_ids: Vec<Value> = notices
+        .iter()
+        .map(|n| {
+            serde_json::from_str::<Value>(n.body().unwrap_or_default())
+                .map(|body| body["request_id"].clone())
+        })
+        .collect::<Result<_, _>>()?;
+    ensure!(
+        request_ids == [json!("req-a"), json!("req-b")],
+        "one notice per invocation, in order: {request_ids:?}"
+    );
+    let groups: Vec<Option<String>> = notices
+        .iter()
+        .map(|n| system_attribute(n, MessageSystemAttributeName::MessageGroupId))
+        .collect();
+    ensure!(
+        groups.iter().all(|g| g.is_some()) && groups[0] == groups[1],
+        "the notices share one message group: {groups:?}"
+    );
+
+    // A publish sent twice (the SDK retrying after a lost answer) is one notice.
+    let notifier = SnsNotifier::new(sns.clone(), &topic);
+    let notice = FailureNotice {
+        request_id: "req-c".into(),
+        dead_lettered: 1,
+        handed_back: 0,
+        messages: BTreeMap::new(),
+        first_error_by_kind: BTreeMap::new(),
+    };
+    notifier.publish(&notice).await?;
+    notifier.publish(&notice).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let repeated = drain(&sqs, &inbox).await?;
+    ensure!(
+        repeated.len() == 1,
+        "{} notices for one publish sent twice",
+        repeated.len()
+    );
+    Ok(())
+}
+
+/// A dead letter of a message on `TOPIC`'s `partition`, as the handler makes it.
+fn dead_letter_on(partition: i64, offset: i64, value: Value) -> anyhow::Result<DeadLetter> {
+    let batches = consolidation_updater::domain::kafka::decode_envelope(event_on(&[(
+        TOPIC, partition, offset, value,
+    )]))?;
+    let message = batches
+        .first()
+        .and_then(|b| b.messages.first())
+        .ok_or_else(|| anyhow!("no message"))?;
+    Ok(DeadLetter::new(
+        message,
+        &consolidation_updater::domain::dead_letter::Poison::from(
+            &consolidation_updater::domain::event::DecodeError::UnsupportedOutputFormat {
+                value: "orc".into(),
+            },
+        ),
+        "req-old",
+        "2025-11-20T07:00:00.000Z",
+    ))
+}
+
+pub async fn redrive_of_a_fifo_queue_stops_each_partition_at_its_first_failure(
+    moto: String,
+) -> anyhow::Result<()> {
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
+    let first_day = chargeback("cb-20", "2025-11-20", "2025-11-20T02:00:00.000Z");
+    let later_day = chargeback("cb-21", "2025-11-21", "2025-11-21T02:00:00.000Z");
+    let other_partition = chargeback("cb-22", "2025-11-22", "2025-11-22T02:00:00.000Z");
+    table
+        .seed(
+            [
+                first_day.clone(),
+                later_day.clone(),
+                other_partition.clone(),
+            ]
+            .into_iter(),
+        )
+        .await?;
+    let sqs = aws_sdk_sqs::Client::new(&local_sdk(&moto));
+    let url = create_fifo_queue(&sqs, &[]).await?;
+    let queue = SqsDeadLetters::connect(sqs.clone(), &url).await;
+    ensure!(queue.is_fifo(), "FifoQueue read at connect");
+    let event = |date: &str| {
+        Value::from(
+            BASE64.encode(consolidation(date, 2, 4, &format!("{date}T06:30:00")).to_string()),
+        )
+    };
+    // Partition 1 parked one message; partition 0 one that replays now, a
+    // poison, and eleven that would replay but come after the poison.
+    let mut letters = vec![
+        dead_letter_on(1, 40, event("2025-11-22"))?,
+        dead_letter_on(0, 30, event("2025-11-20"))?,
+        dead_letter_on(0, 31, json!("***"))?,
+    ];
+    for offset in 32..=42 {
+        letters.push(dead_letter_on(0, offset, event("2025-11-21"))?);
+    }
+    for letter in &letters {
+        queue.send(letter).await?;
+    }
+    let handler = Arc::new(handler_with(&table));
+    let reader = DeadLetterReader::new(sqs.clone(), &url);
+    ensure!(reader.is_fifo());
+    let partition_0 = format!("{TOPIC}-0");
+    let held_back: Vec<String> = (32..=38).map(|o| format!("{partition_0}@{o}")).collect();
+
+    // One receive hands out ten messages (moto keeps the queue's order): the
+    // rest of partition 0 stays behind the poison, in flight until the end.
+    let dry = redrive(&reader, &handler, None, true).await?;
+    ensure!((dry.examined, dry.redriven) == (10, 2), "{dry:?}");
+    ensure!(
+        dry.still_failing.len() == 1 && dry.still_failing[0].0 == format!("{partition_0}@31"),
+        "{dry:?}"
+    );
+    ensure!(dry.held_back == held_back, "{dry:?}");
+    ensure!(dry.stopped_groups == [partition_0.clone()], "{dry:?}");
+    ensure!(table.execution_of(&first_day).await?.is_none());
+    ensure!(
+        queue_depth(&sqs, &url).await? == 14,
+        "a dry run deletes nothing"
+    );
+
+    let real = redrive(&reader, &handler, None, false).await?;
+    ensure!((real.examined, real.redriven) == (10, 2), "{real:?}");
+    ensure!(real.still_failing.len() == 1, "{real:?}");
+    ensure!(real.held_back == held_back, "{real:?}");
+    ensure!(real.stopped_groups == [partition_0.clone()], "{real:?}");
+    ensure!(
+        table.execution_of(&first_day).await? == Some(2),
+        "@30 replayed"
+    );
+    ensure!(
+        table.execution_of(&other_partition).await? == Some(2),
+        "another partition is not held up"
+    );
+    ensure!(
+        table.execution_of(&later_day).await?.is_none(),
+        "nothing behind the poison is applied before it"
+    );
+    ensure!(queue_depth(&sqs, &url).await? == 12, "@31 to @42 are left");
+
+    // The operator deletes the poison: the partition's next message, @32, is
+    // the head of its group again, and the next run replays the rest in order.
+    let head = sqs
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(1)
+        .send()
+        .await?
+        .messages
+        .unwrap_or_default();
+    let head = head.first().ok_or_else(|| anyhow!("empty queue"))?;
+    let letter: DeadLetter = serde_json::from_str(head.body().unwrap_or_default())?;
+    ensure!(
+        letter.offset == 31,
+        "the poison is still first: @{}",
+        letter.offset
+    );
+    sqs.delete_message()
+        .queue_url(&url)
+        .set_receipt_handle(head.receipt_handle.clone())
+        .send()
+        .await?;
+    let fixed = redrive(&reader, &handler, None, false).await?;
+    ensure!(
+        (fixed.examined, fixed.redriven) == (11, 11) && fixed.still_failing.is_empty(),
+        "{fixed:?}"
+    );
+    ensure!(fixed.held_back.is_empty() && fixed.stopped_groups.is_empty());
+    ensure!(table.execution_of(&later_day).await? == Some(2));
+    ensure!(queue_depth(&sqs, &url).await? == 0);
+    Ok(())
+}
+
+/// The real binary, with a FIFO dead-letter queue: at DEBUG it says what it
+/// learnt of the queue at cold start and logs each send; at INFO neither.
+pub async fn at_debug_level_the_queues_limit_and_each_dead_letter_send_are_logged(
+    moto: String,
+) -> anyhow::Result<()> {
+    use crate::runtime_api::{Stub, lambda_command, start_stub, stop, wait_for};
+
+    let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
+    let sqs = aws_sdk_sqs::Client::new(&local_sdk(&moto));
+    let url = create_fifo_queue(&sqs, &[(QueueAttributeName::MaximumMessageSize, "4096")]).await?;
+    // Two poisons: a small one, and one too large for the queue.
+    let event = kafka_event(&[
+        Message {
+            partition: 0,
+            offset: 5,
+            value: "not json".into(),
+        },
+        Message {
+            partition: 1,
+            offset: 7,
+            value: "x".repeat(30_000),
+        },
+    ]);
+    let mut runs = Vec::new();
+    for level in ["DEBUG", "INFO"] {
+        let stub = Stub::new(event.clone());
+        let api = start_stub(stub.clone()).await?;
+        let mut command = lambda_command(&api, &table.endpoint, &table.name);
+        command.envs([
+            ("LOG_LEVEL", level),
+            ("DLQ_URL", url.as_str()),
+            ("AWS_ENDPOINT_URL_SQS", moto.as_str()),
+        ]);
+        let child = command.spawn()?;
+        let answered = wait_for(&stub, |s| s.response.is_some()).await;
+        let (stdout, stderr) = stop(child).await?;
+        answered.with_context(|| format!("stdout: {stdout}\nstderr: {stderr}"))?;
+        let response = stub.seen.lock().await.response.clone();
+        ensure!(
+            response == Some(json!({"batchItemFailures": []})),
+            "at {level} both poisons are parked: {response:?}\n{stdout}"
+        );
+        let lines: Vec<Value> = stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).with_context(|| format!("not JSON: {line}")))
+            .collect::<anyhow::Result<_>>()?;
+        runs.push(lines);
+    }
+    let said = |lines: &[Value], message: &str| -> Vec<Value> {
+        lines
+            .iter()
+            .filter(|l| l["message"] == message)
+            .cloned()
+            .collect()
+    };
+    let debug = &runs[0];
+
+    let described = said(debug, "dead-letter queue described");
+    ensure!(described.len() == 1, "once, at cold start: {described:?}");
+    let described = &described[0];
+    ensure!(described["level"] == "DEBUG", "{described}");
+    ensure!(described["dlq_url"] == url.as_str(), "{described}");
+    ensure!(described["message_limit"] == 4096, "{described}");
+    ensure!(described["fifo"] == true, "{described}");
+    ensure!(described["from_attributes"] == true, "{described}");
+    ensure!(
+        described.get("request_id").is_none(),
+        "before any invocation: {described}"
+    );
+
+    // The second run's sends were deduplicated by the queue: one copy each.
+    let parked = drain(&sqs, &url).await?;
+    let body_bytes: BTreeMap<i64, usize> = parked
+        .iter()
+        .map(|m| {
+            let body = m.body().unwrap_or_default();
+            serde_json::from_str::<DeadLetter>(body).map(|l| (l.offset, body.len()))
+        })
+        .collect::<Result<_, _>>()?;
+    ensure!(body_bytes.len() == 2 && parked.len() == 2, "{body_bytes:?}");
+    let sent = said(debug, "dead letter sent");
+    ensure!(sent.len() == 2, "one line per send: {sent:?}");
+    for line in &sent {
+        ensure!(line["level"] == "DEBUG", "{line}");
+        ensure!(line["dlq_url"] == url.as_str(), "{line}");
+        ensure!(
+            line["fifo_group"] == line["partition"],
+            "grouped by partition: {line}"
+        );
+        let offset = line["offset"].as_i64().unwrap_or_default();
+        ensure!(
+            line["body_bytes"].as_u64() == body_bytes.get(&offset).map(|&b| b as u64),
+            "the size of the body parked for @{offset} ({:?}): {line}",
+            body_bytes.get(&offset)
+        );
+        ensure!(
+            line["truncated"] == (offset == 7),
+            "only the large value is cut: {line}"
+        );
+    }
+
+    let info = &runs[1];
+    for message in ["dead-letter queue described", "dead letter sent"] {
+        ensure!(said(info, message).is_empty(), "{message} at INFO");
+    }
+    ensure!(
+        !said(info, "poison messages go to the dead-letter queue").is_empty(),
+        "the INFO run did connect the queue"
+    );
+    Ok(())
+}
+
+/// Runs without moto: when the queue's attributes cannot be read, its name
+/// says whether it is FIFO.
+pub async fn a_queue_whose_attributes_cannot_be_read_is_known_fifo_by_its_name()
+-> anyhow::Result<()> {
+    let closed = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let endpoint = format!("http://{}", closed.local_addr()?);
+    drop(closed);
+    let sqs = aws_sdk_sqs::Client::new(&local_sdk(&endpoint));
+    for (name, fifo) in [("dlq.fifo", true), ("dlq", false)] {
+        let url = format!("{endpoint}/123456789012/{name}");
+        let queue = SqsDeadLetters::connect(sqs.clone(), &url).await;
+        ensure!(queue.is_fifo() == fifo, "{name}");
+        ensure!(queue.message_limit() == DEFAULT_MESSAGE_LIMIT, "{name}");
+        ensure!(DeadLetterReader::new(sqs.clone(), &url).is_fifo() == fifo);
+    }
     Ok(())
 }

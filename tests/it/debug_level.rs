@@ -340,6 +340,8 @@ pub async fn under_throttling_retry_and_limit_lines_stay_bounded_and_count_every
     let seconds = run.elapsed.as_secs_f64().ceil() as usize;
     let per_second = seconds + 1;
 
+    let failed = run.said("request failed");
+    let failure_summaries = run.said("request failures held back");
     let retried = run.said("request retried");
     let retry_summaries = run.said("retries held back");
     let operations: BTreeSet<&str> = retried
@@ -358,18 +360,27 @@ pub async fn under_throttling_retry_and_limit_lines_stay_bounded_and_count_every
         ensure!(line["held_back"].is_u64(), "{line}");
     }
     for operation in &operations {
-        let lines = retried
-            .iter()
-            .filter(|l| l["operation"] == *operation)
-            .count();
-        ensure!(
-            lines <= per_second,
-            "{lines} retry lines of {operation} in a {seconds} s run"
-        );
+        for (kind, lines) in [("retry", &retried), ("failure", &failed)] {
+            let lines = lines
+                .iter()
+                .filter(|l| l["operation"] == *operation)
+                .count();
+            ensure!(
+                lines <= per_second,
+                "{lines} {kind} lines of {operation} in a {seconds} s run"
+            );
+        }
     }
     ensure!(
-        retry_summaries.len() <= operations.len(),
-        "one summary per operation: {retry_summaries:?}"
+        retry_summaries.len() <= operations.len() && failure_summaries.len() <= operations.len(),
+        "one summary per operation: {retry_summaries:?} {failure_summaries:?}"
+    );
+    let failures = failed.len() as u64
+        + run.sum("request failed", "held_back")
+        + run.sum("request failures held back", "held_back");
+    ensure!(
+        failures == throttled,
+        "every failed call is counted: {failures} in the lines, {throttled} throttled"
     );
     let accounted = retried.len() as u64
         + run.sum("request retried", "held_back")
@@ -425,18 +436,22 @@ pub async fn under_throttling_retry_and_limit_lines_stay_bounded_and_count_every
     let pages = run.said("key page read").len();
     ensure!(pages <= RECORDS / KEYS_PER_PAGE + 1, "{pages} pages");
     let debug_lines = run.at_level("DEBUG").len();
-    // Cold start, the message, the pages; retry lines per operation and
-    // limit lines per direction, each at most one a second, and their summaries.
-    let bound = 2 + 2 + pages + per_second * (operations.len() + 2) + operations.len() + 2;
+    // Cold start, the message, the pages; failure and retry lines per
+    // operation and limit lines per direction, each at most one a second,
+    // and their summaries.
+    let bound = 2 + 2 + pages + per_second * (2 * operations.len() + 2) + 2 * operations.len() + 2;
     ensure!(
         debug_lines <= bound,
         "{debug_lines} DEBUG lines, bound {bound}"
     );
     eprintln!(
         "{RECORDS} records under throttling at DEBUG ({seconds} s): lines by level {:?}; \
-         {throttled} requests throttled, said in {} retry lines + {} summaries; \
+         {throttled} requests throttled, said in {} failure lines + {} summaries \
+         and {} retry lines + {} summaries; \
          {changes} limit changes, said in {} lines + {} summaries",
         run.by_level(),
+        failed.len(),
+        failure_summaries.len(),
         retried.len(),
         retry_summaries.len(),
         changed.len(),
@@ -684,7 +699,7 @@ pub async fn the_demo_shows_the_engines_expected_client_errors_only_at_trace() -
         ensure!(first.contains("180 of 2025-11-20 created up to"), "{first}");
         // ...then every record declined by the update's condition (400 each).
         let (second, second_log) = demo("DEBUG").await?;
-        ensure!(second.contains("already exists"), "{second}");
+        ensure!(second.contains("not seeding it again"), "{second}");
         ensure!(
             second.contains("already at this execution or a newer one: 180"),
             "{second}"

@@ -5,6 +5,7 @@
 //! deployment package, tested when `./build.sh` has written it.
 
 mod binary;
+mod cli;
 mod dead_letters;
 mod debug_level;
 mod faults;
@@ -94,17 +95,19 @@ fn main() -> ExitCode {
     eprintln!("{notice}");
 
     let mut trials = Vec::new();
-    // Every scenario on both servers, with both write paths.
+    // Every scenario on both servers, with both write paths; each name says
+    // its write path, so neither reads as the default.
     for (name, scenario) in scenarios::ALL {
         let scenario = *scenario;
         let name = name.rsplit("::").next().unwrap_or(name).trim();
         for (mode, write_mode) in [
-            ("", WriteMode::UpdateItem),
-            ("batch_statement::", WriteMode::BatchStatement),
+            ("update_item", WriteMode::UpdateItem),
+            ("batch_statement", WriteMode::BatchStatement),
         ] {
-            trials.push(Trial::test(format!("embedded::{mode}{name}"), move || {
-                run(scenario(Backend::embedded().writing_with(write_mode)))
-            }));
+            trials.push(Trial::test(
+                format!("embedded::{mode}::{name}"),
+                move || run(scenario(Backend::embedded().writing_with(write_mode))),
+            ));
             let backend = dynamodb_local.clone().map(|endpoint| Backend {
                 server: Server::DynamoDbLocal(endpoint),
                 write_mode,
@@ -112,7 +115,7 @@ fn main() -> ExitCode {
             let ignored = backend.is_none();
             trials.push(
                 Trial::test(
-                    format!("dynamodb_local::{mode}{name}"),
+                    format!("dynamodb_local::{mode}::{name}"),
                     move || match backend {
                         Some(backend) => run(scenario(backend)),
                         None => Err(Failed::from(format!(
@@ -143,6 +146,10 @@ fn main() -> ExitCode {
         a_value_too_large_for_the_queue_is_dead_lettered_truncated,
         one_failure_notification_is_published_per_invocation,
         redrive_replays_what_now_decodes_and_leaves_the_rest,
+        a_fifo_queue_parks_each_partitions_poison_in_order_and_once,
+        a_fifo_failure_topic_gets_one_notice_per_invocation,
+        redrive_of_a_fifo_queue_stops_each_partition_at_its_first_failure,
+        at_debug_level_the_queues_limit_and_each_dead_letter_send_are_logged,
     ];
     trials.push(Trial::test(
         "fuzz_corpus::every_saved_input_decodes_without_panicking",
@@ -163,6 +170,10 @@ fn main() -> ExitCode {
     trials.push(Trial::test(
         "dead_letters::a_poison_message_is_handed_back_when_the_queue_is_unreachable",
         || run(dead_letters::a_poison_message_is_handed_back_when_the_queue_is_unreachable()),
+    ));
+    trials.push(Trial::test(
+        "dead_letters::a_queue_whose_attributes_cannot_be_read_is_known_fifo_by_its_name",
+        || run(dead_letters::a_queue_whose_attributes_cannot_be_read_is_known_fifo_by_its_name()),
     ));
     {
         let endpoint = moto.clone();
@@ -232,12 +243,63 @@ fn main() -> ExitCode {
         the_runtime_polls_handles_a_kafka_event_and_posts_the_response,
         a_table_without_the_date_index_is_warned_about_once_at_cold_start,
         a_payload_that_is_not_a_kafka_event_fails_the_invocation,
+        every_event_source_fixture_is_stamped_by_the_runtime,
         an_invalid_setting_is_reported_to_the_init_error_endpoint,
         cold_start_is_measured_to_the_first_poll,
         the_invoke_command_prints_the_response_and_logs_to_stderr,
         an_unreachable_dynamodb_hands_every_message_back,
         backfill_stamps_a_day_by_hand_and_force_never_regresses_a_newer_execution,
     ];
+
+    macro_rules! cli_tests {
+        ($($name:ident),* $(,)?) => {
+            $(trials.push(Trial::test(concat!("cli::", stringify!($name)), || run(cli::$name())));)*
+        };
+    }
+    cli_tests![
+        the_help_lists_the_exit_codes_and_one_default_per_option,
+        a_count_that_is_not_positive_is_refused_as_such,
+        every_invalid_setting_is_named_at_once,
+        invoke_exits_3_when_a_message_is_handed_back_and_says_why,
+        the_demo_reports_a_small_day_truthfully,
+    ];
+    let endpoint = moto.clone();
+    trials.push(
+        Trial::test(
+            "moto::cli::redrive_exits_3_while_messages_still_fail",
+            move || match endpoint {
+                Some(endpoint) => run(cli::redrive_exits_3_while_messages_still_fail(endpoint)),
+                None => Err(Failed::from(format!("{MOTO_ENDPOINT} is not set"))),
+            },
+        )
+        .with_ignored_flag(moto.is_none()),
+    );
+    trials.push(Trial::test(
+        "cli::embedded::create_table_makes_the_contract_and_can_run_again",
+        || {
+            run(cli::create_table_makes_the_contract_and_can_run_again(
+                Backend::embedded(),
+            ))
+        },
+    ));
+    let backend = dynamodb_local.clone().map(|endpoint| Backend {
+        server: Server::DynamoDbLocal(endpoint),
+        write_mode: WriteMode::BatchStatement,
+    });
+    trials.push(
+        Trial::test(
+            "cli::dynamodb_local::create_table_makes_the_contract_and_can_run_again",
+            move || match backend {
+                Some(backend) => run(cli::create_table_makes_the_contract_and_can_run_again(
+                    backend,
+                )),
+                None => Err(Failed::from(format!(
+                    "{DYNAMODB_LOCAL_ENDPOINT} is not set"
+                ))),
+            },
+        )
+        .with_ignored_flag(dynamodb_local.is_none()),
+    );
 
     trials.push(
         Trial::test(

@@ -46,11 +46,7 @@ fn host_machine() -> Option<u16> {
 fn unpack_bootstrap(zip: &Path, into: &Path, runner: Option<&str>) -> anyhow::Result<PathBuf> {
     let file = std::fs::File::open(zip).with_context(|| format!("{}", zip.display()))?;
     let mut archive = zip::ZipArchive::new(file).context("not a zip archive")?;
-    let names = archive
-        .file_names()
-        .map(|name| name.map(|n| n.into_owned()))
-        .collect::<Result<Vec<String>, _>>()
-        .context("unreadable entry name")?;
+    let names: Vec<&str> = archive.file_names().collect();
     ensure!(
         names == ["bootstrap"],
         "the package must hold `bootstrap` alone, at its root; it holds {names:?}"

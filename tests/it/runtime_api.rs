@@ -217,6 +217,15 @@ pub async fn one_lambda_invocation_of(
     binary: &std::path::Path,
     table: &TestTable,
 ) -> anyhow::Result<(Option<Value>, String, String)> {
+    one_lambda_invocation_with(binary, table, sample_event()).await
+}
+
+/// [`one_lambda_invocation_of`] with another event.
+pub async fn one_lambda_invocation_with(
+    binary: &std::path::Path,
+    table: &TestTable,
+    event: Value,
+) -> anyhow::Result<(Option<Value>, String, String)> {
     table
         .seed(std::iter::once(chargeback(
             "cb-1",
@@ -224,7 +233,7 @@ pub async fn one_lambda_invocation_of(
             "2025-11-20T06:00:00.000Z",
         )))
         .await?;
-    let stub = Stub::new(sample_event());
+    let stub = Stub::new(event);
     let api = start_stub(stub.clone()).await?;
     let child = lambda_command_of(binary, &api, &table.endpoint, &table.name).spawn()?;
     wait_for(&stub, |s| s.response.is_some()).await?;

@@ -35,7 +35,9 @@ use crate::config::{DEFAULT_REGION, WriteMode};
 use crate::domain::event::PartitionDate;
 use crate::domain::stamp::{KeySelection, STATUS_COMPLETED, StampResult, StampValues};
 use crate::ports::{ChargebackStore, ErrorClass, KeyPage, StoreError};
-use crate::telemetry::events::{CountPageRead, KeyPageRead, RecordStamped, TableLayoutFound};
+use crate::telemetry::events::{
+    CountPageRead, KeyPageRead, RecordStamped, RequestFailed, TableLayoutFound,
+};
 
 /// The attribute that records which execution stamped a record last.
 pub const EXECUTION_ATTRIBUTE: &str = "consolidation_execution";
@@ -948,7 +950,64 @@ where
         }
         _ => ErrorClass::Transient,
     };
-    StoreError::new(class, operation, DisplayErrorContext(&error).to_string()).with_code(code)
+    // The whole chain is for DEBUG; the error itself says the root cause in
+    // one line (a credentials failure's chain is three long lines).
+    RequestFailed {
+        operation,
+        chain: &DisplayErrorContext(&error),
+    }
+    .emit();
+    StoreError::new(class, operation, root_cause(&error)).with_code(code)
+}
+
+/// One line for a failed call: the service's code and message, or the
+/// innermost cause of a failure to send.
+fn root_cause<E>(error: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    if let SdkError::ServiceError(service) = error {
+        let err = service.err();
+        return format!(
+            "{}: {}",
+            err.code().unwrap_or("unknown error"),
+            err.message().unwrap_or_default()
+        );
+    }
+    let mut innermost: &(dyn std::error::Error + 'static) = error;
+    let mut messages = vec![innermost.to_string()];
+    while let Some(source) = innermost.source() {
+        innermost = source;
+        messages.push(source.to_string());
+    }
+    // The innermost cause, led by the outer kind when it says something the
+    // cause does not ("dispatch failure", "timeout").
+    let outer = messages.first().cloned().unwrap_or_default();
+    let root = one_line(&messages.pop().unwrap_or_default());
+    if outer == root {
+        root
+    } else {
+        format!("{outer}: {root}")
+    }
+}
+
+/// Some causes span lines, the credentials chain's above all ("no credentials
+/// found in chain. Attempted:" and one line per provider): keep the first
+/// line and name what each following line is about.
+fn one_line(message: &str) -> String {
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default();
+    let rest: Vec<&str> = lines
+        .map(|line| line.split_once(':').map_or(line, |(about, _)| about))
+        .collect();
+    if rest.is_empty() {
+        return first.to_owned();
+    }
+    let first = first
+        .trim_end_matches("Attempted:")
+        .trim_end()
+        .trim_end_matches('.');
+    format!("{first} (tried {})", rest.join(", "))
 }
 
 /// A key (or a read position) for a log line: its attributes by name,
@@ -985,4 +1044,21 @@ pub fn local_client(sdk: &SdkConfig, endpoint: &str) -> Client {
         ))
         .build();
     Client::from_conf(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_cause_that_spans_lines_becomes_one() {
+        let chain = "no credentials found in chain. Attempted:\n  Environment: the credential \
+                     provider was not enabled: environment variable not set\n  Profile: the \
+                     credential provider was not enabled\n  Ec2InstanceMetadata: IMDS disabled";
+        assert_eq!(
+            one_line(chain),
+            "no credentials found in chain (tried Environment, Profile, Ec2InstanceMetadata)"
+        );
+        assert_eq!(one_line("connection refused"), "connection refused");
+    }
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, PutRequest, ScalarAttributeType, TableStatus, WriteRequest,
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
+    GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType,
+    PutRequest, ScalarAttributeType, TableStatus, WriteRequest,
 };
 use tokio::task::JoinSet;
 
@@ -83,22 +84,7 @@ pub async fn create_table(
         defined_created_at = true;
     }
     if let Some(projection) = shape.index {
-        let projection = match projection {
-            IndexProjection::KeysOnly => Projection::builder()
-                .projection_type(ProjectionType::KeysOnly)
-                .build(),
-            IndexProjection::IncludeExecution => Projection::builder()
-                .projection_type(ProjectionType::Include)
-                .non_key_attributes(EXECUTION_ATTRIBUTE)
-                .build(),
-        };
-        let index = GlobalSecondaryIndex::builder()
-            .index_name(index_name)
-            .key_schema(key(PARTITION_DATE_ATTRIBUTE, KeyType::Hash)?)
-            .key_schema(key(CREATED_AT_ATTRIBUTE, KeyType::Range)?)
-            .projection(projection)
-            .build()
-            .map_err(|e| StoreError::new(ErrorClass::Permanent, "CreateTable", e.to_string()))?;
+        let index = date_index(index_name, projection)?;
         request = request
             .global_secondary_indexes(index)
             .attribute_definitions(string_attribute(PARTITION_DATE_ATTRIBUTE)?);
@@ -110,6 +96,152 @@ pub async fn create_table(
         .send()
         .await
         .map_err(|e| classify("CreateTable", e))?;
+    wait_until_active(client, table, shape.index.map(|_| index_name)).await
+}
+
+/// What [`ensure_table`] found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    Created,
+    /// The table was there already, with the date index.
+    AlreadyThere,
+    /// The table was there without the date index, which was added.
+    IndexAdded,
+}
+
+/// Creates the chargebacks table and its date index per the table contract
+/// unless they exist; safe to run again, and against a table created by
+/// someone else (its own key schema and billing stay as they are). An index
+/// of that name with another key schema is an error: it cannot be fixed in
+/// place.
+pub async fn ensure_table(
+    client: &Client,
+    table: &str,
+    index_name: &str,
+    shape: TableShape,
+) -> Result<Ensured, StoreError> {
+    let described = match client.describe_table().table_name(table).send().await {
+        Ok(output) => output.table,
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            None
+        }
+        Err(error) => return Err(classify("DescribeTable", error)),
+    };
+    let Some(described) = described else {
+        return match create_table(client, table, index_name, shape).await {
+            Ok(()) => Ok(Ensured::Created),
+            // Created meanwhile by someone else: check it like any existing table.
+            Err(error) if error.message.contains("ResourceInUseException") => {
+                Box::pin(ensure_table(client, table, index_name, shape)).await
+            }
+            Err(error) => Err(error),
+        };
+    };
+    let index = described
+        .global_secondary_indexes()
+        .iter()
+        .find(|i| i.index_name() == Some(index_name));
+    match (index, shape.index) {
+        (Some(index), _) => {
+            let key_of = |kind: KeyType| {
+                index
+                    .key_schema()
+                    .iter()
+                    .find(|k| *k.key_type() == kind)
+                    .map(|k| k.attribute_name().to_owned())
+            };
+            let keys = (key_of(KeyType::Hash), key_of(KeyType::Range));
+            if keys
+                != (
+                    Some(PARTITION_DATE_ATTRIBUTE.to_owned()),
+                    Some(CREATED_AT_ATTRIBUTE.to_owned()),
+                )
+            {
+                return Err(StoreError::new(
+                    ErrorClass::Setup,
+                    "DescribeTable",
+                    format!(
+                        "table {table} has an index {index_name} keyed on {:?} and {:?}, not \
+                         {PARTITION_DATE_ATTRIBUTE} and {CREATED_AT_ATTRIBUTE}; delete it or \
+                         name another with CHARGEBACK_DATE_INDEX",
+                        keys.0, keys.1
+                    ),
+                ));
+            }
+            Ok(Ensured::AlreadyThere)
+        }
+        (None, None) => Ok(Ensured::AlreadyThere),
+        (None, Some(projection)) => {
+            add_index(client, table, index_name, projection).await?;
+            Ok(Ensured::IndexAdded)
+        }
+    }
+}
+
+fn projection_of(projection: IndexProjection) -> Projection {
+    match projection {
+        IndexProjection::KeysOnly => Projection::builder()
+            .projection_type(ProjectionType::KeysOnly)
+            .build(),
+        IndexProjection::IncludeExecution => Projection::builder()
+            .projection_type(ProjectionType::Include)
+            .non_key_attributes(EXECUTION_ATTRIBUTE)
+            .build(),
+    }
+}
+
+fn date_index(
+    index_name: &str,
+    projection: IndexProjection,
+) -> Result<GlobalSecondaryIndex, StoreError> {
+    GlobalSecondaryIndex::builder()
+        .index_name(index_name)
+        .key_schema(key(PARTITION_DATE_ATTRIBUTE, KeyType::Hash)?)
+        .key_schema(key(CREATED_AT_ATTRIBUTE, KeyType::Range)?)
+        .projection(projection_of(projection))
+        .build()
+        .map_err(|e| StoreError::new(ErrorClass::Permanent, "CreateTable", e.to_string()))
+}
+
+/// Adds the date index to an existing table (on-demand tables need no
+/// throughput for it) and waits until it is active.
+async fn add_index(
+    client: &Client,
+    table: &str,
+    index_name: &str,
+    projection: IndexProjection,
+) -> Result<(), StoreError> {
+    let index = date_index(index_name, projection)?;
+    let create = CreateGlobalSecondaryIndexAction::builder()
+        .index_name(index.index_name())
+        .set_key_schema(Some(index.key_schema().to_vec()))
+        .set_projection(index.projection().cloned())
+        .build()
+        .map_err(|e| StoreError::new(ErrorClass::Permanent, "UpdateTable", e.to_string()))?;
+    client
+        .update_table()
+        .table_name(table)
+        .attribute_definitions(string_attribute(PARTITION_DATE_ATTRIBUTE)?)
+        .attribute_definitions(string_attribute(CREATED_AT_ATTRIBUTE)?)
+        .global_secondary_index_updates(
+            GlobalSecondaryIndexUpdate::builder().create(create).build(),
+        )
+        .send()
+        .await
+        .map_err(|e| classify("UpdateTable", e))?;
+    wait_until_active(client, table, Some(index_name)).await
+}
+
+/// Waits until the table (and the named index) are active: up to a minute.
+async fn wait_until_active(
+    client: &Client,
+    table: &str,
+    index_name: Option<&str>,
+) -> Result<(), StoreError> {
     for _ in 0..600 {
         let described = client
             .describe_table()
@@ -117,15 +249,25 @@ pub async fn create_table(
             .send()
             .await
             .map_err(|e| classify("DescribeTable", e))?;
-        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+        let Some(described) = described.table() else {
+            continue;
+        };
+        let index_active = index_name.is_none_or(|name| {
+            described
+                .global_secondary_indexes()
+                .iter()
+                .find(|i| i.index_name() == Some(name))
+                .is_some_and(|i| i.index_status() == Some(&IndexStatus::Active))
+        });
+        if described.table_status() == Some(&TableStatus::Active) && index_active {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(StoreError::new(
         ErrorClass::Setup,
-        "CreateTable",
-        format!("table {table} did not become active"),
+        "DescribeTable",
+        format!("table {table} did not become active within a minute"),
     ))
 }
 
