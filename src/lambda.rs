@@ -49,8 +49,9 @@ pub async fn main() -> ExitCode {
                 function.as_ref(),
                 None,
             );
-            let variables = problem.variables().join(",");
-            error!(%variables, error = %problem, "the function cannot start: {problem}");
+            // Every variable at fault, comma-separated: one field for the runbook's query.
+            let variable = problem.variables().join(",");
+            error!(%variable, error = %problem, "the function cannot start: {problem}");
             report_init_error(&problem).await;
             return ExitCode::FAILURE;
         }
