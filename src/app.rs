@@ -12,9 +12,16 @@ use crate::handler::BatchHandler;
 use crate::notify::sns::{self, SnsNotifier};
 use crate::queue::sqs::{self, SqsDeadLetters};
 use crate::store::dynamodb::DynamoStore;
+use crate::telemetry::events::SettingsInEffect;
 
-/// The chargebacks table the settings name, written as they say.
+/// The chargebacks table the settings name, written as they say. Lambda
+/// and the CLI build it first, once: the settings in effect are said here.
 pub fn store(settings: &Settings, sdk: &SdkConfig) -> DynamoStore {
+    SettingsInEffect {
+        settings,
+        region: sdk.region().map(|r| r.as_ref()),
+    }
+    .emit();
     DynamoStore::new(
         aws_sdk_dynamodb::Client::new(sdk),
         &settings.table_name,

@@ -17,7 +17,6 @@ use crate::config::{ConfigErrors, FunctionIdentity, LogFormat, Settings};
 use crate::domain::kafka::{EnvelopeError, KafkaBatchResponse};
 use crate::handler::Invocation;
 use crate::store::dynamodb::load_sdk_config;
-use crate::telemetry::events::SettingsInEffect;
 use crate::telemetry::metrics::MetricsEmitter;
 use crate::telemetry::xray::{self, XrayTracer};
 use crate::telemetry::{self, Sink};
@@ -105,11 +104,6 @@ async fn run(
         }
     };
     let sdk = load_sdk_config(settings.region.as_deref()).await;
-    SettingsInEffect {
-        settings: &settings,
-        region: sdk.region().map(|r| r.as_ref()),
-    }
-    .emit();
     let store = Arc::new(app::store(&settings, &sdk));
     if tokio::time::timeout(WARM_UP_LIMIT, store.warm_up())
         .await

@@ -461,7 +461,7 @@ pub async fn under_throttling_retry_and_limit_lines_stay_bounded_and_count_every
 }
 
 /// Each DEBUG and TRACE event, in the situation that makes it: the cold
-/// start's settings (no secret) and table layout, a message's decoded event
+/// start's settings (no secret; the CLI's too) and table layout, a message's decoded event
 /// and selection, scan and index pages, the count of records left behind
 /// on the last execution, records written, declined by the update's
 /// condition (both write modes) and declined on read.
@@ -611,6 +611,36 @@ pub async fn each_debug_and_trace_event_appears_when_its_situation_occurs() -> a
     );
     ensure!(again.sum("key page read", "already_applied_on_read") == SEEDED as u64);
     ensure!(again.said("record written").is_empty());
+
+    // The CLI says its settings too.
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/events/sample-msk-event.json");
+    let invoked = Command::new(BINARY)
+        .args(["invoke", "--event", sample])
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_ENDPOINT_URL_DYNAMODB", &scanned.endpoint)
+        .env("DYNAMODB_TABLE_NAME", &scanned.name)
+        .env("LOG_FORMAT", "json")
+        .env("LOG_LEVEL", "DEBUG")
+        .output()
+        .await?;
+    let logged = String::from_utf8_lossy(&invoked.stderr);
+    ensure!(invoked.status.success(), "{logged}");
+    let settings: Vec<Value> = logged
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "settings in effect")
+        .collect();
+    ensure!(
+        settings.len() == 1 && settings[0]["table"] == scanned.name.as_str(),
+        "invoke says its settings once: {logged}"
+    );
+    ensure!(
+        !logged.contains(SECRET),
+        "a secret reached the logs: {logged}"
+    );
 
     // With a keys-only index, a redelivery is declined by the update's
     // condition, in both write modes.
