@@ -665,6 +665,11 @@ pub mod demo {
             );
         }
 
+        crate::telemetry::events::SettingsInEffect {
+            settings,
+            region: sdk.region().map(|r| r.as_ref()),
+        }
+        .emit();
         let store = Arc::new(
             DynamoStore::new(client, table, &settings.date_index)
                 .with_write_mode(settings.write_mode),
