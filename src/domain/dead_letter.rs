@@ -298,16 +298,21 @@ mod tests {
         assert_eq!(batches[0].messages, vec![original]);
     }
 
-    #[test]
-    fn a_fitted_body_says_whether_anything_was_left_out() {
+    /// A poison message whose headers alone outgrow a small queue limit.
+    fn letter_with_big_headers() -> DeadLetter {
         let mut original = message(json!("e30="));
         original.raw_headers = Some(json!([{"big": vec![65; 10_000]}]));
-        let letter = DeadLetter::new(
+        DeadLetter::new(
             &original,
             &Poison::from(&DecodeError::EmptyJobName),
             "r",
             "t",
-        );
+        )
+    }
+
+    #[test]
+    fn a_fitted_body_says_whether_anything_was_left_out() {
+        let letter = letter_with_big_headers();
         let whole = letter.fit_body(262_144);
         assert!(!whole.truncated);
         assert_eq!(whole.text, letter.to_body(262_144));
@@ -318,14 +323,7 @@ mod tests {
 
     #[test]
     fn long_headers_are_dropped_before_the_value_is_cut() {
-        let mut original = message(json!("e30="));
-        original.raw_headers = Some(json!([{"big": vec![65; 10_000]}]));
-        let letter = DeadLetter::new(
-            &original,
-            &Poison::from(&DecodeError::EmptyJobName),
-            "r",
-            "t",
-        );
+        let letter = letter_with_big_headers();
         let parsed: Value = serde_json::from_str(&letter.to_body(8_192)).unwrap();
         assert_eq!(parsed["value"], "e30=");
         assert_eq!(parsed["value_truncated"], false);

@@ -135,7 +135,7 @@ pub async fn ensure_table(
         return match create_table(client, table, index_name, shape).await {
             Ok(()) => Ok(Ensured::Created),
             // Created meanwhile by someone else: check it like any existing table.
-            Err(error) if error.message.contains("ResourceInUseException") => {
+            Err(error) if error.code.as_deref() == Some("ResourceInUseException") => {
                 Box::pin(ensure_table(client, table, index_name, shape)).await
             }
             Err(error) => Err(error),
