@@ -40,6 +40,7 @@ pub async fn handler(
 ) -> BatchHandler<DynamoStore> {
     let mut handler = BatchHandler::new(
         FanOut::new(store, settings.max_concurrency, progress)
+            .with_max_write_rate(settings.max_write_rate)
             .with_progress_log(settings.progress_interval),
     )
     .with_deadline_margin(settings.deadline_margin);

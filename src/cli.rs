@@ -373,11 +373,10 @@ async fn redrive(
     let (sdk, store) = connect_store(settings).await;
     // No dead-letter queue here: a message that fails again stays where it is
     // instead of being parked a second time.
-    let handler = Arc::new(BatchHandler::new(FanOut::new(
-        store,
-        settings.max_concurrency,
-        Arc::default(),
-    )));
+    let handler = Arc::new(BatchHandler::new(
+        FanOut::new(store, settings.max_concurrency, Arc::default())
+            .with_max_write_rate(settings.max_write_rate),
+    ));
     let reader = DeadLetterReader::new(sqs::client(&sdk), queue_url);
     let summary = crate::redrive::redrive(&reader, &handler, max, dry_run).await?;
     let verb = if dry_run {
@@ -500,15 +499,16 @@ async fn backfill(settings: &Settings, args: BackfillArgs) -> anyhow::Result<Exi
         plan = plan.replacing_same_execution();
     }
     let (_, store) = connect_store(settings).await;
-    let mut fan_out = FanOut::new(store, settings.max_concurrency, Arc::default());
+    let mut fan_out = FanOut::new(store, settings.max_concurrency, Arc::default())
+        .with_max_write_rate(settings.max_write_rate);
     if args.dry_run {
         fan_out = fan_out.dry_run();
     }
     let control = Arc::new(crate::retry::InvocationControl::default());
     let report = match fan_out.stamp_partition(&plan, &control).await {
         Ok(report) => report,
-        Err(crate::fanout::FanOutError::Store(problem)) => {
-            anyhow::bail!("backfill failed: {problem}")
+        Err(crate::fanout::FanOutError::Store { error, .. }) => {
+            anyhow::bail!("backfill failed: {error}")
         }
         Err(crate::fanout::FanOutError::Stopped { reason, .. }) => {
             anyhow::bail!("backfill stopped: {reason}")

@@ -17,6 +17,9 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
 pub use crate::handler::DEFAULT_DEADLINE_MARGIN;
 /// Far beyond any useful value; guards against a typo (e.g. 100000).
 pub const MAX_MAX_CONCURRENCY: usize = 4096;
+/// The highest `MAX_WRITE_RATE` accepted: far above any one table's
+/// capacity, low enough to catch a value typed in the wrong unit.
+pub const MAX_MAX_WRITE_RATE: u32 = 1_000_000;
 /// The CloudWatch namespace of our metrics, as the seed names it.
 pub const DEFAULT_METRICS_NAMESPACE: &str = "POC-Chargeback/ConsolidationUpdater";
 /// How often a long fan-out logs its progress.
@@ -93,6 +96,9 @@ pub struct Settings {
     pub log_format: Option<LogFormat>,
     pub date_index: String,
     pub max_concurrency: usize,
+    /// `MAX_WRITE_RATE`: writes per second per invocation the pacing never
+    /// exceeds; `None`: only the table's throttling paces.
+    pub max_write_rate: Option<u32>,
     pub dlq_url: Option<String>,
     /// SNS topic for one failure summary per invocation with failures.
     pub failure_topic_arn: Option<String>,
@@ -198,6 +204,7 @@ impl Settings {
         ));
         let max_concurrency =
             get("MAX_CONCURRENCY").and_then(|v| problems.take(max_concurrency(&v)));
+        let max_write_rate = get("MAX_WRITE_RATE").and_then(|v| problems.take(max_write_rate(&v)));
         let dlq_url = get("DLQ_URL").and_then(|v| problems.take(queue_url(&v)));
         let failure_topic_arn = get("FAILURE_TOPIC_ARN").and_then(|v| problems.take(topic_arn(&v)));
         let deadline_margin =
@@ -216,6 +223,7 @@ impl Settings {
                 log_format,
                 date_index,
                 max_concurrency: max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY),
+                max_write_rate,
                 dlq_url,
                 failure_topic_arn,
                 deadline_margin: deadline_margin.unwrap_or(DEFAULT_DEADLINE_MARGIN),
@@ -371,6 +379,20 @@ fn max_concurrency(value: &str) -> Result<usize, ConfigError> {
     }
 }
 
+fn max_write_rate(value: &str) -> Result<u32, ConfigError> {
+    match value.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_MAX_WRITE_RATE).contains(&n) => Ok(n),
+        _ => Err(invalid(
+            "MAX_WRITE_RATE",
+            value,
+            format!(
+                "expected writes per second, a whole number from 1 to {MAX_MAX_WRITE_RATE} \
+                 (unset it for no limit but the table's)"
+            ),
+        )),
+    }
+}
+
 fn topic_arn(value: &str) -> Result<String, ConfigError> {
     let trimmed = value.trim();
     if trimmed.starts_with("arn:") && trimmed.split(':').count() >= 6 {
@@ -495,6 +517,7 @@ mod tests {
             ("LOG_FORMAT", "JSON"),
             ("CHARGEBACK_DATE_INDEX", "by-date"),
             ("MAX_CONCURRENCY", "16"),
+            ("MAX_WRITE_RATE", " 750 "),
             ("DLQ_URL", "https://sqs.us-east-2.amazonaws.com/1/dlq"),
             (
                 "FAILURE_TOPIC_ARN",
@@ -520,6 +543,7 @@ mod tests {
         assert_eq!(s.log_format, Some(LogFormat::Json));
         assert_eq!(s.date_index, "by-date");
         assert_eq!(s.max_concurrency, 16);
+        assert_eq!(s.max_write_rate, Some(750));
         assert_eq!(
             s.dlq_url.as_deref(),
             Some("https://sqs.us-east-2.amazonaws.com/1/dlq")
@@ -556,6 +580,9 @@ mod tests {
             ("MAX_CONCURRENCY", "0"),
             ("MAX_CONCURRENCY", "ten"),
             ("MAX_CONCURRENCY", "100000"),
+            ("MAX_WRITE_RATE", "0"),
+            ("MAX_WRITE_RATE", "1.5k"),
+            ("MAX_WRITE_RATE", "2000000"),
             ("DYNAMODB_TABLE_NAME", "no spaces allowed"),
             ("CHARGEBACK_DATE_INDEX", "x"),
             ("AWS_REGION", "Sao Paulo"),

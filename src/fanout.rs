@@ -3,6 +3,7 @@
 //! invocation. Memory stays bounded whatever the partition size: at most a few
 //! pages of keys and `MAX_CONCURRENCY` updates exist at once.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,9 +15,10 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span, info, info_span, warn};
 
 use crate::domain::stamp::{KeySelection, StampPlan, StampReport, StampResult};
+use crate::pacing::WritePacer;
 use crate::ports::{ChargebackStore, ErrorClass, StoreError};
-use crate::retry::{AdaptiveLimiter, InvocationControl, RetryPolicy, StopReason};
-use crate::telemetry::events::RequestsHeldBack;
+use crate::retry::{AdaptiveLimiter, Decision, InvocationControl, RetryPolicy, StopReason};
+use crate::telemetry::events::{RequestRetried, RequestsHeldBack};
 use crate::telemetry::xray;
 
 /// Pages read ahead of the updates, per key stream. Two keep the updates fed
@@ -30,8 +32,10 @@ pub struct Progress {
     pub already_applied: AtomicU64,
     /// Update attempts that failed (and were retried, or ended the fan-out).
     pub failed_attempts: AtomicU64,
-    /// Of those, the ones DynamoDB throttled.
+    /// Writes DynamoDB refused for capacity (each retried).
     pub throttled: AtomicU64,
+    /// Of those, how many per reason DynamoDB gave ("unknown": none given).
+    throttled_by_reason: Mutex<BTreeMap<String, u64>>,
     /// The selection's size when the caller knows it (the demo, which seeded
     /// the day); 0: unknown, and progress is judged against the event's
     /// `records_processed`.
@@ -70,11 +74,34 @@ impl Progress {
         self.written.load(Ordering::Relaxed) + self.already_applied.load(Ordering::Relaxed)
     }
 
-    fn record_failed_attempt(&self, error: &StoreError) {
+    fn record_failed_attempt(&self, error: &StoreError, writes: u64) {
         self.failed_attempts.fetch_add(1, Ordering::Relaxed);
         if error.class == ErrorClass::Throttled {
-            self.throttled.fetch_add(1, Ordering::Relaxed);
+            self.throttled.fetch_add(writes, Ordering::Relaxed);
+            let reason = error.throttling_reason.as_deref().unwrap_or("unknown");
+            let mut by_reason = self
+                .throttled_by_reason
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match by_reason.get_mut(reason) {
+                Some(count) => *count += writes,
+                None => {
+                    by_reason.insert(reason.to_owned(), writes);
+                }
+            }
         }
+    }
+
+    /// Throttled writes per reason, as `reason=count` words (`unknown`:
+    /// DynamoDB gave no reason, as for a statement of a batch).
+    pub fn throttled_by_reason(&self) -> String {
+        self.throttled_by_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(reason, count)| format!("{reason}={count}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     fn record_read(&self, already_applied: u64) {
@@ -95,8 +122,12 @@ impl Progress {
 /// Why a message's fan-out did not complete.
 #[derive(Debug, Clone)]
 pub enum FanOutError {
-    /// A store call failed for good (after our retry policy where it applies).
-    Store(StoreError),
+    /// A store call failed for good (after our retry policy where it
+    /// applies); `report` is what was done before.
+    Store {
+        error: StoreError,
+        report: StampReport,
+    },
     /// New work stopped (deadline near, or a setup failure elsewhere in the
     /// invocation) before every record was examined; `report` is what was done.
     Stopped {
@@ -109,6 +140,7 @@ pub enum FanOutError {
 pub struct FanOut<S> {
     store: Arc<S>,
     limiter: Arc<AdaptiveLimiter>,
+    pacer: Arc<WritePacer>,
     policy: RetryPolicy,
     progress: Arc<Progress>,
     /// How often a fan-out logs its progress; `None`: never.
@@ -121,11 +153,13 @@ pub struct FanOut<S> {
 
 impl<S: ChargebackStore> FanOut<S> {
     /// `max_concurrency` bounds the updates in flight across every message of
-    /// the process, whichever partition they belong to; throttling lowers it.
+    /// the process, whichever partition they belong to; failing or slow
+    /// requests lower it. Writes are paced by rate (see [`crate::pacing`]).
     pub fn new(store: Arc<S>, max_concurrency: usize, progress: Arc<Progress>) -> Self {
         Self {
             store,
             limiter: AdaptiveLimiter::new(max_concurrency),
+            pacer: Arc::new(WritePacer::new(None)),
             policy: RetryPolicy::default(),
             progress,
             progress_log: None,
@@ -156,6 +190,16 @@ impl<S: ChargebackStore> FanOut<S> {
     pub fn dry_run(mut self) -> Self {
         self.dry_run = true;
         self
+    }
+
+    /// `MAX_WRITE_RATE`: writes per second the pacing never exceeds.
+    pub fn with_max_write_rate(mut self, ceiling: Option<u32>) -> Self {
+        self.pacer = Arc::new(WritePacer::new(ceiling));
+        self
+    }
+
+    pub fn pacer(&self) -> &Arc<WritePacer> {
+        &self.pacer
     }
 
     pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
@@ -200,7 +244,7 @@ impl<S: ChargebackStore> FanOut<S> {
         let result = match self.progress_log {
             Some(interval) => {
                 let expected = self.progress.expected(plan.values.records_in_consolidation);
-                log_progress_while(work, interval, expected, &live)
+                log_progress_while(work, interval, expected, &live, &self.pacer)
                     .instrument(span.clone())
                     .await
             }
@@ -209,6 +253,18 @@ impl<S: ChargebackStore> FanOut<S> {
         // What the DEBUG line budget held back, so the totals are complete.
         RequestsHeldBack::emit();
         self.limiter.log_held_back_changes();
+        self.pacer.log_held_back_cuts();
+        let throttled = live.throttled.load(Ordering::Relaxed);
+        if throttled > 0 {
+            info!(
+                throttled_writes = throttled,
+                throttled_by_reason = live.throttled_by_reason(),
+                paced_writes_per_second = self.pacer.rate().round() as u64,
+                lowest_writes_per_second = self.pacer.lowest().round() as u64,
+                max_write_rate = self.pacer.ceiling(),
+                "writes paced to the table's capacity: {throttled} throttled and retried"
+            );
+        }
         for (field, count) in [
             ("written", &live.written),
             ("already_applied", &live.already_applied),
@@ -223,9 +279,9 @@ impl<S: ChargebackStore> FanOut<S> {
             let rate = examined as f64 / started.elapsed().as_secs_f64().max(1e-3);
             self.last_rate.store(rate.to_bits(), Ordering::Relaxed);
         }
-        if let Err(FanOutError::Store(failure)) = &result {
-            span.record("error_kind", failure.class.as_str());
-            xray::record_failure(&span, &failure.to_string());
+        if let Err(FanOutError::Store { error, .. }) = &result {
+            span.record("error_kind", error.class.as_str());
+            xray::record_failure(&span, &error.to_string());
         }
         result
     }
@@ -236,7 +292,10 @@ impl<S: ChargebackStore> FanOut<S> {
         control: &Arc<InvocationControl>,
         live: &Arc<Progress>,
     ) -> Result<StampReport, FanOutError> {
-        let retried = |e| FanOutError::Store(e);
+        let retried = |error| FanOutError::Store {
+            error,
+            report: StampReport::default(),
+        };
         if let Some(reason) = control.stop_reason() {
             return Err(FanOutError::Stopped {
                 reason,
@@ -284,6 +343,7 @@ impl<S: ChargebackStore> FanOut<S> {
             updates: JoinSet::new(),
             report: StampReport::default(),
             failure: None,
+            stopped: None,
         };
         let mut stopped = None;
         'pages: while let Some(page) = pages.recv().await {
@@ -328,10 +388,19 @@ impl<S: ChargebackStore> FanOut<S> {
             mut updates,
             mut report,
             mut failure,
+            stopped: mut requests_stopped,
         } = running;
         while let Some(joined) = updates.join_next().await {
-            self.tally(joined, &mut report, live, &mut failure);
+            self.tally(
+                joined,
+                &mut report,
+                live,
+                &mut failure,
+                &mut requests_stopped,
+            );
         }
+        report.throttled_writes = live.throttled.load(Ordering::Relaxed);
+        let stopped = stopped.or(requests_stopped);
         // A pager that ended abnormally closed its side of the channel like a
         // finished one: without this check its keys would be silently skipped.
         while let Some(joined) = pagers.join_next().await {
@@ -346,7 +415,14 @@ impl<S: ChargebackStore> FanOut<S> {
             }
         }
         if let Some(error) = failure {
-            return Err(FanOutError::Store(error));
+            // A retryable failure cut short because new work stopped (the
+            // deadline) is unfinished work, not a failure of the store.
+            if error.class.severity() <= ErrorClass::Unreachable.severity()
+                && let Some(reason) = control.stop_reason()
+            {
+                return Err(FanOutError::Stopped { reason, report });
+            }
+            return Err(FanOutError::Store { error, report });
         }
         if let Some(reason) = stopped {
             return Err(FanOutError::Stopped { reason, report });
@@ -391,17 +467,24 @@ impl<S: ChargebackStore> FanOut<S> {
             }
         };
         while let Some(joined) = running.updates.try_join_next() {
-            self.tally(joined, &mut running.report, live, &mut running.failure);
+            self.tally(
+                joined,
+                &mut running.report,
+                live,
+                &mut running.failure,
+                &mut running.stopped,
+            );
         }
         if running.failure.is_some() {
             return Err(None);
         }
-        if let Some(reason) = control.stop_reason() {
+        if let Some(reason) = control.stop_reason().or_else(|| running.stopped.clone()) {
             return Err(Some(reason));
         }
         let store = Arc::clone(&self.store);
         let stamp = Arc::clone(stamp);
         let limiter = Arc::clone(&self.limiter);
+        let pacer = Arc::clone(&self.pacer);
         let control = Arc::clone(control);
         let attempts = Arc::clone(live);
         let (policy, dry_run) = (self.policy, self.dry_run);
@@ -411,10 +494,12 @@ impl<S: ChargebackStore> FanOut<S> {
                 stamp: &stamp,
                 dry_run,
                 attempts: &attempts,
+                policy,
+                limiter: &limiter,
+                pacer: &pacer,
+                control: &control,
             };
-            let result = request
-                .run_with_retries(keys, policy, &limiter, &control)
-                .await;
+            let result = request.run_with_retries(keys).await;
             drop(permit);
             result
         });
@@ -423,21 +508,29 @@ impl<S: ChargebackStore> FanOut<S> {
 
     fn tally(
         &self,
-        joined: Result<Result<Vec<StampResult>, StoreError>, tokio::task::JoinError>,
+        joined: Result<RequestDone, tokio::task::JoinError>,
         report: &mut StampReport,
         live: &Progress,
         failure: &mut Option<StoreError>,
+        stopped: &mut Option<StopReason>,
     ) {
         match joined {
-            Ok(Ok(results)) => {
+            Ok(RequestDone { results, end }) => {
+                // Whatever was written counts, however the request ended.
                 for result in results {
                     report.record(result);
                     self.progress.record(result);
                     live.record(result);
                 }
-            }
-            Ok(Err(error)) => {
-                failure.get_or_insert(error);
+                match end {
+                    None => {}
+                    Some(RequestEnd::Failed(error)) => {
+                        failure.get_or_insert(error);
+                    }
+                    Some(RequestEnd::Stopped(reason)) => {
+                        stopped.get_or_insert(reason);
+                    }
+                }
             }
             Err(join_error) => {
                 failure.get_or_insert(StoreError::new(
@@ -452,9 +545,24 @@ impl<S: ChargebackStore> FanOut<S> {
 
 /// The updates in flight for one fan-out, and what finished ones reported.
 struct Running {
-    updates: JoinSet<Result<Vec<StampResult>, StoreError>>,
+    updates: JoinSet<RequestDone>,
     report: StampReport,
     failure: Option<StoreError>,
+    /// A request that stopped waiting for its turn (the deadline came).
+    stopped: Option<StopReason>,
+}
+
+/// What one request did: its records' results, and why it ended early, if it did.
+struct RequestDone {
+    results: Vec<StampResult>,
+    end: Option<RequestEnd>,
+}
+
+enum RequestEnd {
+    /// A write failed for good.
+    Failed(StoreError),
+    /// New work stopped while some keys still waited for their turn or a retry.
+    Stopped(StopReason),
 }
 
 /// One request's worth of keys to stamp (or, in a dry run, to check).
@@ -463,33 +571,106 @@ struct Request<'a, S: ChargebackStore> {
     stamp: &'a S::PreparedStamp,
     dry_run: bool,
     attempts: &'a Progress,
+    policy: RetryPolicy,
+    limiter: &'a AdaptiveLimiter,
+    pacer: &'a WritePacer,
+    control: &'a InvocationControl,
+}
+
+/// What the store answered to one attempt of a request.
+struct Answers {
+    /// Writes the table took (written, or declined by their condition).
+    admitted: u64,
+    /// Writes refused for capacity.
+    throttled: u64,
+    /// The failure that decides what happens next, the worst if several.
+    worst: Option<StoreError>,
 }
 
 impl<S: ChargebackStore> Request<'_, S> {
-    /// Sends `keys` under the retry policy. After a partial failure only the
-    /// keys whose statements failed are sent again; a key that failed for
-    /// good fails the whole request, as a single update would.
-    async fn run_with_retries(
-        &self,
-        keys: Vec<S::Key>,
-        policy: RetryPolicy,
-        limiter: &AdaptiveLimiter,
-        control: &InvocationControl,
-    ) -> Result<Vec<StampResult>, StoreError> {
-        let pending = Mutex::new(keys);
-        let done = Mutex::new(Vec::new());
-        policy
-            .run(Some(limiter), control, || self.attempt(&pending, &done))
-            .await?;
-        Ok(done.into_inner().unwrap_or_else(PoisonError::into_inner))
+    /// Sends `keys`, each attempt paced by the invocation's write rate. After
+    /// a partial failure only the keys whose statements failed are sent
+    /// again. Throttled writes are retried for as long as the invocation
+    /// makes progress (see [`WritePacer::stalled`]); other retryable
+    /// failures by the retry policy; a key that failed for good fails the
+    /// whole request, as a single update would.
+    async fn run_with_retries(&self, keys: Vec<S::Key>) -> RequestDone {
+        let mut pending = keys;
+        let mut done = Vec::with_capacity(pending.len());
+        let started = Instant::now();
+        let (mut attempts, mut failed_attempts) = (0, 0);
+        let end = loop {
+            attempts += 1;
+            let ticket = if self.dry_run {
+                None
+            } else {
+                match self.pacer.admit(pending.len(), self.control).await {
+                    Ok(ticket) => Some(ticket),
+                    Err(reason) => break Some(RequestEnd::Stopped(reason)),
+                }
+            };
+            let answers = self.attempt(&mut pending, &mut done).await;
+            if let Some(ticket) = ticket {
+                self.pacer
+                    .on_answers(ticket, answers.admitted, answers.throttled);
+            }
+            if answers.throttled > 0 {
+                crate::telemetry::metrics::throttled(answers.throttled);
+            }
+            let Some(error) = answers.worst else {
+                self.limiter.on_success();
+                if pending.is_empty() {
+                    break None;
+                }
+                continue;
+            };
+            if error.class.is_congestion() {
+                self.limiter.on_congestion();
+            }
+            let delay = if error.class == ErrorClass::Throttled {
+                if self.pacer.stalled() {
+                    break Some(RequestEnd::Failed(StoreError {
+                        message: format!(
+                            "{} (stalled: no write admitted for {} s)",
+                            error.message,
+                            crate::pacing::STALL_AFTER.as_secs()
+                        ),
+                        ..error
+                    }));
+                }
+                Some(self.policy.backoff(attempts, fastrand::f64()))
+            } else {
+                failed_attempts += 1;
+                match self.policy.decide(
+                    error.class,
+                    failed_attempts,
+                    started.elapsed(),
+                    fastrand::f64(),
+                ) {
+                    Decision::RetryAfter(delay) => Some(delay),
+                    Decision::GiveUp => None,
+                }
+            };
+            let Some(delay) = delay else {
+                break Some(RequestEnd::Failed(crate::retry::gave_up(error, attempts)));
+            };
+            if let Some(reason) = self.control.stop_reason() {
+                break Some(RequestEnd::Stopped(reason));
+            }
+            RequestRetried {
+                error: &error,
+                attempt: attempts,
+                delay,
+            }
+            .emit();
+            tokio::time::sleep(delay).await;
+        };
+        RequestDone { results: done, end }
     }
 
-    async fn attempt(
-        &self,
-        pending: &Mutex<Vec<S::Key>>,
-        done: &Mutex<Vec<StampResult>>,
-    ) -> Result<(), StoreError> {
-        let keys = std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner));
+    /// Sends the `pending` keys once; leaves in `pending` those to send again.
+    async fn attempt(&self, pending: &mut Vec<S::Key>, done: &mut Vec<StampResult>) -> Answers {
+        let keys = std::mem::take(pending);
         let results = if self.dry_run {
             let mut results = Vec::with_capacity(keys.len());
             for key in &keys {
@@ -502,34 +683,49 @@ impl<S: ChargebackStore> Request<'_, S> {
         let results = match results {
             Ok(results) => results,
             Err(error) => {
-                self.attempts.record_failed_attempt(&error);
-                *pending.lock().unwrap_or_else(PoisonError::into_inner) = keys;
-                return Err(error);
+                let writes = keys.len() as u64;
+                self.attempts.record_failed_attempt(&error, writes);
+                *pending = keys;
+                let throttled = if error.class == ErrorClass::Throttled {
+                    writes
+                } else {
+                    0
+                };
+                return Answers {
+                    admitted: 0,
+                    throttled,
+                    worst: Some(error),
+                };
             }
         };
-        let mut retry = Vec::new();
-        let mut worst: Option<StoreError> = None;
-        let mut finished = Vec::with_capacity(keys.len());
+        let mut answers = Answers {
+            admitted: 0,
+            throttled: 0,
+            worst: None,
+        };
         for (key, result) in keys.into_iter().zip(results) {
             match result {
-                Ok(result) => finished.push(result),
+                Ok(result) => {
+                    answers.admitted += 1;
+                    done.push(result);
+                }
                 Err(error) => {
-                    self.attempts.record_failed_attempt(&error);
-                    retry.push(key);
-                    if worst
+                    self.attempts.record_failed_attempt(&error, 1);
+                    if error.class == ErrorClass::Throttled {
+                        answers.throttled += 1;
+                    }
+                    pending.push(key);
+                    if answers
+                        .worst
                         .as_ref()
                         .is_none_or(|w| error.class.severity() > w.class.severity())
                     {
-                        worst = Some(error);
+                        answers.worst = Some(error);
                     }
                 }
             }
         }
-        done.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(finished);
-        *pending.lock().unwrap_or_else(PoisonError::into_inner) = retry;
-        worst.map_or(Ok(()), Err)
+        answers
     }
 }
 
@@ -541,6 +737,7 @@ async fn log_progress_while<T>(
     interval: Duration,
     expected: Expected,
     counts: &Progress,
+    pacer: &WritePacer,
 ) -> T {
     let started = Instant::now();
     let mut ticks = tokio::time::interval_at((started + interval).into(), interval);
@@ -548,12 +745,12 @@ async fn log_progress_while<T>(
     loop {
         tokio::select! {
             done = &mut work => return done,
-            _ = ticks.tick() => log_progress(started, expected, counts),
+            _ = ticks.tick() => log_progress(started, expected, counts, pacer),
         }
     }
 }
 
-fn log_progress(started: Instant, expected: Expected, counts: &Progress) {
+fn log_progress(started: Instant, expected: Expected, counts: &Progress, pacer: &WritePacer) {
     let done = counts.examined();
     let seconds = started.elapsed().as_secs_f64();
     let rate = done as f64 / seconds.max(1e-3);
@@ -579,6 +776,8 @@ fn log_progress(started: Instant, expected: Expected, counts: &Progress) {
         expected_records = records,
         expected_basis = basis,
         records_per_second = rate.round() as u64,
+        paced_writes_per_second = pacer.rate().round() as u64,
+        throttled_writes = counts.throttled.load(Ordering::Relaxed),
         eta_seconds,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "{message}"
@@ -687,6 +886,42 @@ pub(crate) mod fake {
         /// Write requests, and the updates in them (retries included).
         pub requests: AtomicUsize,
         pub updates: AtomicUsize,
+        /// Answer this many more updates with a transient error (a 500).
+        pub fail_transient_next: AtomicUsize,
+        /// Admit at most this many writes per second (a bucket holding one
+        /// second of them), throttling the rest as DynamoDB does.
+        pub capacity: Option<Mutex<Capacity>>,
+        /// Writes refused by `capacity`.
+        pub refused: AtomicUsize,
+    }
+
+    pub struct Capacity {
+        pub per_second: f64,
+        pub tokens: f64,
+        pub at: std::time::Instant,
+    }
+
+    impl Capacity {
+        pub fn new(per_second: f64) -> Mutex<Self> {
+            Mutex::new(Self {
+                per_second,
+                tokens: per_second,
+                at: std::time::Instant::now(),
+            })
+        }
+
+        fn admit(&mut self) -> bool {
+            let now = std::time::Instant::now();
+            let elapsed = now.duration_since(self.at).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second);
+            self.at = now;
+            if self.tokens >= 1.0 {
+                self.tokens -= 1.0;
+                true
+            } else {
+                false
+            }
+        }
     }
 
     impl FakeStore {
@@ -794,6 +1029,28 @@ pub(crate) mod fake {
                     "slow down",
                 ));
             }
+            if let Some(capacity) = &self.capacity
+                && !capacity.lock().unwrap().admit()
+            {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                return Err(StoreError::new(
+                    ErrorClass::Throttled,
+                    "UpdateItem",
+                    "ProvisionedThroughputExceededException",
+                )
+                .with_throttling_reason(Some("TableWriteProvisionedThroughputExceeded".into())));
+            }
+            if self
+                .fail_transient_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(StoreError::new(
+                    ErrorClass::Transient,
+                    "UpdateItem",
+                    "InternalServerError",
+                ));
+            }
             if self.fail_on.as_deref() == Some(key.as_str())
                 || self.fail_on_any.load(Ordering::SeqCst)
             {
@@ -854,7 +1111,7 @@ pub(crate) mod fake {
 
 #[cfg(test)]
 mod tests {
-    use super::fake::{FakeRecord, FakeStore};
+    use super::fake::{Capacity, FakeRecord, FakeStore};
     use super::*;
     use crate::domain::event::PartitionDate;
     use crate::domain::stamp::StampValues;
@@ -1014,7 +1271,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(error, FanOutError::Store(e) if e.class == ErrorClass::Permanent && e.message.contains("after 1 attempt)"))
+            matches!(error, FanOutError::Store { error: e, .. } if e.class == ErrorClass::Permanent && e.message.contains("after 1 attempt)"))
         );
         assert_eq!(
             fan_out.store().execution_of("cb-0299"),
@@ -1076,7 +1333,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(&error, FanOutError::Store(e) if e.class == ErrorClass::Permanent),
+            matches!(&error, FanOutError::Store { error: e, .. } if e.class == ErrorClass::Permanent),
             "{error:?}"
         );
     }
@@ -1118,7 +1375,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn throttled_updates_are_retried_and_the_limit_backs_off() {
+    async fn throttled_updates_are_retried_and_counted_and_leave_the_concurrency_alone() {
         let store = FakeStore::with_records(day(30, 0));
         store.throttle_next.store(20, Ordering::SeqCst);
         let fan_out = fan_out(store, 16);
@@ -1127,7 +1384,79 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(report.written, 30, "nothing lost to throttling");
-        // Halved at least once; 30 successes cannot have grown it back to 16.
-        assert!(fan_out.limiter().current_limit() < 16);
+        assert_eq!(report.throttled_writes, 20);
+        assert_eq!(
+            fan_out.limiter().lowest_limit(),
+            16,
+            "throttling is paced by rate, not by concurrency"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failing_requests_lower_the_concurrency_limit() {
+        let store = FakeStore::with_records(day(30, 0));
+        store.fail_transient_next.store(3, Ordering::SeqCst);
+        let fan_out = fan_out(store, 16);
+        let report = fan_out
+            .stamp_partition(&plan(1, false), &unbounded())
+            .await
+            .unwrap();
+        assert_eq!(report.written, 30);
+        assert!(fan_out.limiter().lowest_limit() < 16);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_under_a_capacity_limit_is_stamped_in_one_go_at_its_pace() {
+        // Throttling on every request of the first wave and on and off
+        // after: the fan-out never gives up while writes are admitted.
+        let store = FakeStore {
+            batch: 25,
+            capacity: Some(Capacity::new(300.0)),
+            ..FakeStore::with_records(day(900, 0))
+        };
+        let fan_out = fan_out(store, 64);
+        let report = fan_out
+            .stamp_partition(&plan(1, false), &unbounded())
+            .await
+            .unwrap();
+        let store = fan_out.store();
+        assert_eq!(report.written, 900);
+        assert!((0..900).all(|i| store.execution_of(&format!("cb-{i:04}")) == Some(1)));
+        assert_eq!(
+            report.throttled_writes,
+            store.refused.load(Ordering::SeqCst) as u64,
+            "every refused write is counted"
+        );
+        assert!(
+            fan_out.pacer().rate() <= 600.0,
+            "{}",
+            fan_out.pacer().rate()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_for_the_write_rate_ends_unfinished_at_the_deadline_with_the_work_done_counted()
+    {
+        let store = FakeStore {
+            batch: 1,
+            ..FakeStore::with_records(day(200, 0))
+        };
+        let fan_out = fan_out(store, 8).with_max_write_rate(Some(20));
+        let control = Arc::new(InvocationControl::new(
+            Some(std::time::Instant::now() + std::time::Duration::from_millis(1500)),
+            std::time::Duration::from_secs(1),
+        ));
+        let error = fan_out
+            .stamp_partition(&plan(1, false), &control)
+            .await
+            .unwrap_err();
+        let FanOutError::Stopped {
+            reason: StopReason::DeadlineNear,
+            report,
+        } = error
+        else {
+            panic!("not stopped by the deadline: {error:?}");
+        };
+        assert!((1..200).contains(&report.written), "{report:?}");
     }
 }

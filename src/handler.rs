@@ -17,7 +17,7 @@ use crate::domain::dead_letter::{DeadLetter, Poison};
 use crate::domain::event::{DecodeError, DecodedValue, decode_value};
 use crate::domain::kafka::{EnvelopeError, EventSource, KafkaMessage, MessageId, decode_envelope};
 use crate::domain::outcome::{BatchOutcome, MessageOutcome, run_in_offset_order};
-use crate::domain::stamp::{Forecast, StampPlan};
+use crate::domain::stamp::{Forecast, StampPlan, StampReport};
 use crate::fanout::{FanOut, FanOutError};
 use crate::ports::{ChargebackStore, DeadLetterSink, ErrorClass, FailureNotifier, StoreError};
 use crate::retry::InvocationControl;
@@ -139,6 +139,7 @@ impl<S: ChargebackStore> BatchHandler<S> {
             invocation.deadline,
             self.deadline_margin,
         ));
+        self.fan_out.pacer().begin_invocation();
 
         // Which messages each partition task holds, so that even a task that
         // ends abnormally cannot lose them: they are handed back.
@@ -281,14 +282,24 @@ impl<S: ChargebackStore> BatchHandler<S> {
         );
         if let Some(reason) = control.stop_reason() {
             warn!(reason = %reason, "not started, handed back: {reason}");
-            return MessageOutcome::Unfinished { reason };
+            return MessageOutcome::Unfinished {
+                reason,
+                done: StampReport::default(),
+            };
         }
 
         let plan = StampPlan::for_event(&event, Utc::now());
         SelectionMade(&plan).emit();
         let time_left = control.time_for_new_work();
         let expected = self.fan_out.expected(event.records_processed);
-        let forecast = Forecast::new(expected.records, time_left, self.fan_out.last_rate());
+        let pacer = self.fan_out.pacer();
+        let ceiling = pacer.ceiling();
+        let forecast = Forecast::new(
+            expected.records,
+            time_left,
+            self.fan_out.last_rate(),
+            ceiling.map(f64::from),
+        );
         info!(
             total_executions = event.execution.total(),
             records_processed = event.records_processed,
@@ -300,9 +311,20 @@ impl<S: ChargebackStore> BatchHandler<S> {
             needed_records_per_second = forecast.needed_rate.map(|r| r.ceil() as u64),
             last_records_per_second = self.fan_out.last_rate().map(|r| r.round() as u64),
             expected_to_finish = forecast.expected_to_finish,
+            paced_writes_per_second = pacer.rate().round() as u64,
+            max_write_rate = ceiling,
             "stamping the day's chargebacks"
         );
-        if forecast.expected_to_finish == Some(false) {
+        if let (true, Some(ceiling), Some(left)) = (forecast.over_ceiling, ceiling, time_left) {
+            let needs = (expected.records as f64 / f64::from(ceiling)).ceil() as u64;
+            warn!(
+                "at MAX_WRITE_RATE={ceiling} writes/s these {} records need {needs} s, more than \
+                 the {} s this invocation has left; it will be handed back part done and \
+                 resumed by the next delivery",
+                expected.records,
+                left.as_secs()
+            );
+        } else if forecast.expected_to_finish == Some(false) {
             warn!(
                 "at the last fan-out's rate this one will not finish in this invocation; \
                  it will be handed back part done and resumed by the next delivery"
@@ -319,6 +341,7 @@ impl<S: ChargebackStore> BatchHandler<S> {
                     already_applied = report.already_applied,
                     already_applied_on_read = report.already_applied_on_read,
                     missing = report.missing,
+                    throttled_writes = report.throttled_writes,
                     duration_ms = (seconds * 1000.0) as u64,
                     records_per_second = (report.examined() as f64 / seconds.max(1e-9)) as u64,
                     "applied"
@@ -338,11 +361,18 @@ impl<S: ChargebackStore> BatchHandler<S> {
                     reason = %reason,
                     written = report.written,
                     already_applied = report.already_applied,
+                    throttled_writes = report.throttled_writes,
                     "stopped before done, handed back: {reason}; the retry skips what is already stamped"
                 );
-                MessageOutcome::Unfinished { reason }
+                MessageOutcome::Unfinished {
+                    reason,
+                    done: report,
+                }
             }
-            Err(FanOutError::Store(failure)) => {
+            Err(FanOutError::Store {
+                error: failure,
+                report,
+            }) => {
                 if failure.class == ErrorClass::Setup {
                     control.halt_on_setup_failure(failure.to_string());
                     error!(
@@ -376,10 +406,15 @@ impl<S: ChargebackStore> BatchHandler<S> {
                         error_class = failure.class.as_str(),
                         operation = failure.operation,
                         error = %failure.message,
+                        written = report.written,
+                        throttled_writes = report.throttled_writes,
                         "stamping failed; handing the message back for a retry"
                     );
                 }
-                MessageOutcome::Failed(failure)
+                MessageOutcome::Failed {
+                    error: failure,
+                    done: report,
+                }
             }
         }
     }
@@ -494,9 +529,12 @@ const SEND_LIMIT: Duration = Duration::from_secs(10);
 
 /// An outcome for a message whose partition task never reported one.
 fn lost_task_outcome() -> MessageOutcome {
-    MessageOutcome::Failed(StoreError::new(
-        ErrorClass::Transient,
-        "fan-out",
-        "the partition task ended abnormally",
-    ))
+    MessageOutcome::Failed {
+        error: StoreError::new(
+            ErrorClass::Transient,
+            "fan-out",
+            "the partition task ended abnormally",
+        ),
+        done: StampReport::default(),
+    }
 }

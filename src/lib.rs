@@ -16,6 +16,7 @@ pub mod fanout;
 pub mod handler;
 pub mod lambda;
 pub mod notify;
+pub mod pacing;
 pub mod ports;
 pub mod queue;
 pub mod redrive;

@@ -37,6 +37,12 @@ impl ErrorClass {
         }
     }
 
+    /// Whether the store is struggling (errors, timeouts): fewer requests
+    /// in flight help. Throttling is not: it is paced by rate.
+    pub fn is_congestion(self) -> bool {
+        matches!(self, Self::Transient)
+    }
+
     /// Which of several failures decides a request's fate: one that cannot
     /// be retried outranks one that can.
     pub fn severity(self) -> u8 {
@@ -59,6 +65,9 @@ pub struct StoreError {
     /// The service's error code (`ProvisionedThroughputExceededException`),
     /// or the kind of failure when there was no answer (`TimeoutError`).
     pub code: Option<String>,
+    /// Which limit a throttling answer says was hit
+    /// (`TableWriteProvisionedThroughputExceeded`), when DynamoDB says so.
+    pub throttling_reason: Option<String>,
 }
 
 impl StoreError {
@@ -68,11 +77,17 @@ impl StoreError {
             operation,
             message: message.into(),
             code: None,
+            throttling_reason: None,
         }
     }
 
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
         self.code = Some(code.into());
+        self
+    }
+
+    pub fn with_throttling_reason(mut self, reason: Option<String>) -> Self {
+        self.throttling_reason = reason;
         self
     }
 }

@@ -1,7 +1,9 @@
 //! What happens when a store call fails: one retry policy (exponential
 //! backoff with full jitter, bounded in attempts and time), an adaptive
-//! limiter that backs off under throttling, and the invocation's control that
-//! stops new work near the deadline or after a setup failure.
+//! limiter of requests in flight that backs off when requests fail or time
+//! out, and the invocation's control that stops new work near the deadline
+//! or after a setup failure. Throttled writes are paced, not limited here:
+//! see [`crate::pacing`].
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -69,13 +71,7 @@ impl RetryPolicy {
         if attempts >= allowed {
             return Decision::GiveUp;
         }
-        let exponent = attempts.saturating_sub(1).min(20);
-        let ceiling = self
-            .base_delay
-            .saturating_mul(1 << exponent)
-            .min(self.max_delay);
-        // Full jitter: anywhere between zero and the exponential ceiling.
-        let delay = ceiling.mul_f64(random.clamp(0.0, 1.0));
+        let delay = self.backoff(attempts, random);
         if elapsed + delay > self.max_elapsed {
             Decision::GiveUp
         } else {
@@ -83,8 +79,21 @@ impl RetryPolicy {
         }
     }
 
+    /// The wait before the next attempt after `attempts` failed ones:
+    /// exponential, capped, with full jitter (anywhere between zero and the
+    /// ceiling). `random` is uniform in [0, 1).
+    pub fn backoff(&self, attempts: u32, random: f64) -> Duration {
+        let exponent = attempts.saturating_sub(1).min(20);
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1 << exponent)
+            .min(self.max_delay);
+        ceiling.mul_f64(random.clamp(0.0, 1.0))
+    }
+
     /// Runs `call` until it succeeds, the policy gives up, or `control` says
-    /// to stop. Throttling is reported to `limiter`, success too.
+    /// to stop. Failures that say the store is struggling (5xx, timeouts)
+    /// are reported to `limiter`, success too.
     pub async fn run<T, F, Fut>(
         &self,
         limiter: Option<&AdaptiveLimiter>,
@@ -109,10 +118,12 @@ impl RetryPolicy {
                 Err(error) => error,
             };
             if error.class == ErrorClass::Throttled {
-                crate::telemetry::metrics::throttled();
-                if let Some(limiter) = limiter {
-                    limiter.on_throttle();
-                }
+                crate::telemetry::metrics::throttled(0);
+            }
+            if let Some(limiter) = limiter
+                && error.class.is_congestion()
+            {
+                limiter.on_congestion();
             }
             match self.decide(error.class, attempts, started.elapsed(), fastrand::f64()) {
                 Decision::RetryAfter(delay) if control.stop_reason().is_none() => {
@@ -124,27 +135,30 @@ impl RetryPolicy {
                     .emit();
                     tokio::time::sleep(delay).await;
                 }
-                _ => {
-                    return Err(StoreError {
-                        // Unreachable for good: the setup is what is wrong.
-                        class: match error.class {
-                            ErrorClass::Unreachable => ErrorClass::Setup,
-                            other => other,
-                        },
-                        message: match attempts {
-                            1 => format!("{} (after 1 attempt)", error.message),
-                            _ => format!("{} (after {attempts} attempts)", error.message),
-                        },
-                        ..error
-                    });
-                }
+                _ => return Err(gave_up(error, attempts)),
             }
         }
     }
 }
 
-/// The invocation's bound on requests in flight, halved under throttling and
-/// grown back by one per round of successes (additive increase,
+/// The failure a call ends with after `attempts`, saying how many it took.
+pub fn gave_up(error: StoreError, attempts: u32) -> StoreError {
+    StoreError {
+        // Unreachable for good: the setup is what is wrong.
+        class: match error.class {
+            ErrorClass::Unreachable => ErrorClass::Setup,
+            other => other,
+        },
+        message: match attempts {
+            1 => format!("{} (after 1 attempt)", error.message),
+            _ => format!("{} (after {attempts} attempts)", error.message),
+        },
+        ..error
+    }
+}
+
+/// The invocation's bound on requests in flight, halved when requests fail
+/// or time out (the store is struggling) and grown back by one per round of successes (additive increase,
 /// multiplicative decrease), never above the configured maximum.
 pub struct AdaptiveLimiter {
     semaphore: Arc<Semaphore>,
@@ -164,9 +178,9 @@ struct LimitState {
     last_decrease: Option<Instant>,
 }
 
-/// One burst of throttling answers arrives together; it counts as one signal.
+/// One burst of failures arrives together; it counts as one signal.
 const DECREASE_INTERVAL: Duration = Duration::from_millis(100);
-/// No increase this soon after a decrease: under sustained throttling the
+/// No increase this soon after a decrease: under sustained failures the
 /// successes in between must not win back what the decrease took.
 const INCREASE_COOLDOWN: Duration = Duration::from_millis(500);
 
@@ -207,7 +221,8 @@ impl AdaptiveLimiter {
         self.state.lock().map_or(self.max, |s| s.lowest)
     }
 
-    pub fn on_throttle(&self) {
+    /// Requests failed or timed out: halve the limit (once per burst).
+    pub fn on_congestion(&self) {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
@@ -228,7 +243,7 @@ impl AdaptiveLimiter {
         state.debt += cut - forgotten;
         drop(state);
         if new_limit != old {
-            self.changed(old, new_limit, LimitChange::Throttled);
+            self.changed(old, new_limit, LimitChange::Congested);
         }
     }
 
@@ -483,12 +498,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn throttling_halves_the_limit_and_successes_grow_it_back() {
+    async fn congestion_halves_the_limit_and_successes_grow_it_back() {
         let limiter = AdaptiveLimiter::new(16);
         let held: Vec<_> = futures_permits(&limiter, 16).await;
-        limiter.on_throttle();
+        limiter.on_congestion();
         assert_eq!(limiter.current_limit(), 8);
-        limiter.on_throttle();
+        limiter.on_congestion();
         assert_eq!(limiter.current_limit(), 8, "one burst is one signal");
         drop(held);
         // After the decrease only 8 requests fit at once.

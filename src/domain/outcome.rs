@@ -30,10 +30,17 @@ pub enum MessageOutcome {
         not_dead_lettered: String,
     },
     /// The store failed for good: handed back to Lambda for a retry.
-    Failed(StoreError),
+    /// `done`: what was stamped before.
+    Failed {
+        error: StoreError,
+        done: StampReport,
+    },
     /// New work stopped before this message was done (deadline near, or a
     /// setup failure): handed back; the retry skips what is already stamped.
-    Unfinished { reason: StopReason },
+    Unfinished {
+        reason: StopReason,
+        done: StampReport,
+    },
     /// Not attempted: an earlier message of the same partition was handed back,
     /// and Kafka partitions are applied in offset order.
     Blocked { behind: i64 },
@@ -44,7 +51,10 @@ impl MessageOutcome {
     pub fn hands_back(&self) -> bool {
         matches!(
             self,
-            Self::Invalid { .. } | Self::Failed(_) | Self::Unfinished { .. } | Self::Blocked { .. }
+            Self::Invalid { .. }
+                | Self::Failed { .. }
+                | Self::Unfinished { .. }
+                | Self::Blocked { .. }
         )
     }
 
@@ -55,8 +65,8 @@ impl MessageOutcome {
             Self::Applied(_) | Self::Skipped { .. } | Self::Blocked { .. } => None,
             Self::DeadLettered(poison) => Some(&poison.kind),
             Self::Invalid { problem, .. } => Some(problem.kind()),
-            Self::Failed(error) => Some(error.class.as_str()),
-            Self::Unfinished { reason } => Some(match reason {
+            Self::Failed { error, .. } => Some(error.class.as_str()),
+            Self::Unfinished { reason, .. } => Some(match reason {
                 StopReason::DeadlineNear => "deadline_near",
                 StopReason::SetupFailure(_) => "setup",
             }),
@@ -69,7 +79,7 @@ impl MessageOutcome {
             Self::Skipped { .. } => "skipped",
             Self::DeadLettered(_) => "dead_lettered",
             Self::Invalid { .. } => "invalid",
-            Self::Failed(_) => "failed",
+            Self::Failed { .. } => "failed",
             Self::Unfinished { .. } => "unfinished",
             Self::Blocked { .. } => "blocked",
         }
@@ -87,11 +97,11 @@ impl MessageOutcome {
                 problem.kind().to_owned(),
                 format!("{problem} (not dead-lettered: {not_dead_lettered})"),
             )),
-            Self::Failed(error) => Some((
+            Self::Failed { error, .. } => Some((
                 format!("store_{:?}", error.class).to_lowercase(),
                 error.to_string(),
             )),
-            Self::Unfinished { reason } => Some((
+            Self::Unfinished { reason, .. } => Some((
                 match reason {
                     StopReason::DeadlineNear => "deadline_near",
                     StopReason::SetupFailure(_) => "setup_failure",
@@ -194,10 +204,16 @@ impl BatchOutcome {
                 }
                 MessageOutcome::Skipped { .. } => summary.messages_skipped += 1,
                 MessageOutcome::DeadLettered(_) => summary.messages_dead_lettered += 1,
-                MessageOutcome::Invalid { .. }
-                | MessageOutcome::Failed(_)
-                | MessageOutcome::Unfinished { .. }
-                | MessageOutcome::Blocked { .. } => summary.messages_retried += 1,
+                // Handed back, but what it wrote is written: counted too.
+                MessageOutcome::Failed { done, .. } | MessageOutcome::Unfinished { done, .. } => {
+                    summary.messages_retried += 1;
+                    summary.chargebacks_updated += done.written;
+                    summary.chargebacks_already_applied += done.already_applied;
+                    summary.chargebacks_missing += done.missing;
+                }
+                MessageOutcome::Invalid { .. } | MessageOutcome::Blocked { .. } => {
+                    summary.messages_retried += 1
+                }
             }
         }
         summary.messages_failed = summary.messages_dead_lettered + summary.messages_retried;
@@ -298,11 +314,10 @@ mod tests {
     }
 
     fn failed() -> MessageOutcome {
-        MessageOutcome::Failed(StoreError::new(
-            ErrorClass::Transient,
-            "UpdateItem",
-            "throttled",
-        ))
+        MessageOutcome::Failed {
+            error: StoreError::new(ErrorClass::Transient, "UpdateItem", "throttled"),
+            done: StampReport::default(),
+        }
     }
 
     fn batch(offsets: &[i64]) -> PartitionBatch {
@@ -500,6 +515,7 @@ mod tests {
                     id("t-2", 9),
                     MessageOutcome::Unfinished {
                         reason: StopReason::DeadlineNear,
+                        done: StampReport::default(),
                     },
                 ),
             ],

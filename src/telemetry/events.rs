@@ -27,6 +27,7 @@ use super::line_budget::LineBudget;
 use crate::config::{LogFormat, Settings, WriteMode};
 use crate::domain::event::ConsolidationEvent;
 use crate::domain::stamp::{StampPlan, StampResult};
+use crate::pacing::Cut;
 use crate::ports::StoreError;
 
 /// How often a line of one kind may be written while faults repeat it.
@@ -63,6 +64,7 @@ impl SettingsInEffect<'_> {
             }),
             date_index = %s.date_index,
             max_concurrency = s.max_concurrency,
+            max_write_rate = s.max_write_rate,
             write_mode = match s.write_mode {
                 WriteMode::UpdateItem => "update-item",
                 WriteMode::BatchStatement => "batch-statement",
@@ -280,8 +282,9 @@ impl RequestsHeldBack {
 /// Why the concurrency limit moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitChange {
-    /// Halved: DynamoDB throttled a request.
-    Throttled,
+    /// Halved: requests failed or timed out (throttling lowers the write
+    /// rate instead, see [`WriteRateCut`]).
+    Congested,
     /// One more: a round of successes since the last decrease.
     Recovered,
 }
@@ -289,7 +292,7 @@ pub enum LimitChange {
 impl LimitChange {
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Throttled => "throttled",
+            Self::Congested => "congested",
             Self::Recovered => "recovered",
         }
     }
@@ -336,6 +339,52 @@ impl LimitChangesHeldBack<'_> {
                 held_back,
                 limit = self.limit,
                 "concurrency limit changes held back"
+            );
+        }
+    }
+}
+
+/// The write rate was cut after throttling.
+pub struct WriteRateCut(pub Cut);
+
+impl WriteRateCut {
+    /// Within `budget`: one line per interval.
+    pub fn emit(&self, budget: &LineBudget) {
+        if !tracing::enabled!(Level::DEBUG) {
+            return;
+        }
+        let Some(held_back) = budget.admit("cut", Instant::now()) else {
+            return;
+        };
+        let Cut {
+            old,
+            new,
+            admitted_share,
+        } = self.0;
+        debug!(
+            old_writes_per_second = old.round() as u64,
+            new_writes_per_second = new.round() as u64,
+            admitted_share = (admitted_share * 1000.0).round() / 1000.0,
+            held_back,
+            "write rate cut: DynamoDB throttled writes"
+        );
+    }
+}
+
+/// What is still held back of [`WriteRateCut`], with the rate now; said
+/// when a fan-out ends.
+pub struct WriteRateCutsHeldBack<'a> {
+    pub budget: &'a LineBudget,
+    pub rate: f64,
+}
+
+impl WriteRateCutsHeldBack<'_> {
+    pub fn emit(&self) {
+        for (_, held_back) in self.budget.drain() {
+            debug!(
+                held_back,
+                writes_per_second = self.rate.round() as u64,
+                "write rate cuts held back"
             );
         }
     }

@@ -34,15 +34,19 @@ pub mod name {
     pub const CHARGEBACKS_ALREADY_APPLIED: &str = "ChargebacksAlreadyApplied";
     /// Wall time of each message's fan-out, one value per message.
     pub const FAN_OUT_DURATION: &str = "FanOutDuration";
-    /// DynamoDB requests answered with a throttling error (each is retried).
+    /// DynamoDB requests with at least one write (or the request itself)
+    /// refused for capacity; each is retried.
     pub const THROTTLED_REQUESTS: &str = "ThrottledRequests";
+    /// Writes refused for capacity: an `UpdateItem`, or one statement of a
+    /// batch. Some are expected while the write rate finds the table's.
+    pub const THROTTLED_WRITES: &str = "ThrottledWrites";
     /// 1 on the first invocation of an execution environment, else 0.
     pub const COLD_START: &str = "ColdStart";
 }
 
 /// Every counter, so that each document carries each one, zeros included:
 /// an alarm then sees 0, not missing data, on a quiet invocation.
-const COUNTERS: [&str; 9] = [
+const COUNTERS: [&str; 10] = [
     name::MESSAGES_PROCESSED,
     name::MESSAGES_FAILED,
     name::CHARGEBACKS_UPDATED,
@@ -51,6 +55,7 @@ const COUNTERS: [&str; 9] = [
     name::MESSAGES_RETRIED,
     name::CHARGEBACKS_ALREADY_APPLIED,
     name::THROTTLED_REQUESTS,
+    name::THROTTLED_WRITES,
     name::COLD_START,
 ];
 
@@ -124,9 +129,11 @@ pub fn fan_out_finished(duration: Duration) {
     }
 }
 
-/// DynamoDB answered one request with a throttling error.
-pub fn throttled() {
+/// DynamoDB refused one request for capacity, `writes` of its writes
+/// (0 for a read).
+pub fn throttled(writes: u64) {
     counter!(name::THROTTLED_REQUESTS).increment(1);
+    counter!(name::THROTTLED_WRITES).increment(writes);
 }
 
 /// An invocation starts; `cold` on the first of the execution environment.

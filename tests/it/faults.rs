@@ -210,8 +210,10 @@ pub async fn a_missing_table_hands_every_message_back() -> anyhow::Result<()> {
         .outcomes
         .iter()
         .filter(|(_, o)| match o {
-            MessageOutcome::Failed(e) => e.class == consolidation_updater::ports::ErrorClass::Setup,
-            MessageOutcome::Unfinished { reason } => {
+            MessageOutcome::Failed { error: e, .. } => {
+                e.class == consolidation_updater::ports::ErrorClass::Setup
+            }
+            MessageOutcome::Unfinished { reason, .. } => {
                 matches!(
                     reason,
                     consolidation_updater::retry::StopReason::SetupFailure(_)

@@ -22,11 +22,12 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::batch_execute_statement::BatchExecuteStatementError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, BatchStatementErrorCodeEnum, BatchStatementRequest, BatchStatementResponse,
     ConsumedCapacity, KeyType, ProjectionType, ReturnConsumedCapacity,
-    ReturnValuesOnConditionCheckFailure, Select,
+    ReturnValuesOnConditionCheckFailure, Select, ThrottlingReason,
 };
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
@@ -622,7 +623,22 @@ impl ChargebackStore for DynamoStore {
                         StampResult::Missing
                     }
                 }
-                _ => return Err(classify("UpdateItem", SdkError::ServiceError(service))),
+                other => {
+                    let reason = match other {
+                        UpdateItemError::ProvisionedThroughputExceededException(e) => {
+                            first_reason(e.throttling_reasons())
+                        }
+                        UpdateItemError::ThrottlingException(e) => {
+                            first_reason(e.throttling_reasons())
+                        }
+                        UpdateItemError::RequestLimitExceeded(e) => {
+                            first_reason(e.throttling_reasons())
+                        }
+                        _ => None,
+                    };
+                    return Err(classify("UpdateItem", SdkError::ServiceError(service))
+                        .with_throttling_reason(reason));
+                }
             },
             Err(other) => return Err(classify("UpdateItem", other)),
         };
@@ -691,7 +707,21 @@ impl ChargebackStore for DynamoStore {
             .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
             .send()
             .await
-            .map_err(|e| classify("BatchExecuteStatement", e))?;
+            .map_err(|error| {
+                let reason = match &error {
+                    SdkError::ServiceError(service) => match service.err() {
+                        BatchExecuteStatementError::ThrottlingException(e) => {
+                            first_reason(e.throttling_reasons())
+                        }
+                        BatchExecuteStatementError::RequestLimitExceeded(e) => {
+                            first_reason(e.throttling_reasons())
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                classify("BatchExecuteStatement", error).with_throttling_reason(reason)
+            })?;
         self.tally_capacity(output.consumed_capacity());
         let responses = output.responses();
         if responses.len() != keys.len() {
@@ -894,6 +924,13 @@ fn statement_result(response: &BatchStatementResponse) -> Result<StampResult, St
         format!("{code}: {}", error.message().unwrap_or_default()),
     )
     .with_code(code))
+}
+
+/// Which limit a throttling answer names (the newer API's
+/// `ThrottlingReasons`: `TableWriteProvisionedThroughputExceeded` and the
+/// like). Per-statement errors of a batch carry none.
+fn first_reason(reasons: &[ThrottlingReason]) -> Option<String> {
+    reasons.iter().find_map(|r| r.reason()).map(str::to_owned)
 }
 
 /// Error codes DynamoDB uses for "too fast, try again later".

@@ -1,0 +1,676 @@
+//! Pacing writes to what the table admits.
+//!
+//! Every write of an invocation (a statement of a batch or one `UpdateItem`)
+//! passes one token bucket. Its rate starts low and grows quickly while
+//! writes are admitted (a slow start, as TCP's); the first throttling answer
+//! ends that. From then on a throttling episode sets the rate a little below
+//! an estimate of what the table admits (the rate times the share of writes
+//! it admitted at that rate) and the rate probes upward again, slowly at
+//! first and faster the longer no throttle comes. Concurrency is left to the
+//! latency and error brake ([`crate::retry::AdaptiveLimiter`]): at local or
+//! AWS latencies even one request in flight can exceed a small table's
+//! capacity, so only a rate can pace below it.
+//!
+//! [`RateController`] is the pure logic, driven by the caller's clock;
+//! [`WritePacer`] shares it across the invocation's requests.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::retry::{InvocationControl, StopReason};
+use crate::telemetry::events::{REPEATED_LINE_INTERVAL, WriteRateCut, WriteRateCutsHeldBack};
+use crate::telemetry::line_budget::LineBudget;
+
+/// Where an invocation's rate starts: two batches a second, not a first
+/// wave of every request the concurrency limit allows.
+pub const START_RATE: f64 = 50.0;
+/// No cut goes below this (or below `MAX_WRITE_RATE`, when that is lower).
+pub const FLOOR_RATE: f64 = 5.0;
+/// No throttling answer, and no write admitted, for this long: the
+/// invocation is making no progress and a throttled write gives up.
+pub const STALL_AFTER: Duration = Duration::from_secs(60);
+/// A warm process slow-starts up to the rate it learned if its last cut is
+/// this recent; after that the table's capacity or its other writers may
+/// have changed, and it starts afresh.
+pub const REMEMBER_FOR: Duration = Duration::from_secs(600);
+
+/// Slow start: each admitted write adds this much to the rate, so that it
+/// grows e-fold every eighth of a second (doubles in about 90 ms) while the
+/// bucket is what holds writes back.
+const SLOW_START_GAIN: f64 = 8.0;
+/// Probing after a cut: 2 % a second at first...
+const PROBE_GAIN: f64 = 0.02;
+/// ...twice as fast for every 5 s without a throttle, so that a cut that
+/// went too deep (a burst of throttling that was not about capacity) is won
+/// back in tens of seconds, while a rate near the table's limit creeps.
+const PROBE_DOUBLING: Duration = Duration::from_secs(5);
+/// A cut sets the rate this far below the estimate of what the table admits.
+const BELOW_ESTIMATE: f64 = 0.95;
+/// No one cut takes the rate below this share of what it was: an estimate
+/// from a burst of throttling (a partition splitting) can be far too low.
+const DEEPEST_CUT: f64 = 0.5;
+/// Answers to writes sent at the current rate needed before a throttle cuts
+/// it: the admitted share of fewer says too little.
+const MIN_SAMPLE: u64 = 25;
+/// The bucket holds this long's worth of writes: enough to smooth out the
+/// timer's granularity, too little to be a burst.
+const BUCKET_SECONDS: f64 = 0.05;
+/// The rate grows only while the bucket held writes back this recently: a
+/// rate nothing used says nothing about the table.
+const BOUND_RECENTLY: Duration = Duration::from_millis(500);
+/// A waiter looks again at least this often, so a rate that grew while it
+/// slept is used at once.
+const LONGEST_NAP: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Growing fast until the first throttle, the remembered rate or the ceiling.
+    SlowStart,
+    /// Creeping up from a cut, until the next throttle.
+    Probing,
+}
+
+/// The rate a write was sent at: answers to writes sent before a cut do
+/// not cut again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    epoch: u64,
+}
+
+/// A cut of the rate, for the log.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cut {
+    pub old: f64,
+    pub new: f64,
+    /// Of the writes answered at the old rate, the share the table admitted.
+    pub admitted_share: f64,
+}
+
+/// The rate and its bucket, as plain state over the caller's clock.
+#[derive(Debug)]
+pub struct RateController {
+    ceiling: Option<f64>,
+    floor: f64,
+    rate: f64,
+    /// Negative while the last admitted writes are still being paid for.
+    tokens: f64,
+    refilled_at: Instant,
+    phase: Phase,
+    /// Slow start ends here: the rate learned by an earlier invocation.
+    threshold: Option<f64>,
+    epoch: u64,
+    epoch_admitted: u64,
+    epoch_throttled: u64,
+    probing_since: Instant,
+    last_cut: Option<Instant>,
+    bound_at: Option<Instant>,
+    invocation_started: Instant,
+    last_admitted: Option<Instant>,
+    lowest: f64,
+}
+
+impl RateController {
+    /// `ceiling`: `MAX_WRITE_RATE`, the most the rate may ever be.
+    pub fn new(ceiling: Option<u32>, now: Instant) -> Self {
+        let ceiling = ceiling.map(f64::from);
+        let mut controller = Self {
+            ceiling,
+            floor: ceiling.map_or(FLOOR_RATE, |c| c.min(FLOOR_RATE)),
+            rate: START_RATE,
+            tokens: 0.0,
+            refilled_at: now,
+            phase: Phase::SlowStart,
+            threshold: None,
+            epoch: 0,
+            epoch_admitted: 0,
+            epoch_throttled: 0,
+            probing_since: now,
+            last_cut: None,
+            bound_at: None,
+            invocation_started: now,
+            last_admitted: None,
+            lowest: START_RATE,
+        };
+        controller.begin_invocation(now);
+        controller
+    }
+
+    /// A new invocation: slow start again, up to the rate learned by the
+    /// last one if it was cut within [`REMEMBER_FOR`].
+    pub fn begin_invocation(&mut self, now: Instant) {
+        self.threshold = self
+            .last_cut
+            .filter(|at| now.saturating_duration_since(*at) < REMEMBER_FOR)
+            .map(|_| self.rate);
+        self.rate = self.capped(START_RATE);
+        self.tokens = 0.0;
+        self.refilled_at = now;
+        self.phase = Phase::SlowStart;
+        self.next_epoch();
+        self.bound_at = None;
+        self.invocation_started = now;
+        self.last_admitted = None;
+        self.lowest = self.rate;
+    }
+
+    /// Writes per second the bucket lets through now.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// The lowest rate of this invocation.
+    pub fn lowest(&self) -> f64 {
+        self.lowest
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Takes `writes` tokens, or says how long until there are some. A
+    /// request goes out whenever the bucket is not in debt, whatever its
+    /// size: below 25 writes/s a whole batch still goes, and is paid for
+    /// before the next one.
+    pub fn try_take(&mut self, now: Instant, writes: usize) -> Result<Ticket, Duration> {
+        self.refill(now);
+        if self.tokens >= 0.0 {
+            self.tokens -= writes as f64;
+            return Ok(Ticket { epoch: self.epoch });
+        }
+        self.bound_at = Some(now);
+        Err(Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+
+    /// What the table answered to writes sent with `ticket`: `admitted`
+    /// (written or declined by their condition: either way the table took
+    /// them) and `throttled`. Returns the cut, if this made one.
+    pub fn on_answers(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        admitted: u64,
+        throttled: u64,
+    ) -> Option<Cut> {
+        if admitted > 0 {
+            self.last_admitted = Some(now);
+        }
+        if ticket.epoch != self.epoch {
+            return None;
+        }
+        self.epoch_admitted += admitted;
+        self.epoch_throttled += throttled;
+        if self.epoch_throttled > 0 {
+            // No growth while a cut is pending.
+            return (self.epoch_admitted + self.epoch_throttled >= MIN_SAMPLE)
+                .then(|| self.cut(now));
+        }
+        self.grow(now, admitted);
+        None
+    }
+
+    /// Whether no write was admitted for [`STALL_AFTER`] (counted from the
+    /// invocation's start when none was yet).
+    pub fn stalled(&self, now: Instant) -> bool {
+        let since = self.last_admitted.map_or(self.invocation_started, |at| {
+            at.max(self.invocation_started)
+        });
+        now.saturating_duration_since(since) >= STALL_AFTER
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
+        let capacity = (self.rate * BUCKET_SECONDS).max(1.0);
+        self.tokens = (self.tokens + elapsed * self.rate).min(capacity);
+        self.refilled_at = now;
+    }
+
+    fn grow(&mut self, now: Instant, admitted: u64) {
+        let bound = self
+            .bound_at
+            .is_some_and(|at| now.saturating_duration_since(at) < BOUND_RECENTLY);
+        if !bound || admitted == 0 {
+            return;
+        }
+        let gain = match self.phase {
+            Phase::SlowStart => SLOW_START_GAIN,
+            Phase::Probing => {
+                let quiet = now.saturating_duration_since(self.probing_since);
+                (PROBE_GAIN * 2_f64.powf(quiet.as_secs_f64() / PROBE_DOUBLING.as_secs_f64()))
+                    .min(SLOW_START_GAIN)
+            }
+        };
+        // The bucket's refill so far was at the old rate.
+        self.refill(now);
+        self.rate = self.capped(self.rate + gain * admitted as f64);
+        if self.phase == Phase::SlowStart
+            && let Some(threshold) = self.threshold
+            && self.rate >= threshold
+        {
+            self.rate = self.capped(threshold);
+            self.phase = Phase::Probing;
+            self.probing_since = now;
+        }
+    }
+
+    fn cut(&mut self, now: Instant) -> Cut {
+        let answered = (self.epoch_admitted + self.epoch_throttled) as f64;
+        let admitted_share = self.epoch_admitted as f64 / answered;
+        let old = self.rate;
+        let estimate = old * admitted_share * BELOW_ESTIMATE;
+        self.refill(now);
+        self.rate = estimate.max(old * DEEPEST_CUT).max(self.floor).min(old);
+        self.lowest = self.lowest.min(self.rate);
+        self.phase = Phase::Probing;
+        self.probing_since = now;
+        self.last_cut = Some(now);
+        self.next_epoch();
+        Cut {
+            old,
+            new: self.rate,
+            admitted_share,
+        }
+    }
+
+    fn next_epoch(&mut self) {
+        self.epoch += 1;
+        self.epoch_admitted = 0;
+        self.epoch_throttled = 0;
+    }
+
+    fn capped(&self, rate: f64) -> f64 {
+        self.ceiling.map_or(rate, |ceiling| rate.min(ceiling))
+    }
+}
+
+/// One [`RateController`] shared by every request of the process, on the
+/// real clock.
+pub struct WritePacer {
+    controller: Mutex<RateController>,
+    ceiling: Option<u32>,
+    /// DEBUG lines of its cuts: a few per second, however many there are.
+    cut_lines: LineBudget,
+}
+
+impl WritePacer {
+    pub fn new(ceiling: Option<u32>) -> Self {
+        Self {
+            controller: Mutex::new(RateController::new(ceiling, Instant::now())),
+            ceiling,
+            cut_lines: LineBudget::new(REPEATED_LINE_INTERVAL),
+        }
+    }
+
+    /// `MAX_WRITE_RATE`, if set.
+    pub fn ceiling(&self) -> Option<u32> {
+        self.ceiling
+    }
+
+    pub fn begin_invocation(&self) {
+        self.with(|c| c.begin_invocation(Instant::now()));
+    }
+
+    /// Writes per second the bucket lets through now.
+    pub fn rate(&self) -> f64 {
+        self.with(|c| c.rate()).unwrap_or(START_RATE)
+    }
+
+    /// The lowest rate of this invocation.
+    pub fn lowest(&self) -> f64 {
+        self.with(|c| c.lowest()).unwrap_or(START_RATE)
+    }
+
+    pub fn stalled(&self) -> bool {
+        self.with(|c| c.stalled(Instant::now())).unwrap_or(false)
+    }
+
+    /// Waits until `writes` may go out; `Err` when new work stops first.
+    pub async fn admit(
+        &self,
+        writes: usize,
+        control: &InvocationControl,
+    ) -> Result<Ticket, StopReason> {
+        loop {
+            let wait = match self.with(|c| c.try_take(Instant::now(), writes)) {
+                Some(Ok(ticket)) => return Ok(ticket),
+                Some(Err(wait)) => wait,
+                // A poisoned lock: a panic elsewhere; do not pace at all
+                // rather than stop every write.
+                None => return Ok(Ticket { epoch: 0 }),
+            };
+            if let Some(reason) = control.stop_reason() {
+                return Err(reason);
+            }
+            let mut nap = wait.min(LONGEST_NAP);
+            if let Some(left) = control.time_for_new_work() {
+                nap = nap.min(left);
+            }
+            tokio::time::sleep(nap).await;
+        }
+    }
+
+    pub fn on_answers(&self, ticket: Ticket, admitted: u64, throttled: u64) {
+        if let Some(Some(cut)) =
+            self.with(|c| c.on_answers(Instant::now(), ticket, admitted, throttled))
+        {
+            WriteRateCut(cut).emit(&self.cut_lines);
+        }
+    }
+
+    /// Says, at DEBUG, the cuts whose lines were held back (at the end of a
+    /// fan-out, so that the totals are complete).
+    pub fn log_held_back_cuts(&self) {
+        WriteRateCutsHeldBack {
+            budget: &self.cut_lines,
+            rate: self.rate(),
+        }
+        .emit();
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut RateController) -> T) -> Option<T> {
+        self.controller.lock().ok().map(|mut c| f(&mut c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake clock: the controller only ever sees the instants it is given.
+    struct Clock(Instant);
+
+    impl Clock {
+        fn advance(&mut self, by: Duration) -> Instant {
+            self.0 += by;
+            self.0
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A table that admits `capacity` writes/s from a bucket holding one
+    /// second of them (at least 25), as the benchmark's proxy does.
+    struct Table {
+        capacity: f64,
+        tokens: f64,
+        at: Instant,
+    }
+
+    impl Table {
+        fn new(capacity: f64, at: Instant) -> Self {
+            Self {
+                capacity,
+                tokens: capacity.max(25.0),
+                at,
+            }
+        }
+
+        /// How many of `writes` it admits at `now`.
+        fn answer(&mut self, now: Instant, writes: u64) -> u64 {
+            let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * self.capacity).min(self.capacity.max(25.0));
+            self.at = now;
+            let admitted = (self.tokens.floor() as u64).min(writes);
+            self.tokens -= admitted as f64;
+            admitted
+        }
+    }
+
+    /// Sends requests of `batch` writes as fast as the controller allows for
+    /// `seconds`, each answered after `latency`, against a table of
+    /// `capacity`; every throttled write is sent again. Returns the writes
+    /// admitted after the first `warm_up` seconds per second, and the
+    /// throttled writes per admitted write over the whole run.
+    fn simulate(capacity: f64, batch: u64, seconds: u64, warm_up: u64) -> (f64, f64) {
+        let latency = ms(5);
+        let step = ms(1);
+        let mut clock = Clock(Instant::now());
+        let start = clock.0;
+        let mut controller = RateController::new(None, start);
+        let mut table = Table::new(capacity, start);
+        let mut in_flight: Vec<(Instant, Ticket, u64)> = Vec::new();
+        let (mut admitted_total, mut throttled_total, mut admitted_late) = (0, 0, 0);
+        while clock.0 < start + Duration::from_secs(seconds) {
+            let now = clock.advance(step);
+            // Up to 64 requests in flight.
+            while in_flight.len() < 64 {
+                match controller.try_take(now, batch as usize) {
+                    Ok(ticket) => {
+                        let admitted = table.answer(now, batch);
+                        in_flight.push((now + latency, ticket, admitted));
+                    }
+                    Err(_) => break,
+                }
+            }
+            in_flight.retain(|(due, ticket, admitted)| {
+                if *due > now {
+                    return true;
+                }
+                controller.on_answers(now, *ticket, *admitted, batch - admitted);
+                admitted_total += admitted;
+                throttled_total += batch - admitted;
+                if now >= start + Duration::from_secs(warm_up) {
+                    admitted_late += admitted;
+                }
+                false
+            });
+        }
+        (
+            admitted_late as f64 / (seconds - warm_up) as f64,
+            throttled_total as f64 / admitted_total as f64,
+        )
+    }
+
+    #[test]
+    fn under_a_capacity_limit_the_rate_settles_just_below_it_with_little_throttling() {
+        for (capacity, batch) in [
+            (100.0, 25),
+            (500.0, 25),
+            (1_000.0, 25),
+            (5_000.0, 25),
+            (100.0, 1),
+            (1_000.0, 1),
+            (2_000.0, 1),
+        ] {
+            let (reached, throttled_per_write) = simulate(capacity, batch, 60, 10);
+            // Above the capacity only by what the table's bucket saved up.
+            assert!(
+                reached >= 0.93 * capacity && reached <= 1.03 * capacity,
+                "capacity {capacity}, batch {batch}: reached {reached:.0}/s"
+            );
+            assert!(
+                throttled_per_write <= 0.05,
+                "capacity {capacity}, batch {batch}: {throttled_per_write:.3} throttled per write"
+            );
+        }
+    }
+
+    #[test]
+    fn slow_start_begins_low_and_doubles_quickly_while_writes_are_admitted() {
+        let mut clock = Clock(Instant::now());
+        let mut controller = RateController::new(None, clock.0);
+        assert_eq!(controller.rate(), START_RATE);
+        // The first request goes at once; the second waits for the first's tokens.
+        let ticket = controller.try_take(clock.0, 25).unwrap();
+        let wait = controller.try_take(clock.0, 25).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        controller.on_answers(clock.advance(ms(5)), ticket, 25, 0);
+        assert_eq!(controller.rate(), START_RATE + SLOW_START_GAIN * 25.0);
+        assert_eq!(controller.phase(), Phase::SlowStart);
+    }
+
+    #[test]
+    fn a_rate_nothing_waits_for_does_not_grow() {
+        let mut clock = Clock(Instant::now());
+        let mut controller = RateController::new(None, clock.0);
+        for _ in 0..100 {
+            let now = clock.advance(Duration::from_secs(1));
+            let ticket = controller.try_take(now, 1).unwrap();
+            controller.on_answers(now, ticket, 1, 0);
+        }
+        assert_eq!(controller.rate(), START_RATE, "demand never met the rate");
+    }
+
+    #[test]
+    fn a_cut_follows_the_admitted_share_once_and_only_for_writes_sent_at_the_current_rate() {
+        let mut clock = Clock(Instant::now());
+        let mut controller = RateController::new(None, clock.0);
+        controller.rate = 4_000.0;
+        let first = controller.try_take(clock.0, 25).unwrap();
+        let second = controller.try_take(clock.advance(ms(10)), 25).unwrap();
+        let now = clock.advance(ms(5));
+        let cut = controller.on_answers(now, first, 10, 15).unwrap();
+        assert_eq!(cut.old, 4_000.0);
+        assert!((cut.admitted_share - 0.4).abs() < 1e-9);
+        assert!((controller.rate() - 4_000.0 * 0.5_f64.max(0.4 * BELOW_ESTIMATE)).abs() < 1e-9);
+        assert_eq!(
+            controller.on_answers(now, second, 0, 25),
+            None,
+            "sent before the cut: no second cut"
+        );
+        assert_eq!(controller.phase(), Phase::Probing);
+    }
+
+    #[test]
+    fn one_throttled_answer_waits_for_enough_of_a_sample() {
+        let mut clock = Clock(Instant::now());
+        let mut controller = RateController::new(None, clock.0);
+        controller.rate = 1_000.0;
+        let tickets: Vec<_> = (0..30)
+            .map(|_| controller.try_take(clock.advance(ms(1)), 1).unwrap())
+            .collect();
+        assert_eq!(controller.on_answers(clock.0, tickets[0], 0, 1), None);
+        for ticket in &tickets[1..24] {
+            assert_eq!(controller.on_answers(clock.0, *ticket, 1, 0), None);
+        }
+        assert_eq!(
+            controller.rate(),
+            1_000.0,
+            "no growth while a cut is pending"
+        );
+        let cut = controller.on_answers(clock.0, tickets[24], 1, 0).unwrap();
+        assert!((cut.admitted_share - 24.0 / 25.0).abs() < 1e-9);
+        assert!((controller.rate() - 1_000.0 * 0.96 * BELOW_ESTIMATE).abs() < 1e-6);
+    }
+
+    #[test]
+    fn no_cut_goes_below_half_or_the_floor() {
+        let mut clock = Clock(Instant::now());
+        let mut controller = RateController::new(None, clock.0);
+        controller.rate = 1_000.0;
+        let ticket = controller.try_take(clock.0, 25).unwrap();
+        controller.on_answers(clock.advance(ms(5)), ticket, 0, 25);
+        assert_eq!(controller.rate(), 500.0);
+        for _ in 0..20 {
+            let ticket = controller
+                .try_take(clock.advance(Duration::from_secs(10)), 25)
+                .unwrap();
+            controller.on_answers(clock.advance(ms(5)), ticket, 0, 25);
+        }
+        assert_eq!(controller.rate(), FLOOR_RATE);
+        assert_eq!(controller.lowest(), FLOOR_RATE);
+    }
+
+    #[test]
+    fn the_ceiling_is_never_exceeded_and_paces_exactly() {
+        let mut clock = Clock(Instant::now());
+        let start = clock.0;
+        let mut controller = RateController::new(Some(300), start);
+        let mut sent = 0;
+        while clock.0 < start + Duration::from_secs(20) {
+            let now = clock.advance(ms(1));
+            while let Ok(ticket) = controller.try_take(now, 25) {
+                sent += 25;
+                controller.on_answers(now, ticket, 25, 0);
+            }
+            assert!(controller.rate() <= 300.0);
+        }
+        // The first two seconds are the slow start.
+        let rate = sent as f64 / 20.0;
+        assert!((280.0..=310.0).contains(&rate), "{rate}");
+    }
+
+    #[test]
+    fn a_ceiling_below_the_floor_is_the_floor() {
+        let controller = RateController::new(Some(2), Instant::now());
+        assert_eq!(controller.rate(), 2.0);
+        assert_eq!(controller.floor, 2.0);
+    }
+
+    #[test]
+    fn a_warm_process_slow_starts_up_to_the_rate_it_learned_then_probes() {
+        let mut clock = Clock(Instant::now());
+        let mut controller = RateController::new(None, clock.0);
+        controller.rate = 2_000.0;
+        let ticket = controller.try_take(clock.0, 25).unwrap();
+        controller.on_answers(clock.advance(ms(5)), ticket, 20, 5);
+        let learned = controller.rate();
+        controller.begin_invocation(clock.advance(Duration::from_secs(120)));
+        assert_eq!(controller.rate(), START_RATE);
+        assert_eq!(controller.threshold, Some(learned));
+        // Keep the bucket bound and answer everything: the slow start stops at the learned rate.
+        for _ in 0..10_000 {
+            let now = clock.advance(ms(1));
+            if let Ok(ticket) = controller.try_take(now, 25) {
+                controller.on_answers(now, ticket, 25, 0);
+            }
+            if controller.phase() == Phase::Probing {
+                break;
+            }
+        }
+        assert_eq!(controller.phase(), Phase::Probing);
+        assert!((controller.rate() - learned).abs() < 1.0);
+
+        controller.begin_invocation(clock.advance(REMEMBER_FOR));
+        assert_eq!(
+            controller.threshold, None,
+            "forgotten after {REMEMBER_FOR:?}"
+        );
+    }
+
+    #[test]
+    fn a_stall_is_a_minute_without_an_admitted_write() {
+        let mut clock = Clock(Instant::now());
+        let mut controller = RateController::new(None, clock.0);
+        assert!(!controller.stalled(clock.advance(Duration::from_secs(59))));
+        let ticket = controller.try_take(clock.0, 1).unwrap();
+        controller.on_answers(clock.0, ticket, 1, 0);
+        assert!(!controller.stalled(clock.advance(Duration::from_secs(59))));
+        let ticket = controller.try_take(clock.0, 1).unwrap();
+        controller.on_answers(clock.0, ticket, 0, 1);
+        assert!(controller.stalled(clock.advance(Duration::from_secs(1))));
+        controller.begin_invocation(clock.0);
+        assert!(
+            !controller.stalled(clock.0),
+            "a new invocation starts its own minute"
+        );
+    }
+
+    #[test]
+    fn a_too_deep_cut_is_won_back_within_a_minute() {
+        let mut clock = Clock(Instant::now());
+        let mut controller = RateController::new(None, clock.0);
+        controller.rate = 5_000.0;
+        controller.phase = Phase::Probing;
+        // Throttling that has nothing to do with capacity: everything refused for a while.
+        for _ in 0..20 {
+            let now = clock.advance(ms(50));
+            let ticket = controller.try_take(now, 25).unwrap_or(Ticket {
+                epoch: controller.epoch,
+            });
+            controller.on_answers(now, ticket, 0, 25);
+        }
+        assert_eq!(controller.rate(), FLOOR_RATE);
+        let recovered_by = clock.0 + Duration::from_secs(60);
+        while controller.rate() < 5_000.0 && clock.0 < recovered_by {
+            let now = clock.advance(ms(1));
+            while let Ok(ticket) = controller.try_take(now, 25) {
+                controller.on_answers(now, ticket, 25, 0);
+            }
+        }
+        assert!(controller.rate() >= 5_000.0, "{}", controller.rate());
+    }
+}
