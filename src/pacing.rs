@@ -40,10 +40,11 @@ pub const REMEMBER_FOR: Duration = Duration::from_secs(600);
 const SLOW_START_GAIN: f64 = 8.0;
 /// Probing after a cut: 2 % a second at first...
 const PROBE_GAIN: f64 = 0.02;
-/// ...twice as fast for every 5 s without a throttle, so that a cut that
+/// ...twice as fast for every 2 s without a throttle, so that a cut that
 /// went too deep (a burst of throttling that was not about capacity) is won
-/// back in tens of seconds, while a rate near the table's limit creeps.
-const PROBE_DOUBLING: Duration = Duration::from_secs(5);
+/// back within 15 s even from the floor, while a rate near the table's
+/// limit creeps.
+const PROBE_DOUBLING: Duration = Duration::from_secs(2);
 /// A cut sets the rate this far below the estimate of what the table admits.
 const BELOW_ESTIMATE: f64 = 0.95;
 /// No one cut takes the rate below this share of what it was: an estimate
@@ -650,7 +651,7 @@ mod tests {
     }
 
     #[test]
-    fn a_too_deep_cut_is_won_back_within_a_minute() {
+    fn a_too_deep_cut_is_won_back_within_twenty_seconds() {
         let mut clock = Clock(Instant::now());
         let mut controller = RateController::new(None, clock.0);
         controller.rate = 5_000.0;
@@ -664,7 +665,7 @@ mod tests {
             controller.on_answers(now, ticket, 0, 25);
         }
         assert_eq!(controller.rate(), FLOOR_RATE);
-        let recovered_by = clock.0 + Duration::from_secs(60);
+        let recovered_by = clock.0 + Duration::from_secs(20);
         while controller.rate() < 5_000.0 && clock.0 < recovered_by {
             let now = clock.advance(ms(1));
             while let Ok(ticket) = controller.try_take(now, 25) {
