@@ -627,7 +627,9 @@ impl<S: ChargebackStore> Request<'_, S> {
             if error.class.is_congestion() {
                 self.limiter.on_congestion();
             }
-            let delay = if error.class == ErrorClass::Throttled {
+            // Paced writes wait out throttling while the invocation makes
+            // progress; a dry run's reads are not paced and retry as reads do.
+            let delay = if error.class == ErrorClass::Throttled && !self.dry_run {
                 if self.pacer.stalled() {
                     break Some(RequestEnd::Failed(StoreError {
                         message: format!(

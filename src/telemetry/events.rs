@@ -231,6 +231,7 @@ impl RequestRetried<'_> {
             operation = self.error.operation,
             error_class = self.error.class.as_str(),
             error_code = self.error.code.as_deref(),
+            throttling_reason = self.error.throttling_reason.as_deref(),
             attempt = self.attempt,
             delay_ms = millis(self.delay),
             held_back,

@@ -1,4 +1,4 @@
-//! Failure semantics against real servers: throttling through the
+//! Failure semantics against real servers: a capacity limit through the
 //! fault-injecting proxy, and a deadline too short for the fan-out.
 
 use std::sync::Arc;
@@ -17,24 +17,23 @@ use crate::proxy::FaultProxy;
 use crate::scenarios::sample_day;
 use crate::support::*;
 
-fn mean(values: &[usize]) -> f64 {
-    values.iter().sum::<usize>() as f64 / values.len().max(1) as f64
-}
-
-/// Throttling starts after the fan-out is saturated and lasts a while; every
-/// record still ends stamped in the invocation, and the proxy sees fewer
-/// requests in flight while throttling lasts than before it.
-pub async fn throttling_is_absorbed_and_the_client_backs_off(
+/// A table that admits `capacity` writes/s behind the proxy, throttling the
+/// rest as DynamoDB does (per statement in a batch): the day of `seconds`'
+/// worth of writes is stamped in one invocation, nothing handed back,
+/// throttling absorbed by the pacing while the concurrency limit stays
+/// where it was.
+async fn under_a_capacity_limit(
     backend: Backend,
+    capacity: u64,
+    seconds: u64,
 ) -> anyhow::Result<()> {
     const CONCURRENCY: usize = 32;
     let table = TestTable::create(&backend, TableShape::default()).await?;
-    // Enough requests after the throttling for the limit to climb back: a
-    // batch request carries 25 records, so a batched day is larger.
-    let batch = table.store().batch_limit();
-    let day = sample_day(if batch > 1 { 20_000 } else { 4000 });
+    let records = capacity * seconds;
+    let day = sample_day(records);
     table.seed(day.chargebacks()).await?;
     let (proxy, endpoint) = FaultProxy::start(&table.endpoint).await?;
+    proxy.write_capacity.store(capacity, Ordering::SeqCst);
     let client = local_client(&load_sdk_config(Some(REGION)).await, &endpoint);
     let store =
         Arc::new(DynamoStore::new(client, &table.name, INDEX).with_write_mode(backend.write_mode));
@@ -43,88 +42,62 @@ pub async fn throttling_is_absorbed_and_the_client_backs_off(
         CONCURRENCY,
         Arc::default(),
     )));
-
-    // Throttle one update request in two once 600 records were sent (24
-    // requests of 25 statements), for at least 1.5 seconds and 40 throttled
-    // requests: a server slow to answer a batch (DynamoDB Local) sees few
-    // requests in 1.5 s once the client has backed off.
-    let start_after = 600 / batch as u64;
-    let switch = {
-        let proxy = Arc::clone(&proxy);
-        tokio::spawn(async move {
-            while proxy.updates_seen() < start_after {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            proxy.throttle_one_in.store(2, Ordering::SeqCst);
-            proxy.throttling.store(true, Ordering::SeqCst);
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_millis(1500)
-                || (proxy.throttled.load(Ordering::SeqCst) < 40
-                    && started.elapsed() < Duration::from_secs(20))
-            {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            proxy.throttling.store(false, Ordering::SeqCst);
-        })
-    };
     let outcome = handler
-        .handle(sample_event(), &Invocation::unbounded("throttled"))
+        .handle(sample_event(), &Invocation::unbounded("capacity"))
         .await?;
-    switch.abort();
     let summary = outcome.summary();
+    let stats = proxy.capacity_stats();
+    let pacer = handler.fan_out().pacer();
+    eprintln!(
+        "capacity {capacity} writes/s ({backend:?}): {} admitted, {} throttled writes, reached \
+         {:.0}/s; paced at {:.0}/s at the end (lowest {:.0})",
+        stats.admitted_writes,
+        stats.throttled_writes,
+        stats.reached_rate().unwrap_or_default(),
+        pacer.rate(),
+        pacer.lowest(),
+    );
     ensure!(
         outcome.response().batch_item_failures.is_empty(),
-        "{:?}",
+        "handed back under a capacity limit: {:?}",
         outcome.response()
     );
     ensure!(
-        summary.chargebacks_updated == day.before_cutoff,
-        "updated {} of {}",
-        summary.chargebacks_updated,
-        day.before_cutoff
-    );
-    let throttled = proxy.throttled.load(Ordering::SeqCst);
-    ensure!(
-        throttled > 20,
-        "the proxy throttled only {throttled} requests"
-    );
-
-    let samples = proxy.samples();
-    let before: Vec<usize> = samples
-        .iter()
-        .take_while(|s| !s.throttling)
-        .map(|s| s.in_flight)
-        .collect();
-    let during: Vec<usize> = samples
-        .iter()
-        .filter(|s| s.throttling)
-        .map(|s| s.in_flight)
-        .collect();
-    // The back-off takes a few round trips to bite: judge the later half.
-    let late = &during[during.len() / 2..];
-    let (before_mean, late_mean) = (mean(&before[before.len() / 2..]), mean(late));
-    eprintln!(
-        "throttling ({backend:?}): {throttled} throttled; in flight before {before_mean:.1}, \
-         late in the throttling {late_mean:.1} (max {}), limit now {}",
-        late.iter().max().unwrap_or(&0),
-        handler.fan_out().limiter().current_limit()
+        summary.chargebacks_updated == records,
+        "updated {} of {records}",
+        summary.chargebacks_updated
     );
     ensure!(
-        late_mean < before_mean / 2.0,
-        "in flight before {before_mean:.1}, while throttled {late_mean:.1}"
+        stats.throttled_writes > 0,
+        "the proxy throttled nothing: the test did not test"
     );
     let limiter = handler.fan_out().limiter();
     ensure!(
-        limiter.lowest_limit() <= CONCURRENCY / 4,
-        "the limiter itself backed off: lowest {}",
+        limiter.lowest_limit() == CONCURRENCY,
+        "throttling is paced by rate and leaves the concurrency limit alone: lowest {}",
         limiter.lowest_limit()
     );
     ensure!(
-        limiter.current_limit() > limiter.lowest_limit(),
-        "and recovered once throttling stopped: now {}",
-        limiter.current_limit()
+        pacer.rate() <= 2.0 * capacity as f64,
+        "the rate learned the capacity: {:.0}/s at the end",
+        pacer.rate()
     );
     Ok(())
+}
+
+/// A few seconds' worth of writes at 400 writes/s, on every backend and mode.
+pub async fn under_a_capacity_limit_the_day_is_stamped_in_one_invocation(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    under_a_capacity_limit(backend, 400, 5).await
+}
+
+/// A minute's worth of a small day at 50 writes/s (two batches a second):
+/// throttling goes on for the whole minute and the message is never handed back.
+pub async fn a_minute_of_throttling_never_hands_the_message_back(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    under_a_capacity_limit(backend, 50, 60).await
 }
 
 /// A deadline too short for the fan-out: the message is handed back part

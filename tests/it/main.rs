@@ -127,6 +127,25 @@ fn main() -> ExitCode {
             );
         }
     }
+    // A minute of per-statement throttling, on the official server only: long,
+    // so once, in the default write mode.
+    {
+        let backend = dynamodb_local.clone().map(|endpoint| Backend {
+            server: Server::DynamoDbLocal(endpoint),
+            write_mode: WriteMode::BatchStatement,
+        });
+        let ignored = backend.is_none();
+        trials.push(
+            Trial::test(
+                "dynamodb_local::batch_statement::a_minute_of_throttling_never_hands_the_message_back",
+                move || match backend {
+                    Some(backend) => run(faults::a_minute_of_throttling_never_hands_the_message_back(backend)),
+                    None => Err(Failed::from(format!("{DYNAMODB_LOCAL_ENDPOINT} is not set"))),
+                },
+            )
+            .with_ignored_flag(ignored),
+        );
+    }
     macro_rules! moto_tests {
         ($($name:ident),* $(,)?) => {
             $(
@@ -230,7 +249,7 @@ fn main() -> ExitCode {
     }
     debug_level_tests![
         debug_grows_with_pages_and_trace_with_records_while_info_stays_the_same,
-        under_throttling_retry_and_limit_lines_stay_bounded_and_count_every_retry,
+        under_throttling_retry_and_rate_lines_stay_bounded_and_count_every_retry,
         each_debug_and_trace_event_appears_when_its_situation_occurs,
         the_demo_shows_the_engines_expected_client_errors_only_at_trace,
     ];

@@ -174,6 +174,7 @@ pub async fn metrics_follow_the_emf_specification_and_agree_with_the_metrics_lin
         ("MessagesRetried", 2),
         ("ChargebacksAlreadyApplied", 0),
         ("ThrottledRequests", 0),
+        ("ThrottledWrites", 0),
         ("ColdStart", 1),
     ];
     for (name, value) in expected {
@@ -600,24 +601,24 @@ pub async fn a_messages_story_is_found_by_its_correlation_id() -> anyhow::Result
 }
 
 pub async fn throttled_requests_are_counted_in_the_metrics() -> anyhow::Result<()> {
-    // Enough records for several requests in the default (batch) mode.
+    // A table of 50 writes/s and 400 records in the default (batch) mode:
+    // throttled statements inside successful batch answers.
     let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
-    seed_day(&table, "cb", "2025-11-20", 200).await?;
+    seed_day(&table, "cb", "2025-11-20", 400).await?;
     let (proxy, dynamodb) = FaultProxy::start(&table.endpoint).await?;
-    proxy.throttle_one_in.store(2, Ordering::SeqCst);
-    proxy.throttling.store(true, Ordering::SeqCst);
+    proxy.write_capacity.store(50, Ordering::SeqCst);
     let run = run_lambda(Stub::new(sample_event()), &dynamodb, &table.name, &[]).await?;
     ensure!(run.response == Some(json!({"batchItemFailures": []})));
-    let throttled = proxy.throttled.load(Ordering::SeqCst);
-    ensure!(throttled > 0, "the proxy throttled nothing");
+    let (requests, writes) = (proxy.throttled.load(Ordering::SeqCst), proxy.throttled_writes());
+    ensure!(writes > 0, "the proxy throttled nothing");
     let documents = run.metric_documents();
     ensure!(documents.len() == 1);
     ensure!(
-        documents[0]["ThrottledRequests"] == throttled,
-        "the proxy throttled {throttled}: {}",
+        documents[0]["ThrottledRequests"] == requests && documents[0]["ThrottledWrites"] == writes,
+        "the proxy throttled {writes} writes in {requests} requests: {}",
         documents[0]
     );
-    ensure!(documents[0]["ChargebacksUpdated"] == 200);
+    ensure!(documents[0]["ChargebacksUpdated"] == 400);
     Ok(())
 }
 

@@ -34,7 +34,7 @@ scenarios![
     a_batch_of_100_messages_over_several_partitions_and_dates,
     a_missing_record_is_never_created,
     the_read_side_skips_stamped_records_when_the_index_projects_the_execution,
-    crate::faults::throttling_is_absorbed_and_the_client_backs_off,
+    crate::faults::under_a_capacity_limit_the_day_is_stamped_in_one_invocation,
     crate::faults::a_deadline_too_short_hands_the_message_back_and_a_retry_completes_it,
 ];
 
