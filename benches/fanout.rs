@@ -13,8 +13,23 @@
 //! concurrency: the server's ceiling. Last, cold start: process start to the
 //! first runtime-API poll against a local stub.
 //!
+//! Three further measurements replace those when asked for (run the bench
+//! twice for both):
+//! - `--write-capacity`: the product through a proxy that plays a table of R
+//!   writes/s (`tests/it/proxy.rs`, in a process of its own: this bench
+//!   re-executed with `--serve-capacity-proxy`): the rate it reaches once the
+//!   proxy's initial burst is spent, and how often it is throttled.
+//! - `--max-write-rate`: the product told `MAX_WRITE_RATE=R` on the unlimited
+//!   engine, the proxy only counting its writes: the rate it keeps.
+//! - `--compare-binary`: another build of the product against this one,
+//!   interleaved, on the unlimited engine.
+//!
 //! `scripts/bench.sh` runs it; `cargo bench --bench fanout -- --help` lists
 //! the options.
+
+#[allow(dead_code)]
+#[path = "../tests/it/proxy.rs"]
+mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -47,6 +62,20 @@ const INDEX: &str = "partition_date-index";
 const DAY: &str = "2025-11-20";
 /// DynamoDB Local is slow and heavy: beyond this it measures its own limits.
 const DYNAMODB_LOCAL_MAX_RECORDS: u64 = 200_000;
+/// The product's exit statuses (`consolidation-updater --help`).
+const EXIT_DONE: i32 = 0;
+const EXIT_HANDED_BACK: i32 = 3;
+/// Records of a capacity-limited run, and of one at a low rate, where more
+/// would only make the run longer, not the rate better measured.
+const CAPACITY_RECORDS: u64 = 20_000;
+const LOW_RATE_RECORDS: u64 = 3_000;
+const LOW_RATE: u64 = 100;
+/// Targets of a capacity-limited run: the share of the capacity reached,
+/// and the throttled writes allowed per stamped record.
+const TARGET_REACHED_SHARE: f64 = 0.90;
+const TARGET_THROTTLED_PER_RECORD: f64 = 0.05;
+/// How far from MAX_WRITE_RATE the kept rate may be.
+const TARGET_PACING_TOLERANCE: f64 = 0.05;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ServerKind {
@@ -100,9 +129,92 @@ struct Args {
     /// (its numbers then include the profiler's).
     #[arg(long)]
     profile_with: Option<String>,
+    /// Capacity-limited runs instead of the measurements above: for each
+    /// rate (writes/s) and each --write-mode, the product through a proxy
+    /// playing a table of that write capacity (a token bucket holding one
+    /// second of it, at least 25). "default": 100,500,1000,2000,5000 for
+    /// batch-statement and 100,500,1000,2000 for update-item. PASS: done,
+    /// reached ≥ 0.90 × R once the burst is spent, ≤ 0.05 throttled writes
+    /// per stamped record.
+    #[arg(long, value_parser = Rates::parse, value_name = "R1,R2,...|default")]
+    write_capacity: Option<Rates>,
+    /// Records of each --write-capacity or --max-write-rate run [default:
+    /// 20000; 3000 at 100 writes/s or less].
+    #[arg(long)]
+    capacity_records: Option<u64>,
+    /// Runs with MAX_WRITE_RATE=R against the unlimited server, instead of
+    /// the measurements above; a proxy only counts the writes. PASS: done,
+    /// and the rate from the first write to the last within ±5% of R.
+    #[arg(long, value_delimiter = ',', value_name = "R1,R2,...")]
+    max_write_rate: Vec<u64>,
+    /// Compare this build with another build of the product, instead of the
+    /// measurements above: --repeats interleaved runs of each per
+    /// --write-mode on --records fresh records, against the unlimited server.
+    #[arg(long, value_name = "PATH")]
+    compare_binary: Option<PathBuf>,
+    /// Runs of each binary with --compare-binary.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Internal: serve the capacity proxy in front of --upstream at --rate
+    /// writes/s (0: only count), print PROXY_ENDPOINT=… and serve until stdin closes.
+    #[arg(long, hide = true, requires = "upstream")]
+    serve_capacity_proxy: bool,
+    #[arg(long, hide = true)]
+    upstream: Option<String>,
+    #[arg(long, hide = true, default_value_t = 0)]
+    rate: u64,
     /// Accepted for `cargo bench`'s own flag.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+impl Args {
+    /// Whether one of the measurements that replace the ordinary ones was asked for.
+    fn replaces_ordinary(&self) -> bool {
+        self.write_capacity.is_some()
+            || !self.max_write_rate.is_empty()
+            || self.compare_binary.is_some()
+    }
+
+    fn capacity_records(&self, rate: u64) -> u64 {
+        self.capacity_records.unwrap_or(if rate <= LOW_RATE {
+            LOW_RATE_RECORDS
+        } else {
+            CAPACITY_RECORDS
+        })
+    }
+}
+
+/// The write capacities of `--write-capacity`.
+#[derive(Debug, Clone)]
+enum Rates {
+    /// Each write mode's own list.
+    Default,
+    Listed(Vec<u64>),
+}
+
+impl Rates {
+    fn parse(text: &str) -> Result<Self, String> {
+        if text == "default" {
+            return Ok(Self::Default);
+        }
+        let rates = text
+            .split(',')
+            .map(|r| match r.trim().parse::<u64>() {
+                Ok(rate) if rate > 0 => Ok(rate),
+                _ => Err(format!("not a positive number of writes/s: {r:?}")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::Listed(rates))
+    }
+
+    fn for_mode(&self, mode: Mode) -> Vec<u64> {
+        match (self, mode) {
+            (Self::Listed(rates), _) => rates.clone(),
+            (Self::Default, Mode::BatchStatement) => vec![100, 500, 1000, 2000, 5000],
+            (Self::Default, Mode::UpdateItem) => vec![100, 500, 1000, 2000],
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -117,7 +229,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let work = async {
+        match (args.serve_capacity_proxy, &args.upstream) {
+            (true, Some(upstream)) => serve_capacity_proxy(upstream, args.rate).await,
+            _ => run(args).await,
+        }
+    };
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench: {e:#}");
@@ -144,6 +262,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let client = local_client(&load_sdk_config(Some(REGION)).await, &endpoint);
+    if args.replaces_ordinary() {
+        println!("server: {:?} at {endpoint}", args.server);
+        if let Some(rates) = &args.write_capacity {
+            capacity_limited_runs(&args, rates, &client, &endpoint).await?;
+        }
+        if !args.max_write_rate.is_empty() {
+            paced_runs(&args, &client, &endpoint).await?;
+        }
+        if let Some(baseline) = &args.compare_binary {
+            compare_binaries(&args, baseline, &client, &endpoint).await?;
+        }
+        drop(server);
+        return Ok(());
+    }
     let ceiling_records = args.ceiling_records.unwrap_or(match args.server {
         ServerKind::DynamodbLocal => args.records.min(100_000),
         ServerKind::Embedded => args.records,
@@ -337,8 +469,8 @@ struct Pass {
     index_write_units: f64,
 }
 
-/// Runs `consolidation-updater invoke` on `event` and waits for it with
-/// `wait4`, which returns the child's CPU time and peak RSS.
+/// Runs `consolidation-updater invoke` on `event`; fails unless it stamped
+/// the day.
 async fn invoke(
     endpoint: &str,
     table: &str,
@@ -347,65 +479,168 @@ async fn invoke(
     event: &Path,
     profile_with: Option<&str>,
 ) -> anyhow::Result<Pass> {
-    let started = Instant::now();
-    let mut command = match profile_with {
-        Some(profiler) => {
-            let mut words = profiler.split_whitespace();
-            let mut command =
-                std::process::Command::new(words.next().ok_or_else(|| anyhow!("empty profiler"))?);
-            command.args(words).arg(BINARY);
-            command
+    let run = Invoke {
+        binary: Path::new(BINARY),
+        endpoint,
+        table,
+        mode,
+        max_concurrency,
+        event,
+        profile_with,
+        env: Vec::new(),
+    }
+    .run()
+    .await?;
+    ensure!(
+        run.exit == EXIT_DONE,
+        "the run failed (exit status {}): {}",
+        run.exit,
+        run.log
+    );
+    run.pass()
+}
+
+/// How to run the product's `invoke` once.
+struct Invoke<'a> {
+    binary: &'a Path,
+    endpoint: &'a str,
+    table: &'a str,
+    mode: Mode,
+    max_concurrency: usize,
+    event: &'a Path,
+    profile_with: Option<&'a str>,
+    /// Settings beyond the bench's own (LOG_LEVEL, MAX_WRITE_RATE).
+    env: Vec<(&'static str, String)>,
+}
+
+/// A finished `invoke`: its exit status, times and log.
+struct Finished {
+    exit: i32,
+    wall: Duration,
+    usage: ChildUsage,
+    log: String,
+    lines: Vec<Value>,
+}
+
+impl Invoke<'_> {
+    /// Runs it and waits for it with `wait4`, which returns the child's CPU
+    /// time and peak RSS.
+    async fn run(&self) -> anyhow::Result<Finished> {
+        let started = Instant::now();
+        let mut command = match self.profile_with {
+            Some(profiler) => {
+                let mut words = profiler.split_whitespace();
+                let mut command = std::process::Command::new(
+                    words.next().ok_or_else(|| anyhow!("empty profiler"))?,
+                );
+                command.args(words).arg(self.binary);
+                command
+            }
+            None => std::process::Command::new(self.binary),
+        };
+        command
+            .arg("invoke")
+            .arg("--event")
+            .arg(self.event)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_REGION", REGION)
+            .env("AWS_ACCESS_KEY_ID", "local")
+            .env("AWS_SECRET_ACCESS_KEY", "local")
+            .env("AWS_ENDPOINT_URL_DYNAMODB", self.endpoint)
+            .env("DYNAMODB_TABLE_NAME", self.table)
+            .env("WRITE_MODE", self.mode.env())
+            .env("MAX_CONCURRENCY", self.max_concurrency.to_string())
+            .env("LOG_FORMAT", "json")
+            .env("PROGRESS_LOG_INTERVAL_SECONDS", "900");
+        for (name, value) in &self.env {
+            command.env(name, value);
         }
-        None => std::process::Command::new(BINARY),
-    };
-    let child = command
-        .arg("invoke")
-        .arg("--event")
-        .arg(event)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_REGION", REGION)
-        .env("AWS_ACCESS_KEY_ID", "local")
-        .env("AWS_SECRET_ACCESS_KEY", "local")
-        .env("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
-        .env("DYNAMODB_TABLE_NAME", table)
-        .env("WRITE_MODE", mode.env())
-        .env("MAX_CONCURRENCY", max_concurrency.to_string())
-        .env("LOG_FORMAT", "json")
-        .env("PROGRESS_LOG_INTERVAL_SECONDS", "900")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let pid = child.id();
-    let mut stderr = child.stderr.ok_or_else(|| anyhow!("no stderr"))?;
-    let log = tokio::task::spawn_blocking(move || {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut text).map(|_| text)
-    });
-    let usage = tokio::task::spawn_blocking(move || wait_for_exit(pid)).await??;
-    let wall = started.elapsed();
-    let log = log.await??;
-    let lines: Vec<Value> = log
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
-    let find = |message: &str| lines.iter().find(|l| l["message"] == message);
-    let applied = find("applied").ok_or_else(|| anyhow!("the run did not apply: {log}"))?;
-    let usage_line = lines
-        .iter()
-        .find(|l| l.get("dynamodb_requests").is_some())
-        .ok_or_else(|| anyhow!("no usage line: {log}"))?;
-    Ok(Pass {
-        wall,
-        user: usage.user,
-        system: usage.system,
-        peak_rss_kib: usage_line["peak_rss_kib"].as_u64().unwrap_or(0),
-        written: applied["written"].as_u64().unwrap_or(0),
-        already_applied: applied["already_applied"].as_u64().unwrap_or(0),
-        requests: usage_line["dynamodb_requests"].as_u64().unwrap_or(0),
-        table_write_units: usage_line["table_write_units"].as_f64().unwrap_or(0.0),
-        index_write_units: usage_line["index_write_units"].as_f64().unwrap_or(0.0),
-    })
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        let pid = child.id();
+        let mut stderr = child.stderr.ok_or_else(|| anyhow!("no stderr"))?;
+        let log = tokio::task::spawn_blocking(move || {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut text).map(|_| text)
+        });
+        let (usage, exit) = tokio::task::spawn_blocking(move || wait_for_exit(pid)).await??;
+        let wall = started.elapsed();
+        let log = log.await??;
+        let lines = log
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        Ok(Finished {
+            exit,
+            wall,
+            usage,
+            log,
+            lines,
+        })
+    }
+}
+
+impl Finished {
+    fn said(&self, message: &str) -> Option<&Value> {
+        self.lines.iter().find(|l| l["message"] == message)
+    }
+
+    /// What the run's "applied" line and usage line say (a run that stamped the day).
+    fn pass(&self) -> anyhow::Result<Pass> {
+        let applied = self
+            .said("applied")
+            .ok_or_else(|| anyhow!("the run did not apply: {}", self.log))?;
+        let usage_line = self
+            .lines
+            .iter()
+            .find(|l| l.get("dynamodb_requests").is_some())
+            .ok_or_else(|| anyhow!("no usage line: {}", self.log))?;
+        Ok(Pass {
+            wall: self.wall,
+            user: self.usage.user,
+            system: self.usage.system,
+            peak_rss_kib: usage_line["peak_rss_kib"].as_u64().unwrap_or(0),
+            written: applied["written"].as_u64().unwrap_or(0),
+            already_applied: applied["already_applied"].as_u64().unwrap_or(0),
+            requests: usage_line["dynamodb_requests"].as_u64().unwrap_or(0),
+            table_write_units: usage_line["table_write_units"].as_f64().unwrap_or(0.0),
+            index_write_units: usage_line["index_write_units"].as_f64().unwrap_or(0.0),
+        })
+    }
+
+    /// "done", "handed back" or "failed (N)".
+    fn outcome(&self) -> String {
+        match self.exit {
+            EXIT_DONE => "done".to_owned(),
+            EXIT_HANDED_BACK => "handed back".to_owned(),
+            other => format!("failed ({other})"),
+        }
+    }
+
+    /// Why a message was handed back or the run failed: the product's own
+    /// summary on stderr (not JSON), else the last warning or error line.
+    fn why(&self) -> Option<String> {
+        if self.exit == EXIT_DONE {
+            return None;
+        }
+        let summary = self
+            .log
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("consolidation-updater:"))
+            .map(str::to_owned);
+        summary.or_else(|| {
+            self.lines
+                .iter()
+                .rev()
+                .find(|l| l["level"] == "ERROR" || l["level"] == "WARN")
+                .map(|l| l["message"].to_string())
+        })
+    }
 }
 
 struct ChildUsage {
@@ -426,9 +661,10 @@ fn own_cpu() -> Duration {
     duration(usage.ru_utime) + duration(usage.ru_stime)
 }
 
-/// Reaps the child and reads its CPU time. (Its peak RSS comes from its own
-/// report: `ru_maxrss` survives `exec` and would show this process's size.)
-fn wait_for_exit(pid: u32) -> anyhow::Result<ChildUsage> {
+/// Reaps the child and reads its CPU time and exit status. (Its peak RSS
+/// comes from its own report: `ru_maxrss` survives `exec` and would show
+/// this process's size.)
+fn wait_for_exit(pid: u32) -> anyhow::Result<(ChildUsage, i32)> {
     let mut status = 0;
     // SAFETY: plain FFI call; `usage` is a valid out-parameter for wait4.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -446,13 +682,16 @@ fn wait_for_exit(pid: u32) -> anyhow::Result<ChildUsage> {
         std::io::Error::last_os_error()
     );
     ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the run failed (status {status})"
+        libc::WIFEXITED(status),
+        "the run was killed (status {status})"
     );
-    Ok(ChildUsage {
-        user: duration(usage.ru_utime),
-        system: duration(usage.ru_stime),
-    })
+    Ok((
+        ChildUsage {
+            user: duration(usage.ru_utime),
+            system: duration(usage.ru_stime),
+        },
+        libc::WEXITSTATUS(status),
+    ))
 }
 
 /// The server's ceiling for this kind of request: the same conditional
@@ -698,4 +937,361 @@ async fn cold_starts(endpoint: &str, table: &str, runs: usize) -> anyhow::Result
     }
     samples.sort_by(f64::total_cmp);
     Ok(samples)
+}
+
+/// `--serve-capacity-proxy`: the proxy of the integration tests in front of
+/// `upstream`, limited to `rate` writes/s (0: only counting), until the
+/// bench closes this process's stdin (or dies).
+async fn serve_capacity_proxy(upstream: &str, rate: u64) -> anyhow::Result<()> {
+    let (proxy, endpoint) = proxy::FaultProxy::start(upstream).await?;
+    proxy.write_capacity.store(rate, Ordering::SeqCst);
+    println!("PROXY_ENDPOINT={endpoint}");
+    std::io::Write::flush(&mut std::io::stdout())?;
+    tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await?;
+    Ok(())
+}
+
+/// The capacity proxy in a process of its own (this bench, re-executed).
+struct ProxyProcess {
+    endpoint: String,
+    http: HttpClient<HttpConnector, Full<Bytes>>,
+    // Killed when dropped; its stdin closing ends it too.
+    _child: tokio::process::Child,
+}
+
+impl ProxyProcess {
+    async fn start(upstream: &str, rate: u64) -> anyhow::Result<Self> {
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["--serve-capacity-proxy", "--upstream", upstream, "--rate"])
+            .arg(rate.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .context("the capacity proxy did not start")??
+            .ok_or_else(|| anyhow!("the capacity proxy said nothing"))?;
+        let endpoint = line
+            .strip_prefix("PROXY_ENDPOINT=")
+            .ok_or_else(|| anyhow!("unexpected first line: {line}"))?
+            .to_owned();
+        Ok(Self {
+            endpoint,
+            http: HttpClient::builder(TokioExecutor::new()).build_http(),
+            _child: child,
+        })
+    }
+
+    async fn stats(&self) -> anyhow::Result<proxy::CapacityStats> {
+        let request = Request::get(format!("{}{}", self.endpoint, proxy::STATS_PATH))
+            .body(Full::new(Bytes::new()))?;
+        let response = self.http.request(request).await?;
+        ensure!(
+            response.status().is_success(),
+            "stats: {}",
+            response.status()
+        );
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(serde_json::from_slice(&body)?)
+    }
+}
+
+/// Records of `table` carrying a stamp, counted on the server itself.
+async fn count_stamped(client: &aws_sdk_dynamodb::Client, table: &str) -> anyhow::Result<u64> {
+    let mut stamped = 0;
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .filter_expression("attribute_exists(consolidation_execution)")
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        stamped += u64::try_from(page.count()).unwrap_or(0);
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return Ok(stamped);
+        }
+    }
+}
+
+/// Drops a run's table, so that the server holds one table's worth at a time.
+async fn drop_table(client: &aws_sdk_dynamodb::Client, table: &str) {
+    if let Err(e) = client.delete_table().table_name(table).send().await {
+        eprintln!("bench: could not delete {table}: {e}");
+    }
+}
+
+/// `--write-capacity`: per write mode and rate, the product through the
+/// capacity proxy, one row each.
+async fn capacity_limited_runs(
+    args: &Args,
+    rates: &Rates,
+    client: &aws_sdk_dynamodb::Client,
+    endpoint: &str,
+) -> anyhow::Result<()> {
+    println!(
+        "\ncapacity-limited runs: the product (MAX_CONCURRENCY {}) through a proxy playing a \
+         table of R writes/s, bucket of max(R, 25) starting full; reached = (admitted − \
+         bucket) / (last admitted − first admitted). PASS: done, reached ≥ {TARGET_REACHED_SHARE:.2} × R, \
+         throttled writes per stamped record ≤ {TARGET_THROTTLED_PER_RECORD}",
+        args.max_concurrency
+    );
+    println!(
+        "  {:<16} {:>6}  {:<12} {:>13}  {:>7}  {:>9}  {:>6}  {:>10}  verdict",
+        "mode", "R", "outcome", "stamped", "wall s", "reached/s", "/R", "thr/record"
+    );
+    let (mut passed, mut runs) = (0, 0);
+    for mode in &args.write_mode {
+        for rate in rates.for_mode(*mode) {
+            let records = args.capacity_records(rate);
+            let table = fresh_table(client, &format!("capacity-{}-{rate}", mode.env())).await?;
+            seed(client, &table, DAY, records).await?;
+            let event = event_file(records)?;
+            let proxy = ProxyProcess::start(endpoint, rate).await?;
+            let run = Invoke {
+                binary: Path::new(BINARY),
+                endpoint: &proxy.endpoint,
+                table: &table,
+                mode: *mode,
+                max_concurrency: args.max_concurrency,
+                event: &event,
+                profile_with: None,
+                env: vec![("LOG_LEVEL", "info".to_owned())],
+            }
+            .run()
+            .await?;
+            let stats = proxy.stats().await?;
+            drop(proxy);
+            let stamped = count_stamped(client, &table).await?;
+            drop_table(client, &table).await;
+
+            let reached = stats.reached_rate();
+            let share = reached.map(|r| r / rate as f64);
+            let throttled_per_record = stats.throttled_writes as f64 / stamped.max(1) as f64;
+            let mut misses = Vec::new();
+            if run.exit != EXIT_DONE || stamped != records {
+                misses.push(run.outcome());
+            }
+            match share {
+                Some(share) if share >= TARGET_REACHED_SHARE => {}
+                // Never refused yet slower than R: the server's own
+                // ceiling on this machine held the product back, not the capacity.
+                Some(_) if stats.throttled_writes == 0 => {
+                    misses.push("rate; never throttled: the server's ceiling".to_owned());
+                }
+                Some(_) => misses.push("rate".to_owned()),
+                None => misses.push("no rate (the burst covered every write)".to_owned()),
+            }
+            if throttled_per_record > TARGET_THROTTLED_PER_RECORD {
+                misses.push("throttled".to_owned());
+            }
+            runs += 1;
+            let verdict = if misses.is_empty() {
+                passed += 1;
+                "PASS".to_owned()
+            } else {
+                format!("FAIL ({})", misses.join(", "))
+            };
+            println!(
+                "  {:<16} {rate:>6}  {:<12} {:>13}  {:>7.1}  {:>9}  {:>6}  {:>10.3}  {verdict}",
+                mode.env(),
+                run.outcome(),
+                format!("{stamped}/{records}"),
+                run.wall.as_secs_f64(),
+                reached.map_or("-".to_owned(), |r| format!("{r:.0}")),
+                share.map_or("-".to_owned(), |s| format!("{s:.2}")),
+                throttled_per_record,
+            );
+            println!(
+                "  {:<16} proxy: {} writes admitted, {} throttled ({} requests) over {:.1} s",
+                "",
+                stats.admitted_writes,
+                stats.throttled_writes,
+                stats.throttled_requests,
+                stats.admitted_span_seconds
+            );
+            if let Some(why) = run.why() {
+                println!("  {:<16} {}", "", shorten(&why, 160));
+            }
+        }
+    }
+    println!("  {passed} of {runs} capacity-limited runs PASS");
+    Ok(())
+}
+
+/// `--max-write-rate`: per write mode and rate, the product told to keep
+/// MAX_WRITE_RATE against the unlimited server; a proxy counts its writes.
+async fn paced_runs(
+    args: &Args,
+    client: &aws_sdk_dynamodb::Client,
+    endpoint: &str,
+) -> anyhow::Result<()> {
+    println!(
+        "\nMAX_WRITE_RATE runs against the unlimited server (a proxy only counts): kept = writes \
+         / (last write − first write). PASS: done, kept within ±{:.0}% of R",
+        TARGET_PACING_TOLERANCE * 100.0
+    );
+    println!(
+        "  {:<16} {:>6}  {:<12} {:>13}  {:>7}  {:>9}  {:>6}  verdict",
+        "mode", "R", "outcome", "stamped", "wall s", "kept/s", "/R"
+    );
+    let (mut passed, mut runs) = (0, 0);
+    for mode in &args.write_mode {
+        for &rate in &args.max_write_rate {
+            let records = args.capacity_records(rate);
+            let table = fresh_table(client, &format!("paced-{}-{rate}", mode.env())).await?;
+            seed(client, &table, DAY, records).await?;
+            let event = event_file(records)?;
+            let proxy = ProxyProcess::start(endpoint, 0).await?;
+            let run = Invoke {
+                binary: Path::new(BINARY),
+                endpoint: &proxy.endpoint,
+                table: &table,
+                mode: *mode,
+                max_concurrency: args.max_concurrency,
+                event: &event,
+                profile_with: None,
+                env: vec![
+                    ("LOG_LEVEL", "info".to_owned()),
+                    ("MAX_WRITE_RATE", rate.to_string()),
+                ],
+            }
+            .run()
+            .await?;
+            let stats = proxy.stats().await?;
+            drop(proxy);
+            let stamped = count_stamped(client, &table).await?;
+            drop_table(client, &table).await;
+
+            let kept = stats.admitted_rate();
+            let share = kept.map(|k| k / rate as f64);
+            let mut misses = Vec::new();
+            if run.exit != EXIT_DONE || stamped != records {
+                misses.push(run.outcome());
+            }
+            if !share.is_some_and(|s| (s - 1.0).abs() <= TARGET_PACING_TOLERANCE) {
+                misses.push("rate".to_owned());
+            }
+            runs += 1;
+            let verdict = if misses.is_empty() {
+                passed += 1;
+                "PASS".to_owned()
+            } else {
+                format!("FAIL ({})", misses.join(", "))
+            };
+            println!(
+                "  {:<16} {rate:>6}  {:<12} {:>13}  {:>7.1}  {:>9}  {:>6}  {verdict}",
+                mode.env(),
+                run.outcome(),
+                format!("{stamped}/{records}"),
+                run.wall.as_secs_f64(),
+                kept.map_or("-".to_owned(), |k| format!("{k:.0}")),
+                share.map_or("-".to_owned(), |s| format!("{s:.2}")),
+            );
+            if let Some(why) = run.why() {
+                println!("  {:<16} {}", "", shorten(&why, 160));
+            }
+        }
+    }
+    println!("  {passed} of {runs} MAX_WRITE_RATE runs PASS");
+    Ok(())
+}
+
+/// `--compare-binary`: the other build and this one, interleaved, each on a
+/// fresh table of `--records` against the unlimited server.
+async fn compare_binaries(
+    args: &Args,
+    baseline: &Path,
+    client: &aws_sdk_dynamodb::Client,
+    endpoint: &str,
+) -> anyhow::Result<()> {
+    ensure!(
+        baseline.is_file(),
+        "--compare-binary {}: no such file",
+        baseline.display()
+    );
+    ensure!(args.repeats > 0, "--repeats must be at least 1");
+    println!(
+        "\ncomparison: baseline {} against this build ({BINARY}), {} records, {} interleaved \
+         runs each, MAX_CONCURRENCY {}",
+        baseline.display(),
+        args.records,
+        args.repeats,
+        args.max_concurrency
+    );
+    let event = event_file(args.records)?;
+    for mode in &args.write_mode {
+        let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for repeat in 1..=args.repeats {
+            for (which, (label, binary)) in
+                [("baseline", baseline), ("this build", Path::new(BINARY))]
+                    .into_iter()
+                    .enumerate()
+            {
+                let table = fresh_table(client, &format!("compare-{}-{which}", mode.env())).await?;
+                seed(client, &table, DAY, args.records).await?;
+                let run = Invoke {
+                    binary,
+                    endpoint,
+                    table: &table,
+                    mode: *mode,
+                    max_concurrency: args.max_concurrency,
+                    event: &event,
+                    profile_with: None,
+                    env: Vec::new(),
+                }
+                .run()
+                .await?;
+                let stamped = count_stamped(client, &table).await?;
+                drop_table(client, &table).await;
+                let rate = args.records as f64 / run.wall.as_secs_f64();
+                let complete = run.exit == EXIT_DONE && stamped == args.records;
+                println!(
+                    "  {:<16} run {repeat} {label:<10}  {:>9.0} records/s  ({:.2} s, {}, {stamped}/{} stamped)",
+                    mode.env(),
+                    rate,
+                    run.wall.as_secs_f64(),
+                    run.outcome(),
+                    args.records
+                );
+                if complete {
+                    rates[which].push(rate);
+                } else {
+                    println!("  {:<16} (not counted: the run did not stamp the day)", "");
+                }
+            }
+        }
+        match (median(&mut rates[0]), median(&mut rates[1])) {
+            (Some(base), Some(this)) => println!(
+                "  {:<16} median: baseline {base:.0}, this build {this:.0} records/s; ratio \
+                 (this / baseline) {:.3}",
+                mode.env(),
+                this / base
+            ),
+            _ => println!("  {:<16} no median: a binary stamped no day", mode.env()),
+        }
+    }
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(values[n / 2]),
+        n => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
 }

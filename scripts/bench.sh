@@ -8,6 +8,24 @@
 #   scripts/bench.sh --server dynamodb-local --records 200000
 #   scripts/bench.sh --help                # every option
 #
+# Three measurements replace the ones above when asked for (first pass,
+# redelivery, ceiling and cold start are then skipped; run the script twice
+# for both). Each prints one row per run with PASS/FAIL against its targets;
+# a FAIL does not fail the script.
+#
+#   scripts/bench.sh --write-capacity default      # or 500,1000; the product through a
+#       proxy playing a table of R writes/s (default: 100..5000 batch-statement,
+#       100..2000 update-item). PASS: done, reached >= 0.90 R once the burst is
+#       spent, <= 0.05 throttled writes per stamped record.
+#   scripts/bench.sh --write-capacity 500 --write-mode batch-statement
+#   scripts/bench.sh --max-write-rate 500,1000     # MAX_WRITE_RATE=R on the unlimited
+#       engine: the rate kept, first write to last. PASS: within 5% of R.
+#   scripts/bench.sh --compare-binary PATH --repeats 5   # another build against this
+#       one, interleaved, --records each: records/s per run, medians, ratio.
+#
+# --capacity-records sets the records of the first two (default 20,000; 3,000
+# at R <= 100).
+#
 # With --server dynamodb-local it starts DynamoDB Local (scripts/dynamodb-local.sh)
 # unless DYNAMODB_LOCAL_ENDPOINT already names one, and stops what it started.
 set -euo pipefail

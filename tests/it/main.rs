@@ -5,6 +5,7 @@
 //! deployment package, tested when `./build.sh` has written it.
 
 mod binary;
+mod capacity_proxy;
 mod cli;
 mod dead_letters;
 mod debug_level;
@@ -170,6 +171,69 @@ fn main() -> ExitCode {
         redrive_of_a_fifo_queue_stops_each_partition_at_its_first_failure,
         at_debug_level_the_queues_limit_and_each_dead_letter_send_are_logged,
     ];
+    // The proxy as a capacity-limited table: its logic alone, then through
+    // the SDK on each server.
+    macro_rules! capacity_logic_tests {
+        ($($name:ident),* $(,)?) => {
+            $(trials.push(Trial::test(concat!("capacity_proxy::", stringify!($name)), || {
+                capacity_proxy::$name().map_err(|e| Failed::from(format!("{e:#}")))
+            }));)*
+        };
+    }
+    capacity_logic_tests![
+        a_bucket_holds_one_second_of_writes_and_at_least_a_batch,
+        a_batch_gets_as_many_statements_as_whole_tokens,
+        tokens_come_back_at_the_rate_and_never_beyond_a_full_bucket,
+        without_capacity_every_write_is_admitted_and_counted,
+        a_greedy_client_reaches_the_rate_once_the_burst_is_discounted,
+        a_split_batch_keeps_its_other_fields_and_its_first_statements,
+        the_merged_answer_keeps_the_order_and_consumed_capacity_and_throttles_the_rest,
+        a_refused_update_names_its_table_in_the_throttling_reasons,
+    ];
+    macro_rules! capacity_server_tests {
+        ($($name:ident),* $(,)?) => {
+            $(
+                trials.push(Trial::test(
+                    concat!("capacity_proxy::embedded::", stringify!($name)),
+                    || run(capacity_proxy::$name(Backend::embedded())),
+                ));
+                let backend = dynamodb_local.clone().map(|endpoint| Backend {
+                    server: Server::DynamoDbLocal(endpoint),
+                    write_mode: WriteMode::BatchStatement,
+                });
+                let ignored = backend.is_none();
+                trials.push(
+                    Trial::test(
+                        concat!("capacity_proxy::dynamodb_local::", stringify!($name)),
+                        move || match backend {
+                            Some(backend) => run(capacity_proxy::$name(backend)),
+                            None => Err(Failed::from(format!(
+                                "{DYNAMODB_LOCAL_ENDPOINT} is not set"
+                            ))),
+                        },
+                    )
+                    .with_ignored_flag(ignored),
+                );
+            )*
+        };
+    }
+    capacity_server_tests![
+        a_batch_beyond_the_tokens_applies_the_first_ones_and_throttles_the_rest_per_statement,
+        an_update_beyond_capacity_is_refused_with_throttling_reasons_the_sdk_parses,
+        fault_throttling_refuses_each_statement_of_the_chosen_batch,
+    ];
+    // About the proxy's timing, not the server: on the engine fast enough to
+    // outrun the rate (DynamoDB Local, cold, writes one item slower).
+    trials.push(Trial::test(
+        "capacity_proxy::embedded::greedy_writers_are_held_to_the_capacity_once_the_burst_is_spent",
+        || {
+            run(
+                capacity_proxy::greedy_writers_are_held_to_the_capacity_once_the_burst_is_spent(
+                    Backend::embedded(),
+                ),
+            )
+        },
+    ));
     trials.push(Trial::test(
         "fuzz_corpus::every_saved_input_decodes_without_panicking",
         replay_fuzz_corpus,
