@@ -155,6 +155,12 @@ struct Args {
     /// Runs of each binary with --compare-binary.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// LOG_LEVEL of the product in --write-capacity and --max-write-rate runs.
+    #[arg(long, default_value = "info")]
+    product_log_level: String,
+    /// Save each --write-capacity run's log (JSON lines) in this directory.
+    #[arg(long, value_name = "DIR")]
+    save_logs: Option<PathBuf>,
     /// Internal: serve the capacity proxy in front of --upstream at --rate
     /// writes/s (0: only count), print PROXY_ENDPOINT=… and serve until stdin closes.
     #[arg(long, hide = true, requires = "upstream")]
@@ -1062,10 +1068,14 @@ async fn capacity_limited_runs(
                 max_concurrency: args.max_concurrency,
                 event: &event,
                 profile_with: None,
-                env: vec![("LOG_LEVEL", "info".to_owned())],
+                env: vec![("LOG_LEVEL", args.product_log_level.clone())],
             }
             .run()
             .await?;
+            if let Some(dir) = &args.save_logs {
+                std::fs::create_dir_all(dir)?;
+                std::fs::write(dir.join(format!("{}-{rate}.log", mode.env())), &run.log)?;
+            }
             let stats = proxy.stats().await?;
             drop(proxy);
             let stamped = count_stamped(client, &table).await?;
@@ -1158,7 +1168,7 @@ async fn paced_runs(
                 event: &event,
                 profile_with: None,
                 env: vec![
-                    ("LOG_LEVEL", "info".to_owned()),
+                    ("LOG_LEVEL", args.product_log_level.clone()),
                     ("MAX_WRITE_RATE", rate.to_string()),
                 ],
             }

@@ -260,7 +260,7 @@ impl<S: ChargebackStore> FanOut<S> {
                 throttled_writes = throttled,
                 throttled_by_reason = live.throttled_by_reason(),
                 paced_writes_per_second = self.pacer.rate().round() as u64,
-                lowest_writes_per_second = self.pacer.lowest().round() as u64,
+                lowest_writes_per_second = self.pacer.lowest().map(|r| r.round() as u64),
                 max_write_rate = self.pacer.ceiling(),
                 "writes paced to the table's capacity: {throttled} throttled and retried"
             );

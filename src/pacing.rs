@@ -107,7 +107,8 @@ pub struct RateController {
     bound_at: Option<Instant>,
     invocation_started: Instant,
     last_admitted: Option<Instant>,
-    lowest: f64,
+    /// The lowest rate a cut set in this invocation.
+    lowest: Option<f64>,
 }
 
 impl RateController {
@@ -130,7 +131,7 @@ impl RateController {
             bound_at: None,
             invocation_started: now,
             last_admitted: None,
-            lowest: START_RATE,
+            lowest: None,
         };
         controller.begin_invocation(now);
         controller
@@ -151,7 +152,7 @@ impl RateController {
         self.bound_at = None;
         self.invocation_started = now;
         self.last_admitted = None;
-        self.lowest = self.rate;
+        self.lowest = None;
     }
 
     /// Writes per second the bucket lets through now.
@@ -159,8 +160,8 @@ impl RateController {
         self.rate
     }
 
-    /// The lowest rate of this invocation.
-    pub fn lowest(&self) -> f64 {
+    /// The lowest rate a cut set in this invocation, if any did.
+    pub fn lowest(&self) -> Option<f64> {
         self.lowest
     }
 
@@ -197,6 +198,11 @@ impl RateController {
         }
         if ticket.epoch != self.epoch {
             return None;
+        }
+        if throttled > 0 && self.epoch_throttled == 0 {
+            // The share is measured from the first throttle on: before it,
+            // the table was still spending what it had saved up.
+            self.epoch_admitted = 0;
         }
         self.epoch_admitted += admitted;
         self.epoch_throttled += throttled;
@@ -262,7 +268,7 @@ impl RateController {
         let estimate = old * admitted_share * BELOW_ESTIMATE;
         self.refill(now);
         self.rate = estimate.max(old * DEEPEST_CUT).max(self.floor).min(old);
-        self.lowest = self.lowest.min(self.rate);
+        self.lowest = Some(self.lowest.map_or(self.rate, |l| l.min(self.rate)));
         self.phase = Phase::Probing;
         self.probing_since = now;
         self.last_cut = Some(now);
@@ -317,9 +323,9 @@ impl WritePacer {
         self.with(|c| c.rate()).unwrap_or(START_RATE)
     }
 
-    /// The lowest rate of this invocation.
-    pub fn lowest(&self) -> f64 {
-        self.with(|c| c.lowest()).unwrap_or(START_RATE)
+    /// The lowest rate a cut set in this invocation, if any did.
+    pub fn lowest(&self) -> Option<f64> {
+        self.with(|c| c.lowest()).flatten()
     }
 
     pub fn stalled(&self) -> bool {
@@ -558,6 +564,23 @@ mod tests {
     }
 
     #[test]
+    fn the_share_is_measured_from_the_first_throttle_on() {
+        let mut clock = Clock(Instant::now());
+        let mut controller = RateController::new(None, clock.0);
+        controller.rate = 10_000.0;
+        // A long quiet stretch at this rate: the table spends its savings.
+        for _ in 0..1_000 {
+            let ticket = controller.try_take(clock.advance(ms(3)), 25).unwrap();
+            assert_eq!(controller.on_answers(clock.0, ticket, 25, 0), None);
+        }
+        let rate = controller.rate();
+        let ticket = controller.try_take(clock.advance(ms(3)), 25).unwrap();
+        let cut = controller.on_answers(clock.0, ticket, 5, 20).unwrap();
+        assert!((cut.admitted_share - 0.2).abs() < 1e-9, "{cut:?}");
+        assert_eq!(controller.rate(), rate * DEEPEST_CUT);
+    }
+
+    #[test]
     fn no_cut_goes_below_half_or_the_floor() {
         let mut clock = Clock(Instant::now());
         let mut controller = RateController::new(None, clock.0);
@@ -572,7 +595,7 @@ mod tests {
             controller.on_answers(clock.advance(ms(5)), ticket, 0, 25);
         }
         assert_eq!(controller.rate(), FLOOR_RATE);
-        assert_eq!(controller.lowest(), FLOOR_RATE);
+        assert_eq!(controller.lowest(), Some(FLOOR_RATE));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! level and message on the binary's stdout, as CloudWatch would get them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -342,7 +342,10 @@ pub async fn under_throttling_retry_and_rate_lines_stay_bounded_and_count_every_
     );
     for line in &retried {
         ensure!(line["error_class"] == "throttled", "{line}");
-        ensure!(line["error_code"] == "ProvisionedThroughputExceeded", "{line}");
+        ensure!(
+            line["error_code"] == "ProvisionedThroughputExceeded",
+            "{line}"
+        );
         ensure!(line["attempt"].as_u64().is_some_and(|a| a >= 1), "{line}");
         ensure!(line["delay_ms"].is_number(), "{line}");
         ensure!(line["held_back"].is_u64(), "{line}");
@@ -372,14 +375,21 @@ pub async fn under_throttling_retry_and_rate_lines_stay_bounded_and_count_every_
     let cuts = run.said("write rate cut: DynamoDB throttled writes");
     let cut_summaries = run.said("write rate cuts held back");
     ensure!(!cuts.is_empty(), "the rate's cuts are logged");
-    ensure!(cuts.len() <= per_second, "{} cut lines in {seconds} s", cuts.len());
+    ensure!(
+        cuts.len() <= per_second,
+        "{} cut lines in {seconds} s",
+        cuts.len()
+    );
     ensure!(cut_summaries.len() <= 1, "{cut_summaries:?}");
     for line in &cuts {
         let (old, new) = (
             line["old_writes_per_second"].as_u64().unwrap_or(0),
             line["new_writes_per_second"].as_u64().unwrap_or(0),
         );
-        ensure!(new < old && new * 2 + 1 >= old, "a cut, at most by half: {line}");
+        ensure!(
+            new < old && new * 2 + 1 >= old,
+            "a cut, at most by half: {line}"
+        );
         ensure!(line["admitted_share"].is_number(), "{line}");
     }
     ensure!(

@@ -9,7 +9,6 @@ use anyhow::ensure;
 use consolidation_updater::domain::outcome::MessageOutcome;
 use consolidation_updater::fanout::FanOut;
 use consolidation_updater::handler::{BatchHandler, Invocation};
-use consolidation_updater::ports::ChargebackStore as _;
 use consolidation_updater::store::dynamodb::provision::TableShape;
 use consolidation_updater::store::dynamodb::{DynamoStore, load_sdk_config, local_client};
 
@@ -50,12 +49,12 @@ async fn under_a_capacity_limit(
     let pacer = handler.fan_out().pacer();
     eprintln!(
         "capacity {capacity} writes/s ({backend:?}): {} admitted, {} throttled writes, reached \
-         {:.0}/s; paced at {:.0}/s at the end (lowest {:.0})",
+         {:.0}/s; paced at {:.0}/s at the end (lowest {:?})",
         stats.admitted_writes,
         stats.throttled_writes,
         stats.reached_rate().unwrap_or_default(),
         pacer.rate(),
-        pacer.lowest(),
+        pacer.lowest().map(f64::round),
     );
     ensure!(
         outcome.response().batch_item_failures.is_empty(),

@@ -609,7 +609,10 @@ pub async fn throttled_requests_are_counted_in_the_metrics() -> anyhow::Result<(
     proxy.write_capacity.store(50, Ordering::SeqCst);
     let run = run_lambda(Stub::new(sample_event()), &dynamodb, &table.name, &[]).await?;
     ensure!(run.response == Some(json!({"batchItemFailures": []})));
-    let (requests, writes) = (proxy.throttled.load(Ordering::SeqCst), proxy.throttled_writes());
+    let (requests, writes) = (
+        proxy.throttled.load(Ordering::SeqCst),
+        proxy.throttled_writes(),
+    );
     ensure!(writes > 0, "the proxy throttled nothing");
     let documents = run.metric_documents();
     ensure!(documents.len() == 1);

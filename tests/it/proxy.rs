@@ -20,7 +20,7 @@
 //! [`merge_batch_answer`]), tested without HTTP.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -321,14 +321,6 @@ pub fn update_throttled_body(table: &str) -> String {
     .to_string()
 }
 
-/// What the proxy saw of one `UpdateItem`: how many requests were in flight
-/// when it arrived, and whether throttling was on.
-#[derive(Debug, Clone, Copy)]
-pub struct Sample {
-    pub in_flight: usize,
-    pub throttling: bool,
-}
-
 pub struct FaultProxy {
     upstream: String,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -345,11 +337,9 @@ pub struct FaultProxy {
     pub throttling: AtomicBool,
     /// The table's write capacity, writes/s (0: unlimited).
     pub write_capacity: AtomicU64,
-    in_flight: AtomicUsize,
     updates_seen: AtomicU64,
     /// Update requests with at least one write refused.
     pub throttled: AtomicU64,
-    samples: Mutex<Vec<Sample>>,
     ledger: Mutex<WriteLedger>,
     /// Bodies just throttled: their next attempt passes, so no record can be
     /// throttled on every attempt (the test is about backing off, not about
@@ -370,10 +360,8 @@ impl FaultProxy {
             reject_updates_containing: Mutex::default(),
             throttling: AtomicBool::new(false),
             write_capacity: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
             updates_seen: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
-            samples: Mutex::default(),
             ledger: Mutex::default(),
             throttled_bodies: Mutex::default(),
         });
@@ -385,14 +373,6 @@ impl FaultProxy {
         let endpoint = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok((proxy, endpoint))
-    }
-
-    pub fn updates_seen(&self) -> u64 {
-        self.updates_seen.load(Ordering::SeqCst)
-    }
-
-    pub fn samples(&self) -> Vec<Sample> {
-        self.samples.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     pub fn capacity_stats(&self) -> CapacityStats {
@@ -481,18 +461,7 @@ impl Operation {
     }
 }
 
-/// Decrements the in-flight count however the request ends.
-struct InFlight<'a>(&'a AtomicUsize);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 async fn forward(State(proxy): State<Arc<FaultProxy>>, request: Request) -> Response {
-    let in_flight = proxy.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    let _guard = InFlight(&proxy.in_flight);
     let (parts, body) = request.into_parts();
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         return status(StatusCode::BAD_REQUEST, "unreadable body");
@@ -527,13 +496,6 @@ async fn forward(State(proxy): State<Arc<FaultProxy>>, request: Request) -> Resp
     let mut admitted = wanted;
     if is_update {
         let seen = proxy.updates_seen.fetch_add(1, Ordering::SeqCst) + 1;
-        let throttling = proxy.throttling.load(Ordering::SeqCst);
-        if let Ok(mut samples) = proxy.samples.lock() {
-            samples.push(Sample {
-                in_flight,
-                throttling,
-            });
-        }
         if proxy.fault_throttles(seen, &body) {
             proxy.refuse(wanted);
             admitted = 0;
