@@ -48,8 +48,9 @@ const PROBE_DOUBLING: Duration = Duration::from_secs(2);
 /// A cut sets the rate this far below the estimate of what the table admits.
 const BELOW_ESTIMATE: f64 = 0.95;
 /// No one cut takes the rate below this share of what it was: an estimate
-/// from a burst of throttling (a partition splitting) can be far too low.
-const DEEPEST_CUT: f64 = 0.5;
+/// from a burst of throttling (a partition splitting) can be far too low,
+/// while a slow start's overshoot can be ten times the capacity.
+const DEEPEST_CUT: f64 = 0.1;
 /// Answers to writes sent at the current rate needed before a throttle cuts
 /// it: the admitted share of fewer says too little.
 const MIN_SAMPLE: u64 = 25;
@@ -59,6 +60,10 @@ const BUCKET_SECONDS: f64 = 0.05;
 /// The rate grows only while the bucket held writes back this recently: a
 /// rate nothing used says nothing about the table.
 const BOUND_RECENTLY: Duration = Duration::from_millis(500);
+/// The rate writes were actually sent at is measured over this long, in
+/// tenths: when something else (the concurrency limit, slow answers) holds
+/// the writes below the bucket's rate, a cut starts from what was sent.
+const SENT_WINDOW: Duration = Duration::from_secs(1);
 /// A waiter looks again at least this often, so a rate that grew while it
 /// slept is used at once.
 const LONGEST_NAP: Duration = Duration::from_millis(20);
@@ -109,6 +114,63 @@ pub struct RateController {
     last_admitted: Option<Instant>,
     /// The lowest rate a cut set in this invocation.
     lowest: Option<f64>,
+    sent: SentWindow,
+}
+
+/// Writes taken from the bucket over the last [`SENT_WINDOW`], in ten slots.
+#[derive(Debug)]
+struct SentWindow {
+    slots: [u64; 10],
+    /// Where the current slot began, and which it is.
+    slot_started: Instant,
+    current: usize,
+    since: Instant,
+}
+
+impl SentWindow {
+    fn new(now: Instant) -> Self {
+        Self {
+            slots: [0; 10],
+            slot_started: now,
+            current: 0,
+            since: now,
+        }
+    }
+
+    fn slot_length() -> Duration {
+        SENT_WINDOW / 10
+    }
+
+    fn advance(&mut self, now: Instant) {
+        let mut steps = 0;
+        while now.saturating_duration_since(self.slot_started) >= Self::slot_length() && steps < 10 {
+            self.current = (self.current + 1) % 10;
+            self.slots[self.current] = 0;
+            self.slot_started += Self::slot_length();
+            steps += 1;
+        }
+        if now.saturating_duration_since(self.slot_started) >= Self::slot_length() {
+            // Idle for longer than the window: start it afresh.
+            self.slot_started = now;
+        }
+    }
+
+    fn record(&mut self, now: Instant, writes: u64) {
+        self.advance(now);
+        self.slots[self.current] += writes;
+    }
+
+    /// Writes per second over the window (or over the time since it began,
+    /// if shorter); `None` before a tenth of the window has passed.
+    fn rate(&mut self, now: Instant) -> Option<f64> {
+        self.advance(now);
+        // Nine whole slots and the current one so far.
+        let window = SENT_WINDOW - Self::slot_length()
+            + now.saturating_duration_since(self.slot_started);
+        let covered = now.saturating_duration_since(self.since).min(window);
+        (covered >= Self::slot_length())
+            .then(|| self.slots.iter().sum::<u64>() as f64 / covered.as_secs_f64())
+    }
 }
 
 impl RateController {
@@ -132,6 +194,7 @@ impl RateController {
             invocation_started: now,
             last_admitted: None,
             lowest: None,
+            sent: SentWindow::new(now),
         };
         controller.begin_invocation(now);
         controller
@@ -153,6 +216,7 @@ impl RateController {
         self.invocation_started = now;
         self.last_admitted = None;
         self.lowest = None;
+        self.sent = SentWindow::new(now);
     }
 
     /// Writes per second the bucket lets through now.
@@ -177,6 +241,7 @@ impl RateController {
         self.refill(now);
         if self.tokens >= 0.0 {
             self.tokens -= writes as f64;
+            self.sent.record(now, writes as u64);
             return Ok(Ticket { epoch: self.epoch });
         }
         self.bound_at = Some(now);
@@ -233,11 +298,13 @@ impl RateController {
         self.refilled_at = now;
     }
 
+    fn bound(&self, now: Instant) -> bool {
+        self.bound_at
+            .is_some_and(|at| now.saturating_duration_since(at) < BOUND_RECENTLY)
+    }
+
     fn grow(&mut self, now: Instant, admitted: u64) {
-        let bound = self
-            .bound_at
-            .is_some_and(|at| now.saturating_duration_since(at) < BOUND_RECENTLY);
-        if !bound || admitted == 0 {
+        if !self.bound(now) || admitted == 0 {
             return;
         }
         let gain = match self.phase {
@@ -265,7 +332,14 @@ impl RateController {
         let answered = (self.epoch_admitted + self.epoch_throttled) as f64;
         let admitted_share = self.epoch_admitted as f64 / answered;
         let old = self.rate;
-        let estimate = old * admitted_share * BELOW_ESTIMATE;
+        // While the bucket holds writes back they go out at its rate;
+        // otherwise at whatever pace the rest allowed.
+        let sent_at = if self.bound(now) {
+            old
+        } else {
+            self.sent.rate(now).map_or(old, |sent| sent.min(old))
+        };
+        let estimate = sent_at * admitted_share * BELOW_ESTIMATE;
         self.refill(now);
         self.rate = estimate.max(old * DEEPEST_CUT).max(self.floor).min(old);
         self.lowest = Some(self.lowest.map_or(self.rate, |l| l.min(self.rate)));
@@ -532,7 +606,7 @@ mod tests {
         let cut = controller.on_answers(now, first, 10, 15).unwrap();
         assert_eq!(cut.old, 4_000.0);
         assert!((cut.admitted_share - 0.4).abs() < 1e-9);
-        assert!((controller.rate() - 4_000.0 * 0.5_f64.max(0.4 * BELOW_ESTIMATE)).abs() < 1e-9);
+        assert!((controller.rate() - 4_000.0 * 0.4 * BELOW_ESTIMATE).abs() < 1e-9);
         assert_eq!(
             controller.on_answers(now, second, 0, 25),
             None,
@@ -577,17 +651,26 @@ mod tests {
         let ticket = controller.try_take(clock.advance(ms(3)), 25).unwrap();
         let cut = controller.on_answers(clock.0, ticket, 5, 20).unwrap();
         assert!((cut.admitted_share - 0.2).abs() < 1e-9, "{cut:?}");
-        assert_eq!(controller.rate(), rate * DEEPEST_CUT);
+        // The writes went out at 25 per 3 ms, below the bucket's rate: the
+        // cut starts from what was sent, not from the rate nothing used.
+        let sent = 25.0 / 0.003;
+        assert!(rate > sent);
+        let expected = sent * 0.2 * BELOW_ESTIMATE;
+        assert!(
+            (controller.rate() - expected).abs() < 0.02 * expected,
+            "{} vs {expected}",
+            controller.rate()
+        );
     }
 
     #[test]
-    fn no_cut_goes_below_half_or_the_floor() {
+    fn no_cut_goes_below_a_tenth_or_the_floor() {
         let mut clock = Clock(Instant::now());
         let mut controller = RateController::new(None, clock.0);
         controller.rate = 1_000.0;
         let ticket = controller.try_take(clock.0, 25).unwrap();
         controller.on_answers(clock.advance(ms(5)), ticket, 0, 25);
-        assert_eq!(controller.rate(), 500.0);
+        assert_eq!(controller.rate(), 100.0);
         for _ in 0..20 {
             let ticket = controller
                 .try_take(clock.advance(Duration::from_secs(10)), 25)

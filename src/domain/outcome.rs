@@ -402,6 +402,46 @@ mod tests {
     }
 
     #[test]
+    fn what_a_handed_back_message_wrote_is_counted() {
+        let id = |partition: &str, offset| MessageId {
+            partition: partition.into(),
+            offset,
+        };
+        let done = StampReport {
+            written: 1_800,
+            already_applied: 7,
+            ..StampReport::default()
+        };
+        let outcome = BatchOutcome {
+            outcomes: vec![
+                (
+                    id("t-0", 1),
+                    MessageOutcome::Failed {
+                        error: StoreError::new(ErrorClass::Throttled, "UpdateItem", "stalled"),
+                        done,
+                    },
+                ),
+                (
+                    id("t-1", 1),
+                    MessageOutcome::Unfinished {
+                        reason: StopReason::DeadlineNear,
+                        done,
+                    },
+                ),
+            ],
+        };
+        let summary = outcome.summary();
+        assert_eq!(
+            (
+                summary.messages_retried,
+                summary.chargebacks_updated,
+                summary.chargebacks_already_applied
+            ),
+            (2, 3_600, 14)
+        );
+    }
+
+    #[test]
     fn the_response_lists_exactly_the_handed_back_messages() {
         let id = |offset| MessageId {
             partition: "t-0".into(),

@@ -136,6 +136,12 @@ pub async fn a_deadline_too_short_hands_the_message_back_and_a_retry_completes_i
     };
     ensure!(report.already_applied > 0, "the first pass did some work");
     ensure!(
+        first.summary().chargebacks_updated == report.already_applied,
+        "what the handed-back pass wrote is counted in its metrics: {} counted, {} found stamped",
+        first.summary().chargebacks_updated,
+        report.already_applied
+    );
+    ensure!(
         report.written + report.already_applied == day.before_cutoff,
         "{report:?} vs {}",
         day.before_cutoff
