@@ -10,6 +10,7 @@ credentials. Run: pytest infrastructure/tests (scripts/check-infra.sh does).
 
 from __future__ import annotations
 
+import json
 import operator
 import re
 from collections import Counter
@@ -116,16 +117,28 @@ _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt
 
 
 def accepts(variable: str, value) -> bool:
+    """Comparisons with numbers joined by && and ||; an optional
+    variable's `var.X == null ? true : ...` guard (None is the null); and
+    `floor(var.X) == var.X`, a whole number."""
     conditions = [ref(v["condition"]) for v in VARIABLES[variable].get("validation", [])]
     assert conditions, f"variable {variable} has no validation"
     for condition in conditions:
+        guard = re.fullmatch(rf"var\.{variable} == null \? true : (.+)", condition, re.S)
+        if guard:
+            if value is None:
+                continue
+            condition = guard.group(1)
+        assert value is not None, f"{variable} has no null guard, so null is refused"
         for disjunction in condition.split("&&"):
             alternatives = disjunction.split("||")
             ok = False
             for alt in alternatives:
-                m = re.fullmatch(rf"\s*var\.{variable}\s*(<=|>=|<|>|==|!=)\s*(-?\d+)\s*", alt)
+                if re.fullmatch(rf"\s*floor\(var\.{variable}\) == var\.{variable}\s*", alt):
+                    ok = ok or float(value).is_integer()
+                    continue
+                m = re.fullmatch(rf"\s*var\.{variable}\s*(<=|>=|<|>|==|!=)\s*(-?\d+(?:\.\d+)?)\s*", alt)
                 assert m, f"cannot evaluate {alt!r} of {variable}"
-                ok = ok or _OPS[m.group(1)](value, int(m.group(2)))
+                ok = ok or _OPS[m.group(1)](value, float(m.group(2)))
             if not ok:
                 return False
     return True
@@ -408,7 +421,7 @@ def test_on_failure_destination_is_the_s3_bucket_not_the_dead_letter_queue():
     destination = ref(one(one(ESM["destination_config"])["on_failure"])["destination_arn"])
     assert destination == "aws_s3_bucket.failures.arn"
     assert "sqs" not in destination and "sns" not in destination
-    env = one(resource("aws_lambda_function", "this")["environment"])["variables"]
+    env, _ = function_environment(resource("aws_lambda_function", "this"))
     assert ref(env["DLQ_URL"]) == "aws_sqs_queue.dlq.url"
 
 
@@ -518,11 +531,57 @@ def env_names(variables: dict) -> set[str]:
     return {k for k in variables if not k.startswith("__")}
 
 
+def split_top_level(text: str) -> list[str]:
+    """The comma-separated items of an HCL call, list or object body, not
+    split inside parentheses, braces, brackets or quotes."""
+    items, depth, quoted, start = [], 0, False, 0
+    for i, c in enumerate(text):
+        if c == '"' and (i == 0 or text[i - 1] != "\\"):
+            quoted = not quoted
+        elif not quoted and c in "({[":
+            depth += 1
+        elif not quoted and c in ")}]":
+            depth -= 1
+        elif not quoted and depth == 0 and c == ",":
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item.strip() for item in items if item.strip()]
+
+
+def function_environment(function: dict) -> tuple[dict, dict]:
+    """A function's environment variables as (always, optional): always =
+    {NAME: expression} set on every apply; optional = {NAME: variable}, set
+    only when that module variable is not null
+    (`merge({...}, var.X == null ? {} : { NAME = tostring(var.X) })`)."""
+    variables = one(function["environment"])["variables"]
+    if isinstance(variables, dict):
+        return {k: v for k, v in variables.items() if not k.startswith("__")}, {}
+    m = re.fullmatch(r"merge\((.*)\)", ref(variables), re.S)
+    assert m, f"the environment is a map or a merge() of maps: {variables}"
+    always, optional = {}, {}
+    for arg in split_top_level(m.group(1)):
+        guard = re.fullmatch(r"var\.(\w+) == null \? \{\} : \{(\w+) = (.+)\}", arg, re.S)
+        if guard:
+            variable, name, value = guard.groups()
+            assert value == f"tostring(var.{variable})", arg
+            assert name not in always and name not in optional, name
+            optional[name] = variable
+            continue
+        assert arg.startswith("{") and arg.endswith("}"), f"neither a map nor a null-guarded one: {arg}"
+        for item in split_top_level(arg[1:-1]):
+            name, value = (part.strip() for part in item.split("=", 1))
+            assert name not in always, name
+            always[name] = value
+    return always, optional
+
+
 def test_function_environment_follows_the_readme_without_aws_region():
-    env = env_names(one(FUNCTION["environment"])["variables"])
+    always, optional = function_environment(FUNCTION)
+    env = set(always) | set(optional)
     assert "AWS_REGION" not in env  # Lambda reserves it
     documented = set(readme_configuration_variables())
-    assert {"DYNAMODB_TABLE_NAME", "DLQ_URL", "WRITE_MODE"} <= documented, documented
+    assert {"DYNAMODB_TABLE_NAME", "DLQ_URL", "WRITE_MODE", "MAX_WRITE_RATE"} <= documented, documented
     # Every variable set is one the function reads...
     assert env <= documented, env - documented
     # ...and every documented one is set, except the region (Lambda's) and the
@@ -530,7 +589,27 @@ def test_function_environment_follows_the_readme_without_aws_region():
     assert documented - env == {"AWS_REGION", "LOG_FORMAT"}, documented - env
 
 
-def test_the_environment_check_catches_aws_region():
+def test_max_write_rate_is_set_only_when_given_and_validated_like_the_function():
+    # Unset means no ceiling; the function reads an absent variable as unset,
+    # so a null module variable leaves MAX_WRITE_RATE out altogether.
+    always, optional = function_environment(FUNCTION)
+    assert optional == {"MAX_WRITE_RATE": "max_write_rate"}
+    assert "MAX_WRITE_RATE" not in always
+    assert VARIABLES["max_write_rate"]["default"] is None
+    assert unquote(VARIABLES["max_write_rate"]["type"]) == "number"
+    # The function accepts a whole number from 1 to 1,000,000 (README.md,
+    # Configuration); the module refuses the rest at plan time.
+    for ok in (None, 1, 25, 1000, 1000000):
+        assert accepts("max_write_rate", ok), ok
+    for bad in (0, -1, 1000001, 1.5):
+        assert not accepts("max_write_rate", bad), bad
+    # The phase-4 root passes it through, unset by default.
+    call = labelled(ROOT, "module")["consolidation_updater"]
+    assert ref(call["max_write_rate"]) == "var.max_write_rate"
+    assert labelled(ROOT, "variable")["max_write_rate"]["default"] is None
+
+
+def test_the_environment_check_catches_aws_region_and_an_unguarded_optional():
     bad = hcl2.loads(
         """
         resource "aws_lambda_function" "f" {
@@ -544,6 +623,23 @@ def test_the_environment_check_catches_aws_region():
     )
     env = env_names(one(labelled(bad, "resource")[("aws_lambda_function", "f")]["environment"])["variables"])
     assert "AWS_REGION" in env
+    # A MAX_WRITE_RATE written into the map would be set (to "" or a number)
+    # on every apply: the parser reports it as always set, and the test above
+    # then fails.
+    unguarded = hcl2.loads(
+        """
+        resource "aws_lambda_function" "f" {
+          environment {
+            variables = merge(
+              { WRITE_MODE = var.write_mode, MAX_WRITE_RATE = tostring(var.max_write_rate) },
+              var.other == null ? {} : { OTHER = tostring(var.other) },
+            )
+          }
+        }
+        """
+    )
+    always, optional = function_environment(labelled(unguarded, "resource")[("aws_lambda_function", "f")])
+    assert "MAX_WRITE_RATE" in always and optional == {"OTHER": "other"}
 
 
 def test_function_network_tracing_and_logs():
@@ -591,7 +687,7 @@ def test_dead_letter_queue_keeps_14_days_with_a_customer_key():
 def test_failure_topic_is_kms_encrypted():
     topic = resource("aws_sns_topic", "failures")
     assert ref(topic["kms_master_key_id"]) == "aws_kms_key.data.arn"
-    env = one(FUNCTION["environment"])["variables"]
+    env, _ = function_environment(FUNCTION)
     assert ref(env["FAILURE_TOPIC_ARN"]) == "aws_sns_topic.failures.arn"
 
 
@@ -638,12 +734,61 @@ def operations_alarms() -> dict:
     return alarms
 
 
+def operations_metric_files() -> dict:
+    """The files the runbook writes with `cat > NAME <<EOF` for a metric-math
+    alarm's --metrics file://NAME, parsed as JSON ($NS and $FN kept as
+    written)."""
+    text = (REPO / "docs" / "operations.md").read_text()
+    return {
+        name: json.loads(body)
+        for name, body in re.findall(r"^cat > (\S+) <<EOF\n(.*?)\nEOF$", text, re.S | re.M)
+    }
+
+
 NAMESPACE_OF = {'"$NS"': "var.metrics_namespace", "AWS/Lambda": "AWS/Lambda", "AWS/SQS": "AWS/SQS"}
+
+
+def threshold_of(alarm: dict) -> float:
+    threshold = alarm["threshold"]
+    if isinstance(threshold, str):
+        threshold = default_of(VARIABLES, ref(threshold).removeprefix("var."))
+    return float(threshold)
+
+
+def assert_metric_math_matches(name: str, alarm: dict, queries: list) -> None:
+    """A metric-math alarm against the runbook's MetricDataQuery list."""
+    # PutMetricAlarm takes either a metric or a Metrics array, never both.
+    for single in ("namespace", "metric_name", "statistic", "period", "dimensions"):
+        assert single not in alarm, (name, single)
+    declared = {unquote(q["id"]): q for q in alarm["metric_query"]}
+    assert set(declared) == {q["Id"] for q in queries}, name
+    returned = [q["Id"] for q in queries if q.get("ReturnData")]
+    assert len(returned) == 1, f"{name}: exactly one query is the alarm's value: {returned}"
+    for query in queries:
+        mine = declared[query["Id"]]
+        assert bool(mine.get("return_data", False)) == bool(query.get("ReturnData")), (name, query["Id"])
+        if "Expression" in query:
+            assert unquote(mine["expression"]) == query["Expression"], (name, query["Id"])
+            continue
+        stat = query["MetricStat"]
+        metric = one(mine["metric"])
+        namespace = stat["Metric"]["Namespace"]
+        assert ref(metric["namespace"]) == NAMESPACE_OF.get(f'"{namespace}"', namespace), (name, query["Id"])
+        assert unquote(metric["metric_name"]) == stat["Metric"]["MetricName"], (name, query["Id"])
+        assert unquote(metric["stat"]) == stat["Stat"], (name, query["Id"])
+        assert metric["period"] == stat["Period"], (name, query["Id"])
+        dimensions = [(d["Name"], d["Value"]) for d in stat["Metric"]["Dimensions"]]
+        assert dimensions == [("FunctionName", "$FN")], (name, query["Id"])
+        assert ref(metric["dimensions"]["FunctionName"]) == "aws_lambda_function.this.function_name"
+        assert list(env_names(metric["dimensions"])) == ["FunctionName"], (name, query["Id"])
 
 
 def test_alarms_match_the_runbook():
     documented = operations_alarms()
-    assert {"dead-lettered", "hand-backs-persist", "errors", "dlq-not-empty", "offset-lag"} <= set(documented)
+    assert {"dead-lettered", "hand-backs-persist", "errors", "dlq-not-empty", "offset-lag", "throttled"} <= set(
+        documented
+    )
+    files = operations_metric_files()
     declared = {}
     for body in resources_of("aws_cloudwatch_metric_alarm").values():
         name = ref(body["alarm_name"])
@@ -652,22 +797,24 @@ def test_alarms_match_the_runbook():
     assert set(declared) == set(documented), (set(declared), set(documented))
     for name, opts in documented.items():
         alarm = declared[name]
-        namespace = unquote(alarm["namespace"]) if alarm["namespace"].startswith('"') else ref(alarm["namespace"])
-        assert namespace == NAMESPACE_OF[opts["namespace"]], name
-        assert unquote(alarm["metric_name"]) == opts["metric-name"], name
-        assert unquote(alarm["statistic"]) == opts["statistic"], name
-        assert alarm["period"] == int(opts["period"]), name
+        if "metrics" in opts:
+            file = opts["metrics"].removeprefix("file://")
+            assert file in files, f"{name}: the runbook does not write {file}"
+            assert_metric_math_matches(name, alarm, files[file])
+        else:
+            namespace = unquote(alarm["namespace"]) if alarm["namespace"].startswith('"') else ref(alarm["namespace"])
+            assert namespace == NAMESPACE_OF[opts["namespace"]], name
+            assert unquote(alarm["metric_name"]) == opts["metric-name"], name
+            assert unquote(alarm["statistic"]) == opts["statistic"], name
+            assert alarm["period"] == int(opts["period"]), name
+            dimension = opts["dimensions"].split(",")[0].removeprefix("Name=")
+            assert list(env_names(alarm["dimensions"])) == [dimension], name
         assert alarm["evaluation_periods"] == int(opts["evaluation-periods"]), name
         if "datapoints-to-alarm" in opts:
             assert alarm["datapoints_to_alarm"] == int(opts["datapoints-to-alarm"]), name
         assert unquote(alarm["comparison_operator"]) == opts["comparison-operator"], name
         assert unquote(alarm["treat_missing_data"]) == opts["treat-missing-data"], name
-        threshold = alarm["threshold"]
-        if isinstance(threshold, str):
-            threshold = default_of(VARIABLES, ref(threshold).removeprefix("var."))
-        assert threshold == int(opts["threshold"]), name
-        dimension = opts["dimensions"].split(",")[0].removeprefix("Name=")
-        assert list(env_names(alarm["dimensions"])) == [dimension], name
+        assert threshold_of(alarm) == float(opts["threshold"]), name
 
 
 def test_alarm_dimensions_and_actions():
@@ -676,9 +823,41 @@ def test_alarm_dimensions_and_actions():
     for name in ("errors", "dead_lettered", "hand_backs_persist", "offset_lag"):
         assert ref(alarms[name]["dimensions"]["FunctionName"]) == "aws_lambda_function.this.function_name"
         assert ref(alarms[name]["alarm_actions"]) == "local.page_actions"
+    assert ref(alarms["throttled"]["alarm_actions"]) == "local.ticket_actions"
     assert ref(alarms["offset_lag"]["threshold"]) == "var.offset_lag_threshold"
     assert ref(alarms["dead_lettered"]["namespace"]) == "var.metrics_namespace"
     assert ref(LOCALS["page_actions"]) == "var.alarm_topic_arn == null ? [] : [var.alarm_topic_arn]"
+    assert ref(LOCALS["ticket_actions"]) == "var.ticket_topic_arn == null ? local.page_actions : [var.ticket_topic_arn]"
+
+
+def test_throttling_opens_a_ticket_on_the_share_of_refused_writes_and_stalls_page():
+    # Throttling is how the writes find the table's rate: its count pages
+    # nobody. The ticket watches the share of writes refused for capacity,
+    # sustained for 15 minutes; a run that stops making progress is handed
+    # back, and persisting hand-backs page.
+    throttled = resource("aws_cloudwatch_metric_alarm", "throttled")
+    queries = {unquote(q["id"]): q for q in throttled["metric_query"]}
+    metrics = {i: unquote(one(q["metric"])["metric_name"]) for i, q in queries.items() if "metric" in q}
+    assert sorted(metrics.values()) == ["ChargebacksUpdated", "ThrottledWrites"]
+    share = [q for q in queries.values() if q.get("return_data") is True]
+    assert len(share) == 1
+    expression = unquote(share[0]["expression"]).replace(" ", "")
+    refused = next(i for i, m in metrics.items() if m == "ThrottledWrites")
+    written = next(i for i, m in metrics.items() if m == "ChargebacksUpdated")
+    assert f"{refused}/({written}+{refused})" in expression, expression
+    # No data for ThrottledWrites on a version that predates it, or no
+    # invocation at all: not breaching.
+    assert unquote(throttled["treat_missing_data"]) == "notBreaching"
+    assert (throttled["evaluation_periods"], throttled["datapoints_to_alarm"]) == (3, 3)
+    assert ref(throttled["threshold"]) == "var.throttled_share_threshold"
+    assert default_of(VARIABLES, "throttled_share_threshold") == 0.5
+    assert accepts("throttled_share_threshold", 0.5)
+    assert not accepts("throttled_share_threshold", 0) and not accepts("throttled_share_threshold", 1)
+    assert "throttled_requests_threshold" not in VARIABLES
+    hand_backs = resource("aws_cloudwatch_metric_alarm", "hand_backs_persist")
+    assert ref(hand_backs["alarm_actions"]) == "local.page_actions"
+    assert unquote(hand_backs["metric_name"]) == "MessagesRetried"
+    assert "stall" in unquote(hand_backs["alarm_description"])
 
 
 # ---------------------------------------------------------------------------

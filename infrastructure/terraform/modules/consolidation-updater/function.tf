@@ -29,20 +29,25 @@ resource "aws_lambda_function" "this" {
 
   # README.md, Configuration. AWS_REGION is deliberately absent: Lambda sets
   # it and rejects it as a user-defined variable. LOG_FORMAT is CLI-only.
+  # MAX_WRITE_RATE is set only when max_write_rate is: absent, the function
+  # puts no ceiling on its write rate and only the table's throttling paces it.
   environment {
-    variables = {
-      DYNAMODB_TABLE_NAME           = var.table_name
-      CHARGEBACK_DATE_INDEX         = var.date_index_name
-      DLQ_URL                       = aws_sqs_queue.dlq.url
-      FAILURE_TOPIC_ARN             = aws_sns_topic.failures.arn
-      MAX_CONCURRENCY               = tostring(var.max_concurrency)
-      WRITE_MODE                    = var.write_mode
-      METRICS_NAMESPACE             = var.metrics_namespace
-      LOG_LEVEL                     = var.log_level
-      DEADLINE_SAFETY_MARGIN_MS     = tostring(var.deadline_safety_margin_ms)
-      PROGRESS_LOG_INTERVAL_SECONDS = tostring(var.progress_log_interval_seconds)
-      XRAY_TRACING                  = "on"
-    }
+    variables = merge(
+      {
+        DYNAMODB_TABLE_NAME           = var.table_name
+        CHARGEBACK_DATE_INDEX         = var.date_index_name
+        DLQ_URL                       = aws_sqs_queue.dlq.url
+        FAILURE_TOPIC_ARN             = aws_sns_topic.failures.arn
+        MAX_CONCURRENCY               = tostring(var.max_concurrency)
+        WRITE_MODE                    = var.write_mode
+        METRICS_NAMESPACE             = var.metrics_namespace
+        LOG_LEVEL                     = var.log_level
+        DEADLINE_SAFETY_MARGIN_MS     = tostring(var.deadline_safety_margin_ms)
+        PROGRESS_LOG_INTERVAL_SECONDS = tostring(var.progress_log_interval_seconds)
+        XRAY_TRACING                  = "on"
+      },
+      var.max_write_rate == null ? {} : { MAX_WRITE_RATE = tostring(var.max_write_rate) },
+    )
   }
 
   vpc_config {

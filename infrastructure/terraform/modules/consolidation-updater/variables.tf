@@ -93,13 +93,26 @@ variable "date_index_name" {
 }
 
 variable "max_concurrency" {
-  description = "MAX_CONCURRENCY: conditional updates in flight per invocation (1-4096)."
+  description = "MAX_CONCURRENCY: DynamoDB requests in flight per invocation (1-4096); the brake for latency and server errors. Throttling does not lower it: the write rate answers throttling (max_write_rate)."
   type        = number
   default     = 64
 
   validation {
     condition     = var.max_concurrency >= 1 && var.max_concurrency <= 4096
     error_message = "max_concurrency must be between 1 and 4096."
+  }
+}
+
+variable "max_write_rate" {
+  description = "MAX_WRITE_RATE: a ceiling on writes (records) per second per invocation, 1-1000000; below it the function still paces itself to the table's throttling. null: unset, no ceiling. Per invocation: N Kafka partitions processed at once write up to N times this (docs/deployment.md, \"Write rate\")."
+  type        = number
+  default     = null
+
+  # A conditional, not ||: Terraform evaluates both sides of || (1.11 still
+  # does), and comparing null with a number is an error.
+  validation {
+    condition     = var.max_write_rate == null ? true : var.max_write_rate >= 1 && var.max_write_rate <= 1000000 && floor(var.max_write_rate) == var.max_write_rate
+    error_message = "max_write_rate must be null (no ceiling) or a whole number of writes per second from 1 to 1000000."
   }
 }
 
@@ -374,7 +387,7 @@ variable "alarm_topic_arn" {
 }
 
 variable "ticket_topic_arn" {
-  description = "SNS topic of the alarms that can wait (throttling). null: alarm_topic_arn."
+  description = "SNS topic of the alarms that can wait (the share of throttled writes). null: alarm_topic_arn."
   type        = string
   default     = null
 }
@@ -385,10 +398,15 @@ variable "offset_lag_threshold" {
   default     = 0
 }
 
-variable "throttled_requests_threshold" {
-  description = "Throttling alarm (a ticket): ThrottledRequests Sum above this in each of 3 consecutive 5-minute periods."
+variable "throttled_share_threshold" {
+  description = "Throttling alarm (a ticket): the share of writes DynamoDB refused for capacity, ThrottledWrites / (ChargebacksUpdated + ThrottledWrites), above this in each of 3 consecutive 5-minute periods (docs/operations.md, Alarms)."
   type        = number
-  default     = 1000
+  default     = 0.5
+
+  validation {
+    condition     = var.throttled_share_threshold > 0 && var.throttled_share_threshold < 1
+    error_message = "throttled_share_threshold is a share of writes: greater than 0 and less than 1."
+  }
 }
 
 variable "tags" {

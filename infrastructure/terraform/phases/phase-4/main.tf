@@ -17,6 +17,7 @@ module "consolidation_updater" {
   table_name      = var.table_name
   date_index_name = var.date_index_name
   write_mode      = var.write_mode
+  max_write_rate  = var.max_write_rate
   log_level       = var.log_level
 
   vpc_id                  = var.vpc_id

@@ -74,6 +74,12 @@ variable "write_mode" {
   default     = "batch-statement"
 }
 
+variable "max_write_rate" {
+  description = "MAX_WRITE_RATE: a ceiling on writes per second per invocation, to leave the table room for its other writers (null: none; the table's throttling alone paces the writes). Per invocation: busy Kafka partitions add up."
+  type        = number
+  default     = null
+}
+
 variable "log_level" {
   description = "LOG_LEVEL: DEBUG, INFO, WARN or ERROR."
   type        = string
