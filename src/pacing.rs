@@ -49,11 +49,12 @@ const PROBE_DOUBLING: Duration = Duration::from_secs(2);
 const BELOW_ESTIMATE: f64 = 0.95;
 /// No one cut takes the rate below this share of what it was: an estimate
 /// from a burst of throttling (a partition splitting) can be far too low,
-/// while a slow start's overshoot can be ten times the capacity.
-const DEEPEST_CUT: f64 = 0.1;
+/// while a slow start's overshoot can be ten times the capacity (two cuts).
+const DEEPEST_CUT: f64 = 0.25;
 /// Answers to writes sent at the current rate needed before a throttle cuts
-/// it: the admitted share of fewer says too little.
-const MIN_SAMPLE: u64 = 25;
+/// it: writes arrive at the table in bunches, and the admitted share of
+/// fewer (four batches, or a hundred single updates) says too little.
+const MIN_SAMPLE: u64 = 100;
 /// The bucket holds this long's worth of writes: enough to smooth out the
 /// timer's granularity, too little to be a burst.
 const BUCKET_SECONDS: f64 = 0.05;
@@ -143,7 +144,8 @@ impl SentWindow {
 
     fn advance(&mut self, now: Instant) {
         let mut steps = 0;
-        while now.saturating_duration_since(self.slot_started) >= Self::slot_length() && steps < 10 {
+        while now.saturating_duration_since(self.slot_started) >= Self::slot_length() && steps < 10
+        {
             self.current = (self.current + 1) % 10;
             self.slots[self.current] = 0;
             self.slot_started += Self::slot_length();
@@ -165,8 +167,8 @@ impl SentWindow {
     fn rate(&mut self, now: Instant) -> Option<f64> {
         self.advance(now);
         // Nine whole slots and the current one so far.
-        let window = SENT_WINDOW - Self::slot_length()
-            + now.saturating_duration_since(self.slot_started);
+        let window =
+            SENT_WINDOW - Self::slot_length() + now.saturating_duration_since(self.slot_started);
         let covered = now.saturating_duration_since(self.since).min(window);
         (covered >= Self::slot_length())
             .then(|| self.slots.iter().sum::<u64>() as f64 / covered.as_secs_f64())
@@ -600,15 +602,15 @@ mod tests {
         let mut clock = Clock(Instant::now());
         let mut controller = RateController::new(None, clock.0);
         controller.rate = 4_000.0;
-        let first = controller.try_take(clock.0, 25).unwrap();
-        let second = controller.try_take(clock.advance(ms(10)), 25).unwrap();
+        let first = controller.try_take(clock.0, 100).unwrap();
+        let second = controller.try_take(clock.advance(ms(30)), 100).unwrap();
         let now = clock.advance(ms(5));
-        let cut = controller.on_answers(now, first, 10, 15).unwrap();
+        let cut = controller.on_answers(now, first, 40, 60).unwrap();
         assert_eq!(cut.old, 4_000.0);
         assert!((cut.admitted_share - 0.4).abs() < 1e-9);
         assert!((controller.rate() - 4_000.0 * 0.4 * BELOW_ESTIMATE).abs() < 1e-9);
         assert_eq!(
-            controller.on_answers(now, second, 0, 25),
+            controller.on_answers(now, second, 0, 100),
             None,
             "sent before the cut: no second cut"
         );
@@ -620,11 +622,11 @@ mod tests {
         let mut clock = Clock(Instant::now());
         let mut controller = RateController::new(None, clock.0);
         controller.rate = 1_000.0;
-        let tickets: Vec<_> = (0..30)
+        let tickets: Vec<_> = (0..120)
             .map(|_| controller.try_take(clock.advance(ms(1)), 1).unwrap())
             .collect();
         assert_eq!(controller.on_answers(clock.0, tickets[0], 0, 1), None);
-        for ticket in &tickets[1..24] {
+        for ticket in &tickets[1..99] {
             assert_eq!(controller.on_answers(clock.0, *ticket, 1, 0), None);
         }
         assert_eq!(
@@ -632,9 +634,14 @@ mod tests {
             1_000.0,
             "no growth while a cut is pending"
         );
-        let cut = controller.on_answers(clock.0, tickets[24], 1, 0).unwrap();
-        assert!((cut.admitted_share - 24.0 / 25.0).abs() < 1e-9);
-        assert!((controller.rate() - 1_000.0 * 0.96 * BELOW_ESTIMATE).abs() < 1e-6);
+        let cut = controller.on_answers(clock.0, tickets[99], 1, 0).unwrap();
+        assert!((cut.admitted_share - 0.99).abs() < 1e-9);
+        let expected = 1_000.0 * 0.99 * BELOW_ESTIMATE;
+        assert!(
+            (controller.rate() - expected).abs() < 0.02 * expected,
+            "{}",
+            controller.rate()
+        );
     }
 
     #[test]
@@ -648,14 +655,14 @@ mod tests {
             assert_eq!(controller.on_answers(clock.0, ticket, 25, 0), None);
         }
         let rate = controller.rate();
-        let ticket = controller.try_take(clock.advance(ms(3)), 25).unwrap();
-        let cut = controller.on_answers(clock.0, ticket, 5, 20).unwrap();
-        assert!((cut.admitted_share - 0.2).abs() < 1e-9, "{cut:?}");
+        let ticket = controller.try_take(clock.advance(ms(3)), 100).unwrap();
+        let cut = controller.on_answers(clock.0, ticket, 40, 60).unwrap();
+        assert!((cut.admitted_share - 0.4).abs() < 1e-9, "{cut:?}");
         // The writes went out at 25 per 3 ms, below the bucket's rate: the
         // cut starts from what was sent, not from the rate nothing used.
         let sent = 25.0 / 0.003;
         assert!(rate > sent);
-        let expected = sent * 0.2 * BELOW_ESTIMATE;
+        let expected = sent * 0.4 * BELOW_ESTIMATE;
         assert!(
             (controller.rate() - expected).abs() < 0.02 * expected,
             "{} vs {expected}",
@@ -664,13 +671,20 @@ mod tests {
     }
 
     #[test]
-    fn no_cut_goes_below_a_tenth_or_the_floor() {
+    fn no_cut_goes_below_a_quarter_or_the_floor() {
         let mut clock = Clock(Instant::now());
         let mut controller = RateController::new(None, clock.0);
         controller.rate = 1_000.0;
         let ticket = controller.try_take(clock.0, 25).unwrap();
         controller.on_answers(clock.advance(ms(5)), ticket, 0, 25);
-        assert_eq!(controller.rate(), 100.0);
+        assert_eq!(controller.rate(), 1_000.0, "not yet: a sample of 25");
+        for _ in 0..3 {
+            let ticket = controller.try_take(clock.0, 25).unwrap_or(Ticket {
+                epoch: controller.epoch,
+            });
+            controller.on_answers(clock.advance(ms(5)), ticket, 0, 25);
+        }
+        assert_eq!(controller.rate(), 250.0);
         for _ in 0..20 {
             let ticket = controller
                 .try_take(clock.advance(Duration::from_secs(10)), 25)
@@ -712,8 +726,8 @@ mod tests {
         let mut clock = Clock(Instant::now());
         let mut controller = RateController::new(None, clock.0);
         controller.rate = 2_000.0;
-        let ticket = controller.try_take(clock.0, 25).unwrap();
-        controller.on_answers(clock.advance(ms(5)), ticket, 20, 5);
+        let ticket = controller.try_take(clock.0, 100).unwrap();
+        controller.on_answers(clock.advance(ms(5)), ticket, 80, 20);
         let learned = controller.rate();
         controller.begin_invocation(clock.advance(Duration::from_secs(120)));
         assert_eq!(controller.rate(), START_RATE);
