@@ -640,7 +640,10 @@ impl<S: ChargebackStore> Request<'_, S> {
                         ..error
                     }));
                 }
-                Some(self.policy.backoff(attempts, fastrand::f64()))
+                // The pacing already slowed every write down: a short
+                // jitter is enough, and a longer wait would hold a
+                // concurrency permit idle.
+                Some(self.policy.backoff(1, fastrand::f64()))
             } else {
                 failed_attempts += 1;
                 match self.policy.decide(

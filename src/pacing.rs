@@ -55,6 +55,11 @@ const DEEPEST_CUT: f64 = 0.25;
 /// it: writes arrive at the table in bunches, and the admitted share of
 /// fewer (four batches, or a hundred single updates) says too little.
 const MIN_SAMPLE: u64 = 100;
+/// Fewer answers do when the table admitted less than this share of them:
+/// the rate is far above the table's, and every answer waited for is
+/// another throttled write.
+const CLEAR_SAMPLE: u64 = 25;
+const CLEAR_SHARE: f64 = 0.2;
 /// The bucket holds this long's worth of writes: enough to smooth out the
 /// timer's granularity, too little to be a burst.
 const BUCKET_SECONDS: f64 = 0.05;
@@ -274,9 +279,12 @@ impl RateController {
         self.epoch_admitted += admitted;
         self.epoch_throttled += throttled;
         if self.epoch_throttled > 0 {
-            // No growth while a cut is pending.
-            return (self.epoch_admitted + self.epoch_throttled >= MIN_SAMPLE)
-                .then(|| self.cut(now));
+            // No growth while a cut is pending. A share this low cuts as
+            // deep as a cut goes whatever a bigger sample would say.
+            let answered = self.epoch_admitted + self.epoch_throttled;
+            let clearly_over = answered >= CLEAR_SAMPLE
+                && (self.epoch_admitted as f64) < CLEAR_SHARE * answered as f64;
+            return (answered >= MIN_SAMPLE || clearly_over).then(|| self.cut(now));
         }
         self.grow(now, admitted);
         None
@@ -334,12 +342,12 @@ impl RateController {
         let answered = (self.epoch_admitted + self.epoch_throttled) as f64;
         let admitted_share = self.epoch_admitted as f64 / answered;
         let old = self.rate;
-        // While the bucket holds writes back they go out at its rate;
-        // otherwise at whatever pace the rest allowed.
-        let sent_at = if self.bound(now) {
-            old
-        } else {
-            self.sent.rate(now).map_or(old, |sent| sent.min(old))
+        // The writes went out at the bucket's rate, or slower when
+        // something else (the concurrency limit, slow answers) held them.
+        let sent_at = match self.phase {
+            // Growing fast: the last second's average lags far behind.
+            Phase::SlowStart => old,
+            Phase::Probing => self.sent.rate(now).map_or(old, |sent| sent.min(old)),
         };
         let estimate = sent_at * admitted_share * BELOW_ESTIMATE;
         self.refill(now);
@@ -649,6 +657,7 @@ mod tests {
         let mut clock = Clock(Instant::now());
         let mut controller = RateController::new(None, clock.0);
         controller.rate = 10_000.0;
+        controller.phase = Phase::Probing;
         // A long quiet stretch at this rate: the table spends its savings.
         for _ in 0..1_000 {
             let ticket = controller.try_take(clock.advance(ms(3)), 25).unwrap();
@@ -671,20 +680,30 @@ mod tests {
     }
 
     #[test]
+    fn a_small_sample_cuts_only_when_clearly_over() {
+        let mut clock = Clock(Instant::now());
+        let mut controller = RateController::new(None, clock.0);
+        controller.rate = 1_000.0;
+        let ticket = controller.try_take(clock.0, 25).unwrap();
+        assert_eq!(
+            controller.on_answers(clock.advance(ms(5)), ticket, 12, 13),
+            None
+        );
+        assert_eq!(controller.rate(), 1_000.0, "half admitted: wait for 100");
+    }
+
+    #[test]
     fn no_cut_goes_below_a_quarter_or_the_floor() {
         let mut clock = Clock(Instant::now());
         let mut controller = RateController::new(None, clock.0);
         controller.rate = 1_000.0;
         let ticket = controller.try_take(clock.0, 25).unwrap();
         controller.on_answers(clock.advance(ms(5)), ticket, 0, 25);
-        assert_eq!(controller.rate(), 1_000.0, "not yet: a sample of 25");
-        for _ in 0..3 {
-            let ticket = controller.try_take(clock.0, 25).unwrap_or(Ticket {
-                epoch: controller.epoch,
-            });
-            controller.on_answers(clock.advance(ms(5)), ticket, 0, 25);
-        }
-        assert_eq!(controller.rate(), 250.0);
+        assert_eq!(
+            controller.rate(),
+            250.0,
+            "25 answers, none admitted: clearly over, cut at once"
+        );
         for _ in 0..20 {
             let ticket = controller
                 .try_take(clock.advance(Duration::from_secs(10)), 25)
