@@ -53,13 +53,13 @@ const BELOW_ESTIMATE: f64 = 0.95;
 const DEEPEST_CUT: f64 = 0.25;
 /// Answers to writes sent at the current rate needed before a throttle cuts
 /// it: writes arrive at the table in bunches, and the admitted share of
-/// fewer (four batches, or a hundred single updates) says too little.
-const MIN_SAMPLE: u64 = 100;
+/// fewer (two batches, or fifty single updates) says too little.
+const MIN_SAMPLE: u64 = 50;
 /// Fewer answers do when the table admitted less than this share of them:
 /// the rate is far above the table's, and every answer waited for is
 /// another throttled write.
 const CLEAR_SAMPLE: u64 = 25;
-const CLEAR_SHARE: f64 = 0.2;
+const CLEAR_SHARE: f64 = 0.5;
 /// The bucket holds this long's worth of writes: enough to smooth out the
 /// timer's granularity, too little to be a burst.
 const BUCKET_SECONDS: f64 = 0.05;
@@ -634,7 +634,7 @@ mod tests {
             .map(|_| controller.try_take(clock.advance(ms(1)), 1).unwrap())
             .collect();
         assert_eq!(controller.on_answers(clock.0, tickets[0], 0, 1), None);
-        for ticket in &tickets[1..99] {
+        for ticket in &tickets[1..49] {
             assert_eq!(controller.on_answers(clock.0, *ticket, 1, 0), None);
         }
         assert_eq!(
@@ -642,9 +642,9 @@ mod tests {
             1_000.0,
             "no growth while a cut is pending"
         );
-        let cut = controller.on_answers(clock.0, tickets[99], 1, 0).unwrap();
-        assert!((cut.admitted_share - 0.99).abs() < 1e-9);
-        let expected = 1_000.0 * 0.99 * BELOW_ESTIMATE;
+        let cut = controller.on_answers(clock.0, tickets[49], 1, 0).unwrap();
+        assert!((cut.admitted_share - 0.98).abs() < 1e-9);
+        let expected = 1_000.0 * 0.98 * BELOW_ESTIMATE;
         assert!(
             (controller.rate() - expected).abs() < 0.02 * expected,
             "{}",
@@ -686,10 +686,14 @@ mod tests {
         controller.rate = 1_000.0;
         let ticket = controller.try_take(clock.0, 25).unwrap();
         assert_eq!(
-            controller.on_answers(clock.advance(ms(5)), ticket, 12, 13),
+            controller.on_answers(clock.advance(ms(5)), ticket, 13, 12),
             None
         );
-        assert_eq!(controller.rate(), 1_000.0, "half admitted: wait for 100");
+        assert_eq!(
+            controller.rate(),
+            1_000.0,
+            "more than half admitted: wait for {MIN_SAMPLE}"
+        );
     }
 
     #[test]
