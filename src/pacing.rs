@@ -59,7 +59,7 @@ const MIN_SAMPLE: u64 = 50;
 /// the rate is far above the table's, and every answer waited for is
 /// another throttled write.
 const CLEAR_SAMPLE: u64 = 25;
-const CLEAR_SHARE: f64 = 0.5;
+const CLEAR_SHARE: f64 = 0.2;
 /// The bucket holds this long's worth of writes: enough to smooth out the
 /// timer's granularity, too little to be a burst.
 const BUCKET_SECONDS: f64 = 0.05;
@@ -686,13 +686,13 @@ mod tests {
         controller.rate = 1_000.0;
         let ticket = controller.try_take(clock.0, 25).unwrap();
         assert_eq!(
-            controller.on_answers(clock.advance(ms(5)), ticket, 13, 12),
+            controller.on_answers(clock.advance(ms(5)), ticket, 6, 19),
             None
         );
         assert_eq!(
             controller.rate(),
             1_000.0,
-            "more than half admitted: wait for {MIN_SAMPLE}"
+            "a quarter admitted: wait for {MIN_SAMPLE}"
         );
     }
 
