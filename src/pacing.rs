@@ -82,11 +82,14 @@ pub enum Phase {
     Probing,
 }
 
-/// The rate a write was sent at: answers to writes sent before a cut do
-/// not cut again.
+/// The rate a write was sent at, and when: answers to writes sent before a
+/// cut do not cut again, nor do those to writes sent while the table was
+/// still answering writes sent before it (they met a table the faster
+/// writes had just emptied).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
     epoch: u64,
+    sent_at: Instant,
 }
 
 /// A cut of the rate, for the log.
@@ -113,6 +116,8 @@ pub struct RateController {
     epoch: u64,
     epoch_admitted: u64,
     epoch_throttled: u64,
+    /// When the last answer to a write sent before the current rate came.
+    old_answer_at: Instant,
     probing_since: Instant,
     last_cut: Option<Instant>,
     bound_at: Option<Instant>,
@@ -195,6 +200,7 @@ impl RateController {
             epoch: 0,
             epoch_admitted: 0,
             epoch_throttled: 0,
+            old_answer_at: now,
             probing_since: now,
             last_cut: None,
             bound_at: None,
@@ -249,7 +255,10 @@ impl RateController {
         if self.tokens >= 0.0 {
             self.tokens -= writes as f64;
             self.sent.record(now, writes as u64);
-            return Ok(Ticket { epoch: self.epoch });
+            return Ok(Ticket {
+                epoch: self.epoch,
+                sent_at: now,
+            });
         }
         self.bound_at = Some(now);
         Err(Duration::from_secs_f64(-self.tokens / self.rate))
@@ -269,6 +278,11 @@ impl RateController {
             self.last_admitted = Some(now);
         }
         if ticket.epoch != self.epoch {
+            self.old_answer_at = self.old_answer_at.max(now);
+            return None;
+        }
+        if ticket.sent_at < self.old_answer_at {
+            // Settling: sent while writes at the old rate still reached the table.
             return None;
         }
         if throttled > 0 && self.epoch_throttled == 0 {
@@ -428,7 +442,12 @@ impl WritePacer {
                 Some(Err(wait)) => wait,
                 // A poisoned lock: a panic elsewhere; do not pace at all
                 // rather than stop every write.
-                None => return Ok(Ticket { epoch: 0 }),
+                None => {
+                    return Ok(Ticket {
+                        epoch: 0,
+                        sent_at: Instant::now(),
+                    });
+                }
             };
             if let Some(reason) = control.stop_reason() {
                 return Err(reason);
@@ -626,6 +645,36 @@ mod tests {
     }
 
     #[test]
+    fn writes_sent_while_the_old_rate_was_still_answered_do_not_cut_again() {
+        let mut clock = Clock(Instant::now());
+        let mut controller = RateController::new(None, clock.0);
+        controller.rate = 4_000.0;
+        let old = controller.try_take(clock.0, 100).unwrap();
+        let cut_by = controller.try_take(clock.advance(ms(30)), 100).unwrap();
+        controller
+            .on_answers(clock.advance(ms(5)), cut_by, 0, 100)
+            .unwrap();
+        let rate = controller.rate();
+        // Sent at the new rate, but before the last answer at the old one.
+        let early = controller.try_take(clock.advance(ms(100)), 100).unwrap();
+        controller.on_answers(clock.advance(ms(5)), old, 0, 100);
+        assert_eq!(
+            controller.on_answers(clock.advance(ms(5)), early, 0, 100),
+            None
+        );
+        assert_eq!(controller.rate(), rate, "settling: no second cut");
+        let late = controller
+            .try_take(clock.advance(Duration::from_secs(1)), 100)
+            .unwrap();
+        assert!(
+            controller
+                .on_answers(clock.advance(ms(5)), late, 0, 100)
+                .is_some()
+        );
+        assert!(controller.rate() < rate);
+    }
+
+    #[test]
     fn one_throttled_answer_waits_for_enough_of_a_sample() {
         let mut clock = Clock(Instant::now());
         let mut controller = RateController::new(None, clock.0);
@@ -804,6 +853,7 @@ mod tests {
             let now = clock.advance(ms(50));
             let ticket = controller.try_take(now, 25).unwrap_or(Ticket {
                 epoch: controller.epoch,
+                sent_at: now,
             });
             controller.on_answers(now, ticket, 0, 25);
         }
