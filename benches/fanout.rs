@@ -1229,21 +1229,33 @@ async fn compare_binaries(
     ensure!(args.repeats > 0, "--repeats must be at least 1");
     println!(
         "\ncomparison: baseline {} against this build ({BINARY}), {} records, {} interleaved \
-         runs each, MAX_CONCURRENCY {}",
+         runs each (ABBA order, a fresh embedded engine per run), MAX_CONCURRENCY {}",
         baseline.display(),
         args.records,
         args.repeats,
         args.max_concurrency
     );
     let event = event_file(args.records)?;
+    let sdk = load_sdk_config(Some(REGION)).await;
     for mode in &args.write_mode {
         let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         for repeat in 1..=args.repeats {
-            for (which, (label, binary)) in
-                [("baseline", baseline), ("this build", Path::new(BINARY))]
-                    .into_iter()
-                    .enumerate()
-            {
+            // ABBA: each binary goes first as often as second.
+            let mut order = [("baseline", baseline), ("this build", Path::new(BINARY))];
+            if repeat % 2 == 0 {
+                order.reverse();
+            }
+            for (label, binary) in order {
+                let which = usize::from(label != "baseline");
+                // The embedded engine slows as its database grows: a fresh
+                // one per run, so that no binary inherits the other's tables.
+                let fresh = match args.server {
+                    ServerKind::Embedded => Some(EmbeddedProcess::start().await?),
+                    ServerKind::DynamodbLocal => None,
+                };
+                let endpoint = fresh.as_ref().map_or(endpoint, |s| s.endpoint.as_str());
+                let fresh_client = fresh.as_ref().map(|s| local_client(&sdk, &s.endpoint));
+                let client = fresh_client.as_ref().unwrap_or(client);
                 let table = fresh_table(client, &format!("compare-{}-{which}", mode.env())).await?;
                 seed(client, &table, DAY, args.records).await?;
                 let run = Invoke {
