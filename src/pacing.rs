@@ -45,6 +45,8 @@ const PROBE_GAIN: f64 = 0.02;
 /// back within 15 s even from the floor, while a rate near the table's
 /// limit creeps.
 const PROBE_DOUBLING: Duration = Duration::from_secs(2);
+/// The first cut, ending the slow start, goes at least this deep.
+const SLOW_START_EXIT: f64 = 0.5;
 /// A cut sets the rate this far below the estimate of what the table admits.
 const BELOW_ESTIMATE: f64 = 0.95;
 /// No one cut takes the rate below this share of what it was: an estimate
@@ -363,7 +365,13 @@ impl RateController {
             Phase::SlowStart => old,
             Phase::Probing => self.sent.rate(now).map_or(old, |sent| sent.min(old)),
         };
-        let estimate = sent_at * admitted_share * BELOW_ESTIMATE;
+        let mut estimate = sent_at * admitted_share * BELOW_ESTIMATE;
+        if self.phase == Phase::SlowStart {
+            // The first throttle comes as the table's savings run out, so its
+            // sample overstates what the table admits; and one doubling ago
+            // everything was still admitted: at least halve, as TCP does.
+            estimate = estimate.min(old * SLOW_START_EXIT);
+        }
         self.refill(now);
         self.rate = estimate.max(old * DEEPEST_CUT).max(self.floor).min(old);
         self.lowest = Some(self.lowest.map_or(self.rate, |l| l.min(self.rate)));
@@ -675,10 +683,24 @@ mod tests {
     }
 
     #[test]
+    fn the_cut_that_ends_the_slow_start_at_least_halves() {
+        let mut clock = Clock(Instant::now());
+        let mut controller = RateController::new(None, clock.0);
+        controller.rate = 8_000.0;
+        assert_eq!(controller.phase(), Phase::SlowStart);
+        let ticket = controller.try_take(clock.0, 100).unwrap();
+        let cut = controller
+            .on_answers(clock.advance(ms(5)), ticket, 95, 5)
+            .unwrap();
+        assert_eq!(cut.new, 4_000.0, "{cut:?}");
+    }
+
+    #[test]
     fn one_throttled_answer_waits_for_enough_of_a_sample() {
         let mut clock = Clock(Instant::now());
         let mut controller = RateController::new(None, clock.0);
         controller.rate = 1_000.0;
+        controller.phase = Phase::Probing;
         let tickets: Vec<_> = (0..120)
             .map(|_| controller.try_take(clock.advance(ms(1)), 1).unwrap())
             .collect();
