@@ -295,7 +295,7 @@ pub async fn debug_grows_with_pages_and_trace_with_records_while_info_stays_the_
     Ok(())
 }
 
-/// A 20,000-record fan-out at DEBUG behind a table of 4,000 writes/s, which
+/// A 20,000-record fan-out at DEBUG behind a table of 1,500 writes/s, which
 /// throttles statements of batches as DynamoDB does. Without a budget there
 /// would be one retry line per throttled request; with it, per operation at
 /// most one `request retried` line per second of the run (plus one summary
@@ -308,7 +308,7 @@ pub async fn under_throttling_retry_and_rate_lines_stay_bounded_and_count_every_
     let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     seed_day(&table, RECORDS).await?;
     let (proxy, dynamodb) = FaultProxy::start(&table.endpoint).await?;
-    proxy.write_capacity.store(4_000, Ordering::SeqCst);
+    proxy.write_capacity.store(1_500, Ordering::SeqCst);
     let run = run_lambda(
         event(2, 4),
         &dynamodb,
@@ -387,8 +387,8 @@ pub async fn under_throttling_retry_and_rate_lines_stay_bounded_and_count_every_
             line["new_writes_per_second"].as_u64().unwrap_or(0),
         );
         ensure!(
-            new < old && new * 2 + 1 >= old,
-            "a cut, at most by half: {line}"
+            new < old && new * 4 + 1 >= old,
+            "a cut, at most to a quarter: {line}"
         );
         ensure!(line["admitted_share"].is_number(), "{line}");
     }
@@ -419,7 +419,7 @@ pub async fn under_throttling_retry_and_rate_lines_stay_bounded_and_count_every_
         "{debug_lines} DEBUG lines, bound {bound}"
     );
     eprintln!(
-        "{RECORDS} records at 4,000 writes/s at DEBUG ({seconds} s): lines by level {:?}; \
+        "{RECORDS} records at 1,500 writes/s at DEBUG ({seconds} s): lines by level {:?}; \
          {throttled} requests throttled, said in {} retry lines + {} summaries; \
          {} cut lines + {} summaries",
         run.by_level(),
