@@ -1102,12 +1102,7 @@ async fn capacity_limited_runs(
                 misses.push("throttled".to_owned());
             }
             runs += 1;
-            let verdict = if misses.is_empty() {
-                passed += 1;
-                "PASS".to_owned()
-            } else {
-                format!("FAIL ({})", misses.join(", "))
-            };
+            let verdict = verdict(&misses, &mut passed);
             println!(
                 "  {:<16} {rate:>6}  {:<12} {:>13}  {:>7.1}  {:>9}  {:>6}  {:>10.3}  {verdict}",
                 mode.env(),
@@ -1189,12 +1184,7 @@ async fn paced_runs(
                 misses.push("rate".to_owned());
             }
             runs += 1;
-            let verdict = if misses.is_empty() {
-                passed += 1;
-                "PASS".to_owned()
-            } else {
-                format!("FAIL ({})", misses.join(", "))
-            };
+            let verdict = verdict(&misses, &mut passed);
             println!(
                 "  {:<16} {rate:>6}  {:<12} {:>13}  {:>7.1}  {:>9}  {:>6}  {verdict}",
                 mode.env(),
@@ -1300,6 +1290,16 @@ async fn compare_binaries(
         }
     }
     Ok(())
+}
+
+/// PASS when nothing missed its target (counted in `passed`), else what did.
+fn verdict(misses: &[String], passed: &mut usize) -> String {
+    if misses.is_empty() {
+        *passed += 1;
+        "PASS".to_owned()
+    } else {
+        format!("FAIL ({})", misses.join(", "))
+    }
 }
 
 fn median(values: &mut [f64]) -> Option<f64> {
