@@ -14,7 +14,10 @@ pub const DEFAULT_DATE_INDEX: &str = "partition_date-index";
 /// two cores, and real DynamoDB (a few ms per update) needs this many to stamp
 /// a million records well inside one invocation.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
-pub use crate::handler::DEFAULT_DEADLINE_MARGIN;
+/// New work stops this long before the invocation's deadline unless
+/// configured otherwise: room for the updates in flight to finish (each is
+/// bounded by the SDK's attempt timeout) and for the response to be posted.
+pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 /// Far beyond any useful value; guards against a typo (e.g. 100000).
 pub const MAX_MAX_CONCURRENCY: usize = 4096;
 /// The highest `MAX_WRITE_RATE` accepted: far above any one table's

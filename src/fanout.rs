@@ -14,10 +14,11 @@ use tokio::task::JoinSet;
 use tracing::field::Empty;
 use tracing::{Instrument, Span, info, info_span, warn};
 
+use crate::domain::failure::{ErrorClass, StopReason, StoreError};
 use crate::domain::stamp::{KeySelection, StampPlan, StampReport, StampResult};
 use crate::pacing::WritePacer;
-use crate::ports::{ChargebackStore, ErrorClass, StoreError};
-use crate::retry::{AdaptiveLimiter, Decision, InvocationControl, RetryPolicy, StopReason};
+use crate::ports::ChargebackStore;
+use crate::retry::{AdaptiveLimiter, Decision, InvocationControl, RetryPolicy};
 use crate::telemetry::events::{RequestRetried, RequestsHeldBack};
 use crate::telemetry::xray;
 
@@ -280,7 +281,7 @@ impl<S: ChargebackStore> FanOut<S> {
             self.last_rate.store(rate.to_bits(), Ordering::Relaxed);
         }
         if let Err(FanOutError::Store { error, .. }) = &result {
-            span.record("error_kind", error.class.as_str());
+            span.record("error_kind", error.class.kind());
             xray::record_failure(&span, &error.to_string());
         }
         result
@@ -657,7 +658,7 @@ impl<S: ChargebackStore> Request<'_, S> {
                 }
             };
             let Some(delay) = delay else {
-                break Some(RequestEnd::Failed(crate::retry::gave_up(error, attempts)));
+                break Some(RequestEnd::Failed(error.after_attempts(attempts)));
             };
             if let Some(reason) = self.control.stop_reason() {
                 break Some(RequestEnd::Stopped(reason));
@@ -1365,7 +1366,11 @@ mod tests {
     async fn after_a_setup_failure_elsewhere_no_update_starts() {
         let fan_out = fan_out(FakeStore::with_records(day(30, 0)), 4);
         let control = unbounded();
-        control.halt_on_setup_failure("ResourceNotFoundException");
+        control.halt_on_setup_failure(StoreError::new(
+            ErrorClass::Setup,
+            "Query",
+            "ResourceNotFoundException",
+        ));
         let error = fan_out
             .stamp_partition(&plan(1, false), &control)
             .await

@@ -13,22 +13,20 @@ use tokio::task::JoinSet;
 use tracing::field::Empty;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
+use crate::config::DEFAULT_DEADLINE_MARGIN;
 use crate::domain::dead_letter::{DeadLetter, Poison};
 use crate::domain::event::{DecodeError, DecodedValue, decode_value};
+use crate::domain::failure::{Disposition, ErrorClass, SinkError, StoreError};
+use crate::domain::forecast::Forecast;
 use crate::domain::kafka::{EnvelopeError, EventSource, KafkaMessage, MessageId, decode_envelope};
 use crate::domain::outcome::{BatchOutcome, MessageOutcome, run_in_offset_order};
-use crate::domain::stamp::{Forecast, StampPlan, StampReport};
+use crate::domain::stamp::{StampPlan, StampReport};
 use crate::fanout::{FanOut, FanOutError};
-use crate::ports::{ChargebackStore, DeadLetterSink, ErrorClass, FailureNotifier, StoreError};
+use crate::ports::{ChargebackStore, DeadLetterSink, FailureNotifier};
 use crate::retry::InvocationControl;
 use crate::telemetry;
 use crate::telemetry::events::{EventDecoded, SelectionMade};
 use crate::telemetry::xray;
-
-/// New work stops this long before the invocation's deadline unless
-/// configured otherwise: room for the updates in flight to finish (each is
-/// bounded by the SDK's attempt timeout) and for the response to be posted.
-pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
 pub struct BatchHandler<S> {
     fan_out: FanOut<S>,
@@ -372,16 +370,22 @@ impl<S: ChargebackStore> BatchHandler<S> {
             Err(FanOutError::Store {
                 error: failure,
                 report,
-            }) => {
-                if failure.class == ErrorClass::Setup {
-                    control.halt_on_setup_failure(failure.to_string());
+            }) => match failure.class.disposition() {
+                Disposition::HaltInvocation => {
+                    control.halt_on_setup_failure(failure.clone());
                     error!(
+                        error_kind = failure.class.kind(),
                         operation = failure.operation,
                         error = %failure.message,
                         "setup problem, not a data problem: no new work starts in this \
                          invocation and every unfinished message is handed back (none is dead-lettered)"
                     );
-                } else if failure.class == ErrorClass::Permanent {
+                    MessageOutcome::Failed {
+                        error: failure,
+                        done: report,
+                    }
+                }
+                Disposition::DeadLetter => {
                     // The same request would fail on every delivery: park the
                     // message rather than block its partition forever.
                     let poison = Poison::from(&failure);
@@ -393,29 +397,39 @@ impl<S: ChargebackStore> BatchHandler<S> {
                                 error = %failure.message,
                                 "DynamoDB rejects this message's update for good; dead-lettered"
                             );
-                            return MessageOutcome::DeadLettered(poison);
+                            MessageOutcome::DeadLettered(poison)
                         }
-                        Err(why) => error!(
-                            operation = failure.operation,
-                            error = %failure.message,
-                            "DynamoDB rejects this message's update for good; handed back because {why}"
-                        ),
+                        Err(why) => {
+                            error!(
+                                error_kind = poison.kind.as_str(),
+                                operation = failure.operation,
+                                error = %failure.message,
+                                "DynamoDB rejects this message's update for good; handed back \
+                                 because {}",
+                                NotParked(&why)
+                            );
+                            MessageOutcome::Failed {
+                                error: failure,
+                                done: report,
+                            }
+                        }
                     }
-                } else {
+                }
+                Disposition::HandBack => {
                     error!(
-                        error_class = failure.class.as_str(),
+                        error_kind = failure.class.kind(),
                         operation = failure.operation,
                         error = %failure.message,
                         written = report.written,
                         throttled_writes = report.throttled_writes,
                         "stamping failed; handing the message back for a retry"
                     );
+                    MessageOutcome::Failed {
+                        error: failure,
+                        done: report,
+                    }
                 }
-                MessageOutcome::Failed {
-                    error: failure,
-                    done: report,
-                }
-            }
+            },
         }
     }
 
@@ -428,9 +442,12 @@ impl<S: ChargebackStore> BatchHandler<S> {
         poison: &Poison,
         request_id: &str,
         control: &InvocationControl,
-    ) -> Result<(), String> {
+    ) -> Result<(), SinkError> {
         let Some(sink) = &self.dead_letters else {
-            return Err("no dead-letter queue is configured (DLQ_URL)".into());
+            return Err(SinkError::NotConfigured {
+                what: "dead-letter queue",
+                variable: "DLQ_URL",
+            });
         };
         let failed_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
         let letter = DeadLetter::new(message, poison, request_id, &failed_at);
@@ -442,14 +459,14 @@ impl<S: ChargebackStore> BatchHandler<S> {
             .instrument(span.clone())
             .await
         {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(refused)) => Err(format!("the dead-letter queue refused it: {refused}")),
-            Err(_) => Err(format!(
-                "the dead-letter queue did not answer within {allowed:?}"
-            )),
+            Ok(sent) => sent,
+            Err(_) => Err(SinkError::TimedOut {
+                operation: "SendMessage",
+                waited: allowed,
+            }),
         };
         if let Err(why) = &sent {
-            xray::record_failure(&span, why);
+            xray::record_failure(&span, &NotParked(why).to_string());
         }
         sent
     }
@@ -471,7 +488,8 @@ impl<S: ChargebackStore> BatchHandler<S> {
                 error!(
                     error_kind = problem.kind(),
                     error = %problem,
-                    "invalid message, handed back because {why}: {problem}"
+                    "invalid message, handed back because {}: {problem}",
+                    NotParked(&why)
                 );
                 MessageOutcome::Invalid {
                     problem,
@@ -522,6 +540,21 @@ fn log_blocked(message: &KafkaMessage, behind: i64) {
         handed_back = true,
         behind, "message outcome: blocked behind offset {behind}, handed back in offset order"
     );
+}
+
+/// Why a message could not be parked, as its handed-back line says it.
+struct NotParked<'a>(&'a SinkError);
+
+impl std::fmt::Display for NotParked<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            SinkError::NotConfigured { .. } => write!(f, "{}", self.0),
+            SinkError::Refused { .. } => write!(f, "the dead-letter queue refused it: {}", self.0),
+            SinkError::TimedOut { waited, .. } => {
+                write!(f, "the dead-letter queue did not answer within {waited:?}")
+            }
+        }
+    }
 }
 
 /// The longest a dead-letter send or a notification may take, deadline aside.

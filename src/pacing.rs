@@ -17,7 +17,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::retry::{InvocationControl, StopReason};
+use crate::domain::failure::StopReason;
+use crate::retry::InvocationControl;
 use crate::telemetry::events::{REPEATED_LINE_INTERVAL, WriteRateCut, WriteRateCutsHeldBack};
 use crate::telemetry::line_budget::LineBudget;
 

@@ -3,94 +3,11 @@
 
 use std::future::Future;
 
-use thiserror::Error;
-
+use crate::domain::dead_letter::DeadLetter;
 use crate::domain::event::PartitionDate;
+use crate::domain::failure::{SinkError, StoreError};
+use crate::domain::outcome::FailureNotice;
 use crate::domain::stamp::{KeySelection, StampResult, StampValues};
-
-/// What to do about a failed store call, decided by the adapter from the error
-/// itself, never from its text by the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// DynamoDB asked us to slow down: retried, and the limiter backs off.
-    Throttled,
-    /// 5xx, timeouts, a dropped connection: the same request may succeed later.
-    Transient,
-    /// No connection could be made: retried briefly, then a setup failure.
-    Unreachable,
-    /// The request itself is wrong (e.g. a validation error): retrying it is pointless.
-    Permanent,
-    /// The data is fine but the setup is not (missing table, no permission,
-    /// endpoint unreachable for good): nothing in this invocation can succeed.
-    Setup,
-}
-
-impl ErrorClass {
-    /// The class's name in logs and traces.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Throttled => "throttled",
-            Self::Transient => "transient",
-            Self::Unreachable => "unreachable",
-            Self::Permanent => "permanent",
-            Self::Setup => "setup",
-        }
-    }
-
-    /// Whether the store is struggling (errors, timeouts): fewer requests
-    /// in flight help. Throttling is not: it is paced by rate.
-    pub fn is_congestion(self) -> bool {
-        matches!(self, Self::Transient)
-    }
-
-    /// Which of several failures decides a request's fate: one that cannot
-    /// be retried outranks one that can.
-    pub fn severity(self) -> u8 {
-        match self {
-            Self::Throttled => 0,
-            Self::Transient => 1,
-            Self::Unreachable => 2,
-            Self::Permanent => 3,
-            Self::Setup => 4,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Error)]
-#[error("{operation} failed ({class:?}): {message}")]
-pub struct StoreError {
-    pub class: ErrorClass,
-    pub operation: &'static str,
-    pub message: String,
-    /// The service's error code (`ProvisionedThroughputExceededException`),
-    /// or the kind of failure when there was no answer (`TimeoutError`).
-    pub code: Option<String>,
-    /// Which limit a throttling answer says was hit
-    /// (`TableWriteProvisionedThroughputExceeded`), when DynamoDB says so.
-    pub throttling_reason: Option<String>,
-}
-
-impl StoreError {
-    pub fn new(class: ErrorClass, operation: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            class,
-            operation,
-            message: message.into(),
-            code: None,
-            throttling_reason: None,
-        }
-    }
-
-    pub fn with_code(mut self, code: impl Into<String>) -> Self {
-        self.code = Some(code.into());
-        self
-    }
-
-    pub fn with_throttling_reason(mut self, reason: Option<String>) -> Self {
-        self.throttling_reason = reason;
-        self
-    }
-}
 
 /// One page of keys to stamp and where the next one starts.
 pub struct KeyPage<K, C> {
@@ -178,26 +95,12 @@ pub trait ChargebackStore: Send + Sync + 'static {
 /// A boxed future, for the rarely used ports held as trait objects.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A delivery to a queue or topic that did not happen.
-#[derive(Debug, Clone, Error)]
-#[error("{operation} failed: {message}")]
-pub struct SinkError {
-    pub operation: &'static str,
-    pub message: String,
-}
-
 /// Where poison messages are parked, with their payload.
 pub trait DeadLetterSink: Send + Sync {
-    fn send<'a>(
-        &'a self,
-        letter: &'a crate::domain::dead_letter::DeadLetter,
-    ) -> BoxFuture<'a, Result<(), SinkError>>;
+    fn send<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
 /// Where one summary of an invocation's failures goes.
 pub trait FailureNotifier: Send + Sync {
-    fn publish<'a>(
-        &'a self,
-        notice: &'a crate::domain::outcome::FailureNotice,
-    ) -> BoxFuture<'a, Result<(), SinkError>>;
+    fn publish<'a>(&'a self, notice: &'a FailureNotice) -> BoxFuture<'a, Result<(), SinkError>>;
 }

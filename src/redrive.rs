@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use crate::domain::dead_letter::DeadLetter;
 use crate::domain::event::decode_value;
+use crate::domain::failure::SinkError;
 use crate::domain::outcome::MessageOutcome;
 use crate::handler::{BatchHandler, Invocation};
-use crate::ports::{ChargebackStore, SinkError};
+use crate::ports::ChargebackStore;
 use crate::queue::sqs::DeadLetterReader;
 
 /// How long a received message stays hidden from other readers: longer than

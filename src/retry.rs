@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::ports::{ErrorClass, StoreError};
+use crate::domain::failure::{ErrorClass, StopReason, StoreError};
 use crate::telemetry::events::{
     ConcurrencyLimitChanged, LimitChange, LimitChangesHeldBack, REPEATED_LINE_INTERVAL,
     RequestRetried,
@@ -135,25 +135,9 @@ impl RetryPolicy {
                     .emit();
                     tokio::time::sleep(delay).await;
                 }
-                _ => return Err(gave_up(error, attempts)),
+                _ => return Err(error.after_attempts(attempts)),
             }
         }
-    }
-}
-
-/// The failure a call ends with after `attempts`, saying how many it took.
-pub fn gave_up(error: StoreError, attempts: u32) -> StoreError {
-    StoreError {
-        // Unreachable for good: the setup is what is wrong.
-        class: match error.class {
-            ErrorClass::Unreachable => ErrorClass::Setup,
-            other => other,
-        },
-        message: match attempts {
-            1 => format!("{} (after 1 attempt)", error.message),
-            _ => format!("{} (after {attempts} attempts)", error.message),
-        },
-        ..error
     }
 }
 
@@ -308,31 +292,12 @@ impl Drop for LimiterPermit {
     }
 }
 
-/// Why new work stops before a message is done.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopReason {
-    /// Too close to the invocation's deadline to start more.
-    DeadlineNear,
-    /// A setup problem (missing table, no permission, endpoint unreachable):
-    /// nothing in this invocation can succeed.
-    SetupFailure(String),
-}
-
-impl std::fmt::Display for StopReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::DeadlineNear => write!(f, "the invocation's deadline is near"),
-            Self::SetupFailure(why) => write!(f, "setup problem: {why}"),
-        }
-    }
-}
-
 /// One invocation's stop signals, shared by all its messages.
 #[derive(Debug, Default)]
 pub struct InvocationControl {
     deadline: Option<Instant>,
     stop_new_work_at: Option<Instant>,
-    setup_failure: OnceLock<String>,
+    setup_failure: OnceLock<StoreError>,
 }
 
 impl InvocationControl {
@@ -367,8 +332,8 @@ impl InvocationControl {
     }
 
     /// Stops new work for the rest of the invocation; the first reason wins.
-    pub fn halt_on_setup_failure(&self, why: impl Into<String>) {
-        let _ = self.setup_failure.set(why.into());
+    pub fn halt_on_setup_failure(&self, why: StoreError) {
+        let _ = self.setup_failure.set(why);
     }
 }
 
@@ -486,7 +451,7 @@ mod tests {
     #[tokio::test]
     async fn a_stopped_invocation_retries_no_more() {
         let control = InvocationControl::default();
-        control.halt_on_setup_failure("table gone");
+        control.halt_on_setup_failure(StoreError::new(ErrorClass::Setup, "Query", "table gone"));
         let mut calls = 0;
         let _ = fast()
             .run(None, &control, || {
@@ -556,11 +521,9 @@ mod tests {
     #[test]
     fn a_setup_failure_stops_everything_and_the_first_reason_wins() {
         let control = InvocationControl::default();
-        control.halt_on_setup_failure("ResourceNotFoundException");
-        control.halt_on_setup_failure("second");
-        assert_eq!(
-            control.stop_reason(),
-            Some(StopReason::SetupFailure("ResourceNotFoundException".into()))
-        );
+        let first = StoreError::new(ErrorClass::Setup, "Query", "ResourceNotFoundException");
+        control.halt_on_setup_failure(first.clone());
+        control.halt_on_setup_failure(StoreError::new(ErrorClass::Setup, "Query", "second"));
+        assert_eq!(control.stop_reason(), Some(StopReason::SetupFailure(first)));
     }
 }

@@ -7,8 +7,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::event::DecodeError;
+use super::failure::StoreError;
 use super::kafka::{KafkaMessage, MessageId};
-use crate::ports::StoreError;
 
 /// Longest `error_message` and `key` kept when a body must be cut to fit.
 const CUT_FIELD_LIMIT: usize = 1024;
@@ -35,7 +35,7 @@ impl From<&StoreError> for Poison {
     /// the message would fail the same way on every delivery.
     fn from(error: &StoreError) -> Self {
         Self {
-            kind: "store_permanent".to_owned(),
+            kind: error.class.kind().to_owned(),
             message: error.to_string(),
         }
     }

@@ -2,7 +2,9 @@
 
 pub mod dead_letter;
 pub mod event;
+pub mod failure;
 pub mod fifo;
+pub mod forecast;
 pub mod kafka;
 pub mod outcome;
 pub mod stamp;

@@ -8,10 +8,9 @@ use serde::Serialize;
 
 use super::dead_letter::Poison;
 use super::event::DecodeError;
+use super::failure::{SinkError, StopReason, StoreError};
 use super::kafka::{BatchItemFailure, KafkaBatchResponse, KafkaMessage, MessageId, PartitionBatch};
 use super::stamp::StampReport;
-use crate::ports::StoreError;
-use crate::retry::StopReason;
 
 /// How one message ended.
 #[derive(Debug, Clone)]
@@ -27,7 +26,7 @@ pub enum MessageOutcome {
     /// queue configured, or the send failed): handed back so it is not lost.
     Invalid {
         problem: DecodeError,
-        not_dead_lettered: String,
+        not_dead_lettered: SinkError,
     },
     /// The store failed for good: handed back to Lambda for a retry.
     /// `done`: what was stamped before.
@@ -65,11 +64,8 @@ impl MessageOutcome {
             Self::Applied(_) | Self::Skipped { .. } | Self::Blocked { .. } => None,
             Self::DeadLettered(poison) => Some(&poison.kind),
             Self::Invalid { problem, .. } => Some(problem.kind()),
-            Self::Failed { error, .. } => Some(error.class.as_str()),
-            Self::Unfinished { reason, .. } => Some(match reason {
-                StopReason::DeadlineNear => "deadline_near",
-                StopReason::SetupFailure(_) => "setup",
-            }),
+            Self::Failed { error, .. } => Some(error.class.kind()),
+            Self::Unfinished { reason, .. } => Some(reason.kind()),
         }
     }
 
@@ -97,18 +93,8 @@ impl MessageOutcome {
                 problem.kind().to_owned(),
                 format!("{problem} (not dead-lettered: {not_dead_lettered})"),
             )),
-            Self::Failed { error, .. } => Some((
-                format!("store_{:?}", error.class).to_lowercase(),
-                error.to_string(),
-            )),
-            Self::Unfinished { reason, .. } => Some((
-                match reason {
-                    StopReason::DeadlineNear => "deadline_near",
-                    StopReason::SetupFailure(_) => "setup_failure",
-                }
-                .to_owned(),
-                reason.to_string(),
-            )),
+            Self::Failed { error, .. } => Some((error.class.kind().to_owned(), error.to_string())),
+            Self::Unfinished { reason, .. } => Some((reason.kind().to_owned(), reason.to_string())),
         }
     }
 }
@@ -287,7 +273,7 @@ impl FailureNotice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::ErrorClass;
+    use crate::domain::failure::ErrorClass;
 
     fn message(offset: i64) -> KafkaMessage {
         KafkaMessage {
@@ -373,7 +359,10 @@ mod tests {
             |_| async {
                 MessageOutcome::Invalid {
                     problem: DecodeError::MissingValue,
-                    not_dead_lettered: "no DLQ_URL".into(),
+                    not_dead_lettered: SinkError::NotConfigured {
+                        what: "dead-letter queue",
+                        variable: "DLQ_URL",
+                    },
                 }
             },
             |_, _| {},
@@ -460,7 +449,10 @@ mod tests {
                     id(3),
                     MessageOutcome::Invalid {
                         problem: DecodeError::EmptyJobName,
-                        not_dead_lettered: "no DLQ_URL".into(),
+                        not_dead_lettered: SinkError::NotConfigured {
+                            what: "dead-letter queue",
+                            variable: "DLQ_URL",
+                        },
                     },
                 ),
                 (id(4), failed()),

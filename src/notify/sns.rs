@@ -6,9 +6,10 @@ use aws_config::retry::RetryConfig;
 use aws_sdk_sns::Client;
 use aws_sdk_sns::error::DisplayErrorContext;
 
+use crate::domain::failure::SinkError;
 use crate::domain::fifo::FifoPlacement;
 use crate::domain::outcome::FailureNotice;
-use crate::ports::{BoxFuture, FailureNotifier, SinkError};
+use crate::ports::{BoxFuture, FailureNotifier};
 
 /// The message group of notices when no function name is known (the CLI).
 pub const DEFAULT_NOTICE_GROUP: &str = "consolidation-updater";
@@ -78,7 +79,7 @@ impl FailureNotifier for SnsNotifier {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| SinkError {
+                .map_err(|e| SinkError::Refused {
                     operation: "Publish",
                     message: DisplayErrorContext(&e).to_string(),
                 })

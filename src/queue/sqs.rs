@@ -15,8 +15,9 @@ use tracing::warn;
 
 use super::events::{DeadLetterSent, QueueDescribed};
 use crate::domain::dead_letter::DeadLetter;
+use crate::domain::failure::SinkError;
 use crate::domain::fifo::FifoPlacement;
-use crate::ports::{BoxFuture, DeadLetterSink, SinkError};
+use crate::ports::{BoxFuture, DeadLetterSink};
 
 /// SQS's historical default and minimum of the maximum message size; used
 /// when the queue's own limit cannot be read.
@@ -114,7 +115,7 @@ fn string_attribute(value: &str) -> Result<MessageAttributeValue, SinkError> {
         .data_type("String")
         .string_value(value)
         .build()
-        .map_err(|e| SinkError {
+        .map_err(|e| SinkError::Refused {
             operation: "SendMessage",
             message: e.to_string(),
         })
@@ -140,7 +141,7 @@ impl DeadLetterSink for SqsDeadLetters {
                 )
                 .send()
                 .await
-                .map_err(|e| SinkError {
+                .map_err(|e| SinkError::Refused {
                     operation: "SendMessage",
                     message: DisplayErrorContext(&e).to_string(),
                 })?;
@@ -206,7 +207,7 @@ impl DeadLetterReader {
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .send()
             .await
-            .map_err(|e| SinkError {
+            .map_err(|e| SinkError::Refused {
                 operation: "ReceiveMessage",
                 message: DisplayErrorContext(&e).to_string(),
             })?;
@@ -243,7 +244,7 @@ impl DeadLetterReader {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| SinkError {
+            .map_err(|e| SinkError::Refused {
                 operation: "DeleteMessage",
                 message: DisplayErrorContext(&e).to_string(),
             })
@@ -259,7 +260,7 @@ impl DeadLetterReader {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| SinkError {
+            .map_err(|e| SinkError::Refused {
                 operation: "ChangeMessageVisibility",
                 message: DisplayErrorContext(&e).to_string(),
             })

@@ -26,9 +26,9 @@ use tracing::{Level, debug, trace};
 use super::line_budget::LineBudget;
 use crate::config::{LogFormat, Settings, WriteMode};
 use crate::domain::event::ConsolidationEvent;
+use crate::domain::failure::StoreError;
 use crate::domain::stamp::{StampPlan, StampResult};
 use crate::pacing::Cut;
-use crate::ports::StoreError;
 
 /// How often a line of one kind may be written while faults repeat it.
 pub const REPEATED_LINE_INTERVAL: Duration = Duration::from_secs(1);
@@ -229,7 +229,7 @@ impl RequestRetried<'_> {
         };
         debug!(
             operation = self.error.operation,
-            error_class = self.error.class.as_str(),
+            error_kind = self.error.class.kind(),
             error_code = self.error.code.as_deref(),
             throttling_reason = self.error.throttling_reason.as_deref(),
             attempt = self.attempt,

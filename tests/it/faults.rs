@@ -198,12 +198,12 @@ pub async fn a_missing_table_hands_every_message_back() -> anyhow::Result<()> {
         .iter()
         .filter(|(_, o)| match o {
             MessageOutcome::Failed { error: e, .. } => {
-                e.class == consolidation_updater::ports::ErrorClass::Setup
+                e.class == consolidation_updater::domain::failure::ErrorClass::Setup
             }
             MessageOutcome::Unfinished { reason, .. } => {
                 matches!(
                     reason,
-                    consolidation_updater::retry::StopReason::SetupFailure(_)
+                    consolidation_updater::domain::failure::StopReason::SetupFailure(_)
                 )
             }
             _ => false,

@@ -13,11 +13,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use consolidation_updater::config::WriteMode;
 use consolidation_updater::domain::dead_letter::DeadLetter;
+use consolidation_updater::domain::failure::SinkError;
 use consolidation_updater::domain::outcome::BatchOutcome;
 use consolidation_updater::embedded::EmbeddedServer;
 use consolidation_updater::fanout::FanOut;
 use consolidation_updater::handler::{BatchHandler, Invocation};
-use consolidation_updater::ports::{BoxFuture, DeadLetterSink, SinkError};
+use consolidation_updater::ports::{BoxFuture, DeadLetterSink};
 use consolidation_updater::store::dynamodb::provision::{
     TableShape, create_table, put_chargebacks,
 };

@@ -34,8 +34,9 @@ use tracing::{info, warn};
 
 use crate::config::{DEFAULT_REGION, WriteMode};
 use crate::domain::event::PartitionDate;
+use crate::domain::failure::{ErrorClass, StoreError};
 use crate::domain::stamp::{KeySelection, STATUS_COMPLETED, StampResult, StampValues};
-use crate::ports::{ChargebackStore, ErrorClass, KeyPage, StoreError};
+use crate::ports::{ChargebackStore, KeyPage};
 use crate::telemetry::events::{
     CountPageRead, KeyPageRead, RecordStamped, RequestFailed, TableLayoutFound,
 };

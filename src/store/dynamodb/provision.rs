@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 use tokio::task::JoinSet;
 
 use super::{CREATED_AT_ATTRIBUTE, EXECUTION_ATTRIBUTE, PARTITION_DATE_ATTRIBUTE, classify};
-use crate::ports::{ErrorClass, StoreError};
+use crate::domain::failure::{ErrorClass, StoreError};
 use crate::synthetic::Chargeback;
 
 pub const HASH_KEY: &str = "chargeback_id";
