@@ -548,7 +548,9 @@ struct NotParked<'a>(&'a SinkError);
 impl std::fmt::Display for NotParked<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            SinkError::NotConfigured { .. } => write!(f, "{}", self.0),
+            SinkError::NotConfigured { .. } | SinkError::Unencodable { .. } => {
+                write!(f, "{}", self.0)
+            }
             SinkError::Refused { .. } => write!(f, "the dead-letter queue refused it: {}", self.0),
             SinkError::TimedOut { waited, .. } => {
                 write!(f, "the dead-letter queue did not answer within {waited:?}")

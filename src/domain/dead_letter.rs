@@ -127,35 +127,35 @@ impl DeadLetter {
     /// the headers are dropped first, then the value is cut to a prefix with
     /// its length and SHA-256, and long `key` and `error_message` are cut too;
     /// never the coordinates or the error kind, so the message stays identifiable.
-    pub fn to_body(&self, limit: usize) -> String {
-        self.fit_body(limit).text
+    pub fn to_body(&self, limit: usize) -> Result<String, serde_json::Error> {
+        Ok(self.fit_body(limit)?.text)
     }
 
     /// [`to_body`](Self::to_body), saying whether anything was left out.
-    pub fn fit_body(&self, limit: usize) -> FittedBody {
-        let whole = serde_json::to_string(self).unwrap_or_default();
+    pub fn fit_body(&self, limit: usize) -> Result<FittedBody, serde_json::Error> {
+        let whole = serde_json::to_string(self)?;
         if whole.len() <= limit {
-            return FittedBody {
+            return Ok(FittedBody {
                 text: whole,
                 truncated: false,
-            };
+            });
         }
-        FittedBody {
-            text: self.cut_body(limit),
+        Ok(FittedBody {
+            text: self.cut_body(limit)?,
             truncated: true,
-        }
+        })
     }
 
     /// The body without the headers, or with the value cut, to fit `limit`.
-    fn cut_body(&self, limit: usize) -> String {
+    fn cut_body(&self, limit: usize) -> Result<String, serde_json::Error> {
         let without_headers = Self {
             headers: None,
             headers_truncated: self.headers.is_some(),
             ..self.clone()
         };
-        let body = serde_json::to_string(&without_headers).unwrap_or_default();
+        let body = serde_json::to_string(&without_headers)?;
         if body.len() <= limit {
-            return body;
+            return Ok(body);
         }
         let raw = match &self.value {
             Some(Value::String(text)) => text.clone(),
@@ -176,13 +176,13 @@ impl DeadLetter {
         };
         // Escaping can make the JSON of a slice longer than the slice: measure
         // the real body and shrink until it fits.
-        let skeleton = serde_json::to_string(&cut_down).unwrap_or_default();
+        let skeleton = serde_json::to_string(&cut_down)?;
         let mut room = limit.saturating_sub(skeleton.len() + 16).min(raw.len());
         loop {
             cut_down.value = Some(Value::String(prefix(&raw, room).to_owned()));
-            let body = serde_json::to_string(&cut_down).unwrap_or_default();
+            let body = serde_json::to_string(&cut_down)?;
             if body.len() <= limit || room == 0 {
-                return body;
+                return Ok(body);
             }
             room = room.saturating_sub((body.len() - limit).max(room / 8).max(1));
         }
@@ -199,11 +199,7 @@ pub struct FittedBody {
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
 fn prefix(text: &str, max: usize) -> &str {
-    let mut cut = max.min(text.len());
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &text[..cut]
+    &text[..text.floor_char_boundary(max)]
 }
 
 #[cfg(test)]
@@ -238,7 +234,7 @@ mod tests {
             "req-1",
             "2025-11-20T07:00:00.000Z",
         );
-        let body: Value = serde_json::from_str(&letter.to_body(262_144)).unwrap();
+        let body: Value = serde_json::from_str(&letter.to_body(262_144).unwrap()).unwrap();
         assert_eq!(body["batch_partition"], "chargeback-consolidation-events-2");
         assert_eq!(body["topic"], "chargeback-consolidation-events");
         assert_eq!(
@@ -270,7 +266,7 @@ mod tests {
             "req-2",
             "2025-11-20T07:00:00.000Z",
         );
-        let body = letter.to_body(65_536);
+        let body = letter.to_body(65_536).unwrap();
         assert!(body.len() <= 65_536, "{} bytes", body.len());
         let parsed: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(parsed["value_truncated"], true);
@@ -313,18 +309,18 @@ mod tests {
     #[test]
     fn a_fitted_body_says_whether_anything_was_left_out() {
         let letter = letter_with_big_headers();
-        let whole = letter.fit_body(262_144);
+        let whole = letter.fit_body(262_144).unwrap();
         assert!(!whole.truncated);
-        assert_eq!(whole.text, letter.to_body(262_144));
-        let cut = letter.fit_body(8_192);
+        assert_eq!(whole.text, letter.to_body(262_144).unwrap());
+        let cut = letter.fit_body(8_192).unwrap();
         assert!(cut.truncated && cut.text.len() <= 8_192);
-        assert_eq!(cut.text, letter.to_body(8_192));
+        assert_eq!(cut.text, letter.to_body(8_192).unwrap());
     }
 
     #[test]
     fn long_headers_are_dropped_before_the_value_is_cut() {
         let letter = letter_with_big_headers();
-        let parsed: Value = serde_json::from_str(&letter.to_body(8_192)).unwrap();
+        let parsed: Value = serde_json::from_str(&letter.to_body(8_192).unwrap()).unwrap();
         assert_eq!(parsed["value"], "e30=");
         assert_eq!(parsed["value_truncated"], false);
         assert_eq!(parsed["headers_truncated"], true);
@@ -343,7 +339,7 @@ mod tests {
             "t",
         );
         for limit in [4_096, 65_536, 262_144] {
-            let body = letter.to_body(limit);
+            let body = letter.to_body(limit).unwrap();
             assert!(body.len() <= limit, "{} > {limit}", body.len());
             let parsed: Value = serde_json::from_str(&body).unwrap();
             assert_eq!(parsed["offset"], 77);

@@ -174,6 +174,9 @@ pub enum SinkError {
         operation: &'static str,
         message: String,
     },
+    /// What was to be sent could not be encoded (nothing was sent).
+    #[error("could not encode the {what}: {message}")]
+    Unencodable { what: &'static str, message: String },
     /// No answer within the time the invocation could give it.
     #[error("{operation} did not answer within {waited:?}")]
     TimedOut {

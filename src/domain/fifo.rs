@@ -6,7 +6,6 @@
 use sha2::{Digest, Sha256};
 
 use super::kafka::MessageId;
-use super::outcome::FailureNotice;
 
 /// The longest `MessageGroupId` or `MessageDeduplicationId` SQS and SNS accept.
 pub const FIFO_ID_MAX: usize = 128;
@@ -94,15 +93,11 @@ impl FifoPlacement {
     /// a publish the SDK retries after a lost answer carries the same notice
     /// and is delivered once, while two different notices that share a request
     /// id (replays by `redrive` reuse the parked message's) are both delivered.
-    pub fn of_notice(function: &str, notice: &FailureNotice) -> Self {
-        let digest = format!("{:x}", Sha256::digest(notice.body().as_bytes()));
+    pub fn of_notice(function: &str, request_id: &str, body: &str) -> Self {
+        let digest = format!("{:x}", Sha256::digest(body.as_bytes()));
         Self {
             group: FifoId::new(function),
-            deduplication: FifoId::new(&format!(
-                "{}-{}",
-                notice.request_id,
-                &digest[..HASH_DIGITS]
-            )),
+            deduplication: FifoId::new(&format!("{}-{}", request_id, &digest[..HASH_DIGITS])),
         }
     }
 }
@@ -112,6 +107,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::domain::outcome::FailureNotice;
 
     fn message(partition: &str, offset: i64) -> MessageId {
         MessageId {
@@ -202,20 +198,25 @@ mod tests {
         assert_ne!(FifoId::new(&long), FifoId::new(&"a".repeat(130)));
     }
 
+    fn placed(function: &str, notice: &FailureNotice) -> FifoPlacement {
+        let body = notice.body().expect("a notice encodes");
+        FifoPlacement::of_notice(function, &notice.request_id, &body)
+    }
+
     #[test]
     fn a_notice_is_grouped_by_function_and_deduplicated_by_request_and_content() {
-        let first = FifoPlacement::of_notice("consolidation-updater", &notice("req-1", 2));
+        let first = placed("consolidation-updater", &notice("req-1", 2));
         assert_eq!(first.group.as_str(), "consolidation-updater");
         assert!(first.deduplication.as_str().starts_with("req-1-"));
         assert!(is_valid(first.deduplication.as_str()));
         assert_eq!(
-            FifoPlacement::of_notice("consolidation-updater", &notice("req-1", 2)),
+            placed("consolidation-updater", &notice("req-1", 2)),
             first,
             "a retried publish is the same message"
         );
-        let other = FifoPlacement::of_notice("consolidation-updater", &notice("req-1", 3));
+        let other = placed("consolidation-updater", &notice("req-1", 3));
         assert_ne!(other.deduplication, first.deduplication);
-        let long = FifoPlacement::of_notice(&"f".repeat(140), &notice(&"r".repeat(140), 1));
+        let long = placed(&"f".repeat(140), &notice(&"r".repeat(140), 1));
         assert!(is_valid(long.group.as_str()) && is_valid(long.deduplication.as_str()));
     }
 }

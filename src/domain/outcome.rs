@@ -265,8 +265,8 @@ impl FailureNotice {
         )
     }
 
-    pub fn body(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
+    pub fn body(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string_pretty(self)
     }
 }
 
@@ -571,7 +571,7 @@ mod tests {
             notice.subject(),
             "consolidation-updater: 2 dead-lettered, 3 handed back"
         );
-        let body: serde_json::Value = serde_json::from_str(&notice.body()).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&notice.body().unwrap()).unwrap();
         assert_eq!(body["request_id"], "req-9");
         assert!(
             BatchOutcome {

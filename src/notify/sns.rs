@@ -63,15 +63,19 @@ impl SnsNotifier {
 impl FailureNotifier for SnsNotifier {
     fn publish<'a>(&'a self, notice: &'a FailureNotice) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
+            let body = notice.body().map_err(|e| SinkError::Unencodable {
+                what: "failure notice",
+                message: e.to_string(),
+            })?;
             let placement = self
                 .fifo_group
                 .as_deref()
-                .map(|group| FifoPlacement::of_notice(group, notice));
+                .map(|group| FifoPlacement::of_notice(group, &notice.request_id, &body));
             self.client
                 .publish()
                 .topic_arn(&self.topic_arn)
                 .subject(notice.subject())
-                .message(notice.body())
+                .message(body)
                 .set_message_group_id(placement.as_ref().map(|p| p.group.to_string()))
                 .set_message_deduplication_id(
                     placement.as_ref().map(|p| p.deduplication.to_string()),

@@ -124,7 +124,12 @@ fn string_attribute(value: &str) -> Result<MessageAttributeValue, SinkError> {
 impl DeadLetterSink for SqsDeadLetters {
     fn send<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
-            let body = letter.fit_body(self.message_limit.saturating_sub(ATTRIBUTES_RESERVE));
+            let body = letter
+                .fit_body(self.message_limit.saturating_sub(ATTRIBUTES_RESERVE))
+                .map_err(|e| SinkError::Unencodable {
+                    what: "dead letter",
+                    message: e.to_string(),
+                })?;
             let body_bytes = body.text.len();
             let placement = self
                 .fifo

@@ -488,7 +488,7 @@ fn parked_letter(offset: i64, value: Value) -> anyhow::Result<String> {
         "req-old",
         "2025-11-20T07:00:00.000Z",
     );
-    Ok(letter.to_body(262_144))
+    Ok(letter.to_body(262_144)?)
 }
 
 pub async fn redrive_replays_what_now_decodes_and_leaves_the_rest(
