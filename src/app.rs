@@ -1,5 +1,6 @@
 //! The composition root: settings and an SDK configuration in, a wired
-//! handler out. Lambda and the CLI build the same thing here, once.
+//! store, fan-out and handler out. Lambda and every command build them
+//! here, once, and differ only where this file says so.
 
 use std::sync::Arc;
 
@@ -11,23 +12,54 @@ use crate::fanout::{FanOut, Progress};
 use crate::handler::BatchHandler;
 use crate::notify::sns::{self, SnsNotifier};
 use crate::queue::sqs::{self, SqsDeadLetters};
-use crate::store::dynamodb::DynamoStore;
+use crate::store::dynamodb::{DynamoStore, load_sdk_config};
 use crate::telemetry::events::SettingsInEffect;
 
-/// The chargebacks table the settings name, written as they say. Lambda
-/// and the CLI build it first, once: the settings in effect are said here.
-pub fn store(settings: &Settings, sdk: &SdkConfig) -> DynamoStore {
+/// The chargebacks table the settings name, written as they say, through
+/// `client` (the SDK's own, or one pointed at a local endpoint). Every
+/// command and Lambda build it here first, once: the settings in effect are
+/// said here.
+pub fn store(
+    settings: &Settings,
+    sdk: &SdkConfig,
+    client: aws_sdk_dynamodb::Client,
+) -> DynamoStore {
     SettingsInEffect {
         settings,
         region: sdk.region().map(|r| r.as_ref()),
     }
     .emit();
-    DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(sdk),
-        &settings.table_name,
-        &settings.date_index,
-    )
-    .with_write_mode(settings.write_mode)
+    DynamoStore::new(client, &settings.table_name, &settings.date_index)
+        .with_write_mode(settings.write_mode)
+}
+
+/// The SDK configuration and the store for a command run outside Lambda,
+/// the table described once before any message.
+pub async fn connect(settings: &Settings) -> (SdkConfig, Arc<DynamoStore>) {
+    let sdk = load_sdk_config(settings.region.as_deref()).await;
+    let store = Arc::new(store(settings, &sdk, aws_sdk_dynamodb::Client::new(&sdk)));
+    store.warm_up().await;
+    (sdk, store)
+}
+
+/// The fan-out over `store` with the settings' limits and progress log.
+pub fn fan_out(
+    settings: &Settings,
+    store: Arc<DynamoStore>,
+    progress: Arc<Progress>,
+) -> FanOut<DynamoStore> {
+    FanOut::new(store, settings.max_concurrency, progress)
+        .with_max_write_rate(settings.max_write_rate)
+        .with_progress_log(settings.progress_interval)
+}
+
+/// The handler `redrive` replays dead letters through: the same as
+/// Lambda's but with no dead-letter queue of its own, so that a message
+/// failing again stays where it is instead of being parked a second time,
+/// and no notifier (the command reports what is still failing itself).
+pub fn redrive_handler(settings: &Settings, store: Arc<DynamoStore>) -> BatchHandler<DynamoStore> {
+    BatchHandler::new(fan_out(settings, store, Arc::default()))
+        .with_deadline_margin(settings.deadline_margin)
 }
 
 /// The handler with the store, the dead-letter queue and the notifier the
@@ -38,12 +70,8 @@ pub async fn handler(
     store: Arc<DynamoStore>,
     progress: Arc<Progress>,
 ) -> BatchHandler<DynamoStore> {
-    let mut handler = BatchHandler::new(
-        FanOut::new(store, settings.max_concurrency, progress)
-            .with_max_write_rate(settings.max_write_rate)
-            .with_progress_log(settings.progress_interval),
-    )
-    .with_deadline_margin(settings.deadline_margin);
+    let mut handler = BatchHandler::new(fan_out(settings, store, progress))
+        .with_deadline_margin(settings.deadline_margin);
     match &settings.dlq_url {
         Some(url) => {
             let queue = SqsDeadLetters::connect(sqs::client(sdk), url).await;

@@ -7,14 +7,14 @@
 //! invocation; `lambda` and `cli` are the two ways to run it.
 
 pub mod app;
-pub mod cli;
+
 pub mod config;
 pub mod domain;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod fanout;
 pub mod handler;
-pub mod lambda;
+
 pub mod notify;
 pub mod pacing;
 pub mod ports;

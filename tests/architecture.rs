@@ -27,12 +27,14 @@ fn sources(dir: &Path) -> Vec<(PathBuf, String)> {
 }
 
 /// The top-level module a file of `src/` belongs to (`store` for
-/// `src/store/dynamodb/reads.rs`); `None` for the crate root.
+/// `src/store/dynamodb/reads.rs`); `None` for the crate roots and the binary.
 fn top_module(src: &Path, file: &Path) -> Option<String> {
     let relative = file.strip_prefix(src).ok()?;
     let first = relative.components().next()?.as_os_str().to_str()?;
     match first.strip_suffix(".rs") {
+        // The crate roots; `src/bin/` is the binary, a crate of its own.
         Some("lib" | "main") => None,
+        None if first == "bin" => None,
         Some(module) => Some(module.to_owned()),
         None => Some(first.to_owned()),
     }

@@ -142,7 +142,41 @@ pub fn decode_json(text: &str) -> Result<DecodedValue, DecodeError> {
     ConsolidationEvent::from_fields(&fields).map(DecodedValue::Consolidation)
 }
 
+/// An event's fields as an operator gives them (e.g. to `backfill`),
+/// before validation; [`ConsolidationEvent::from_parts`] applies the same
+/// rules as decoding the producer's JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct EventParts<'a> {
+    pub partition_date: &'a str,
+    pub execution_sequence: i128,
+    pub total_executions: i128,
+    pub records_processed: u64,
+    pub duplicates_removed: u64,
+    pub output_files: u64,
+    pub output_format: &'a str,
+    pub output_path: &'a str,
+    pub execution_time: &'a str,
+    pub completed_at: &'a str,
+    pub job_name: &'a str,
+}
+
 impl ConsolidationEvent {
+    /// An event from its parts, validated as a decoded one is.
+    pub fn from_parts(parts: EventParts<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            partition_date: PartitionDate::parse(parts.partition_date)?,
+            execution: Execution::new(parts.execution_sequence, parts.total_executions)?,
+            records_processed: parts.records_processed,
+            duplicates_removed: parts.duplicates_removed,
+            output_files: parts.output_files,
+            output_format: OutputFormat::parse(parts.output_format)?,
+            output_path: S3Uri::parse(parts.output_path)?,
+            execution_time: parse_execution_time(parts.execution_time)?,
+            completed_at: CompletedAt::parse(parts.completed_at)?,
+            job_name: JobName::parse(parts.job_name)?,
+        })
+    }
+
     fn from_fields(fields: &Fields<'_>) -> Result<Self, DecodeError> {
         let partition_date = PartitionDate::parse(fields.string("partition_date")?)?;
         let execution = Execution::new(

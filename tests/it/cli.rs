@@ -5,7 +5,12 @@ use std::process::Output;
 
 use anyhow::{Context as _, ensure};
 use aws_sdk_dynamodb::types::{KeyType, ProjectionType};
-use consolidation_updater::cli::exit_code;
+
+/// The exit statuses the README and `--help` promise.
+mod exit_code {
+    pub const USAGE: u8 = 2;
+    pub const HANDED_BACK: u8 = 3;
+}
 use consolidation_updater::store::dynamodb::provision::{TableShape, create_table};
 use consolidation_updater::store::dynamodb::{load_sdk_config, local_client};
 use tokio::process::Command;

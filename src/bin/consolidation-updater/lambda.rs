@@ -4,29 +4,34 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use lambda_runtime::{Context, Diagnostic, LambdaEvent, service_fn};
 use lambda_runtime_api_client::body::Body;
 use serde_json::{Value, json};
 use tracing::level_filters::LevelFilter;
 use tracing::{error, info, warn};
 
-use crate::app;
-use crate::config::{ConfigErrors, FunctionIdentity, LogFormat, Settings};
-use crate::domain::kafka::{EnvelopeError, KafkaBatchResponse};
-use crate::handler::Invocation;
-use crate::store::dynamodb::load_sdk_config;
-use crate::telemetry::metrics::MetricsEmitter;
-use crate::telemetry::xray::{self, XrayTracer};
-use crate::telemetry::{self, Sink};
+use consolidation_updater::app;
+use consolidation_updater::config::{ConfigErrors, FunctionIdentity, LogFormat, Settings};
+use consolidation_updater::domain::kafka::EnvelopeError;
+use consolidation_updater::handler::Invocation;
+use consolidation_updater::store::dynamodb::load_sdk_config;
+use consolidation_updater::telemetry::metrics::MetricsEmitter;
+use consolidation_updater::telemetry::xray::{self, XrayTracer};
+use consolidation_updater::telemetry::{self, Sink};
 
 /// How long cold start waits for `DescribeTable`. Past it, the first message
 /// describes the table instead: a slow DynamoDB never fails the init.
 const WARM_UP_LIMIT: Duration = Duration::from_secs(2);
 
-impl From<EnvelopeError> for Diagnostic {
-    fn from(error: EnvelopeError) -> Self {
+/// An invocation whose payload is not a Kafka event at all, as Lambda
+/// reports it.
+#[derive(Debug)]
+struct NotAKafkaEvent(EnvelopeError);
+
+impl From<NotAKafkaEvent> for Diagnostic {
+    fn from(NotAKafkaEvent(error): NotAKafkaEvent) -> Self {
         Diagnostic {
             error_type: "InvalidKafkaEvent".into(),
             error_message: error.to_string(),
@@ -104,7 +109,11 @@ async fn run(
         }
     };
     let sdk = load_sdk_config(settings.region.as_deref()).await;
-    let store = Arc::new(app::store(&settings, &sdk));
+    let store = Arc::new(app::store(
+        &settings,
+        &sdk,
+        aws_sdk_dynamodb::Client::new(&sdk),
+    ));
     if tokio::time::timeout(WARM_UP_LIMIT, store.warm_up())
         .await
         .is_err()
@@ -132,7 +141,7 @@ async fn run(
         async move {
             let invocation = Invocation {
                 request_id: event.context.request_id.clone(),
-                deadline: deadline_instant(event.context.deadline),
+                deadline: deadline_instant(&event.context),
                 cold_start,
                 trace_header: event.context.xray_trace_id.clone(),
             };
@@ -154,23 +163,25 @@ async fn run(
                     error!(error = %e, "could not write the invocation's metrics");
                 }
             }
-            Ok::<KafkaBatchResponse, EnvelopeError>(handled?.response())
+            handled
+                .map(|outcome| outcome.response())
+                .map_err(NotAKafkaEvent)
         }
     }))
     .await
 }
 
-/// Lambda's deadline (milliseconds since the epoch) as an `Instant`.
-fn deadline_instant(deadline_ms: u64) -> Option<Instant> {
-    if deadline_ms == 0 {
+/// The invocation's deadline as an `Instant` (none when Lambda gives none);
+/// one already past is now.
+fn deadline_instant(context: &Context) -> Option<Instant> {
+    if context.deadline == 0 {
         return None;
     }
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()?
-        .as_millis();
-    let left = u128::from(deadline_ms).saturating_sub(now_ms);
-    Some(Instant::now() + Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX)))
+    let left = context
+        .deadline()
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Some(Instant::now() + left)
 }
 
 /// Tells Lambda why the init failed, so the console and the logs show the

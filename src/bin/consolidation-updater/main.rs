@@ -1,3 +1,6 @@
+mod cli;
+mod lambda;
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -13,8 +16,8 @@ fn main() -> ExitCode {
     };
     // Lambda sets this for custom runtimes; anywhere else we are a CLI.
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        runtime.block_on(consolidation_updater::lambda::main())
+        runtime.block_on(lambda::main())
     } else {
-        runtime.block_on(consolidation_updater::cli::main())
+        runtime.block_on(cli::main())
     }
 }

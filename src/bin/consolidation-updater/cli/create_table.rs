@@ -1,0 +1,58 @@
+//! `create-table`: the table contract on any endpoint, idempotently.
+
+use std::process::ExitCode;
+
+use super::{exit_code, with_setup_hint};
+use consolidation_updater::config::Settings;
+use consolidation_updater::store::dynamodb::provision::{
+    Ensured, IndexProjection, TableShape, ensure_table,
+};
+use consolidation_updater::store::dynamodb::{DynamoStore, KeyReader, load_sdk_config};
+
+pub(super) async fn run(
+    settings: &Settings,
+    projection: IndexProjection,
+) -> anyhow::Result<ExitCode> {
+    let sdk = load_sdk_config(settings.region.as_deref()).await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = settings.table_name.as_str();
+    let index = settings.date_index.as_str();
+    let shape = TableShape {
+        index: Some(projection),
+        ..TableShape::default()
+    };
+    let ensured = ensure_table(&client, table, index, shape)
+        .await
+        .map_err(|e| anyhow::anyhow!(with_setup_hint(&e.to_string())))?;
+    // The same check the function makes at cold start.
+    let store = DynamoStore::new(client, table, index);
+    let layout = store
+        .layout()
+        .await
+        .map_err(|e| anyhow::anyhow!(with_setup_hint(&e.to_string())))?;
+    let what = match ensured {
+        Ensured::Created => "created",
+        Ensured::AlreadyThere => "already there",
+        Ensured::IndexAdded => "already there; date index added",
+    };
+    let range = layout
+        .range_key
+        .as_deref()
+        .map_or_else(String::new, |key| format!(" + {key}"));
+    let reader = match layout.reader {
+        KeyReader::Index {
+            projects_execution: true,
+        } => {
+            format!("index {index} (partition_date + created_at, projects consolidation_execution)")
+        }
+        KeyReader::Index {
+            projects_execution: false,
+        } => format!("index {index} (partition_date + created_at, keys only)"),
+        KeyReader::Scan { .. } => format!("no index {index}: the function will scan"),
+    };
+    println!(
+        "Table {table}: {what}; key {}{range}; {reader}",
+        layout.hash_key
+    );
+    Ok(ExitCode::from(exit_code::DONE))
+}
