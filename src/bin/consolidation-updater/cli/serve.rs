@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 /// Serves the embedded engine until Ctrl-C or SIGTERM; the first stdout line
 /// is `DYNAMODB_ENDPOINT=http://127.0.0.1:PORT`.
-
 pub(super) async fn run(db: Option<PathBuf>, port: u16) -> anyhow::Result<ExitCode> {
     let server =
         consolidation_updater::embedded::EmbeddedServer::start_on(db.as_deref(), port).await?;
