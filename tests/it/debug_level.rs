@@ -341,7 +341,7 @@ pub async fn under_throttling_retry_and_rate_lines_stay_bounded_and_count_every_
         "statements are throttled inside answers that succeed: {failed:?}"
     );
     for line in &retried {
-        ensure!(line["error_class"] == "throttled", "{line}");
+        ensure!(line["error_kind"] == "store_throttled", "{line}");
         ensure!(
             line["error_code"] == "ProvisionedThroughputExceeded",
             "{line}"
