@@ -8,38 +8,27 @@
 //!   ([`SettingsInEffect`], [`TableLayoutFound`]), two per message
 //!   ([`EventDecoded`], [`SelectionMade`]), one per page read
 //!   ([`KeyPageRead`], [`CountPageRead`]).
-//! - Failures, retries and limit changes multiply under faults, so they have
-//!   a budget ([`LineBudget`]): at most one [`RequestFailed`] and one
-//!   [`RequestRetried`] line per DynamoDB operation per second, and one
-//!   [`ConcurrencyLimitChanged`] line per direction per second. Each line carries `held_back`, how many of its
-//!   kind were not written since the previous one, and what is still held
-//!   back when a fan-out ends is said in one summary line per kind, so the
-//!   totals stay exact.
+//! - Failures, retries, limit changes and rate cuts multiply under faults,
+//!   so they have a budget ([`LineBudget`](super::line_budget::LineBudget));
+//!   their events live next to what emits them (`retry::events`,
+//!   `pacing::events`).
 //! - TRACE adds [`RecordStamped`], one line per record written or declined.
 
 use std::fmt::Display;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::SecondsFormat;
-use tracing::{Level, debug, trace};
+use tracing::{debug, trace};
 
-use super::line_budget::LineBudget;
 use crate::config::{LogFormat, Settings, WriteMode};
 use crate::domain::event::ConsolidationEvent;
-use crate::domain::failure::StoreError;
 use crate::domain::stamp::{StampPlan, StampResult};
-use crate::pacing::Cut;
 
 /// How often a line of one kind may be written while faults repeat it.
 pub const REPEATED_LINE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Retries of the whole process, keyed by operation.
-static RETRY_LINES: LineBudget = LineBudget::new(REPEATED_LINE_INTERVAL);
-/// Failed calls of the whole process, keyed by operation.
-static FAILURE_LINES: LineBudget = LineBudget::new(REPEATED_LINE_INTERVAL);
-
 /// Milliseconds with two decimals: local reads take well under one.
-fn millis(duration: Duration) -> f64 {
+pub fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 100_000.0).round() / 100.0
 }
 
@@ -208,186 +197,6 @@ impl CountPageRead<'_> {
             last_page = self.position.is_none(),
             "count page read"
         );
-    }
-}
-
-/// A failed request that will be sent again after `delay`.
-pub struct RequestRetried<'a> {
-    pub error: &'a StoreError,
-    /// The attempt that failed, the first being 1.
-    pub attempt: u32,
-    pub delay: Duration,
-}
-
-impl RequestRetried<'_> {
-    pub fn emit(&self) {
-        if !tracing::enabled!(Level::DEBUG) {
-            return;
-        }
-        let Some(held_back) = RETRY_LINES.admit(self.error.operation, Instant::now()) else {
-            return;
-        };
-        debug!(
-            operation = self.error.operation,
-            error_kind = self.error.class.kind(),
-            error_code = self.error.code.as_deref(),
-            throttling_reason = self.error.throttling_reason.as_deref(),
-            attempt = self.attempt,
-            delay_ms = millis(self.delay),
-            held_back,
-            error = %self.error.message,
-            "request retried"
-        );
-    }
-}
-
-/// A DynamoDB call failed: the SDK's whole chain of causes (the error
-/// itself keeps only the root cause, in one line).
-pub struct RequestFailed<'a> {
-    pub operation: &'static str,
-    pub chain: &'a dyn Display,
-}
-
-impl RequestFailed<'_> {
-    pub fn emit(&self) {
-        if !tracing::enabled!(Level::DEBUG) {
-            return;
-        }
-        let Some(held_back) = FAILURE_LINES.admit(self.operation, Instant::now()) else {
-            return;
-        };
-        debug!(
-            operation = self.operation,
-            held_back,
-            error = %self.chain,
-            "request failed"
-        );
-    }
-}
-
-/// What is still held back of [`RequestFailed`] and [`RequestRetried`], one
-/// line per operation; said when a fan-out ends.
-pub struct RequestsHeldBack;
-
-impl RequestsHeldBack {
-    pub fn emit() {
-        for (operation, held_back) in FAILURE_LINES.drain() {
-            debug!(operation, held_back, "request failures held back");
-        }
-        for (operation, held_back) in RETRY_LINES.drain() {
-            debug!(operation, held_back, "retries held back");
-        }
-    }
-}
-
-/// Why the concurrency limit moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitChange {
-    /// Halved: requests failed or timed out (throttling lowers the write
-    /// rate instead, see [`WriteRateCut`]).
-    Congested,
-    /// One more: a round of successes since the last decrease.
-    Recovered,
-}
-
-impl LimitChange {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Congested => "congested",
-            Self::Recovered => "recovered",
-        }
-    }
-}
-
-/// The invocation's concurrency limit moved from `old` to `new`.
-pub struct ConcurrencyLimitChanged {
-    pub old: usize,
-    pub new: usize,
-    pub why: LimitChange,
-}
-
-impl ConcurrencyLimitChanged {
-    /// Within `budget`: one line per direction per interval.
-    pub fn emit(&self, budget: &LineBudget) {
-        if !tracing::enabled!(Level::DEBUG) {
-            return;
-        }
-        let Some(held_back) = budget.admit(self.why.as_str(), Instant::now()) else {
-            return;
-        };
-        debug!(
-            old_limit = self.old,
-            new_limit = self.new,
-            why = self.why.as_str(),
-            held_back,
-            "concurrency limit changed"
-        );
-    }
-}
-
-/// What is still held back of [`ConcurrencyLimitChanged`], one line per
-/// direction, with the limit now; said when a fan-out ends.
-pub struct LimitChangesHeldBack<'a> {
-    pub budget: &'a LineBudget,
-    pub limit: usize,
-}
-
-impl LimitChangesHeldBack<'_> {
-    pub fn emit(&self) {
-        for (why, held_back) in self.budget.drain() {
-            debug!(
-                why,
-                held_back,
-                limit = self.limit,
-                "concurrency limit changes held back"
-            );
-        }
-    }
-}
-
-/// The write rate was cut after throttling.
-pub struct WriteRateCut(pub Cut);
-
-impl WriteRateCut {
-    /// Within `budget`: one line per interval.
-    pub fn emit(&self, budget: &LineBudget) {
-        if !tracing::enabled!(Level::DEBUG) {
-            return;
-        }
-        let Some(held_back) = budget.admit("cut", Instant::now()) else {
-            return;
-        };
-        let Cut {
-            old,
-            new,
-            admitted_share,
-        } = self.0;
-        debug!(
-            old_writes_per_second = old.round() as u64,
-            new_writes_per_second = new.round() as u64,
-            admitted_share = (admitted_share * 1000.0).round() / 1000.0,
-            held_back,
-            "write rate cut: DynamoDB throttled writes"
-        );
-    }
-}
-
-/// What is still held back of [`WriteRateCut`], with the rate now; said
-/// when a fan-out ends.
-pub struct WriteRateCutsHeldBack<'a> {
-    pub budget: &'a LineBudget,
-    pub rate: f64,
-}
-
-impl WriteRateCutsHeldBack<'_> {
-    pub fn emit(&self) {
-        for (_, held_back) in self.budget.drain() {
-            debug!(
-                held_back,
-                writes_per_second = self.rate.round() as u64,
-                "write rate cuts held back"
-            );
-        }
     }
 }
 

@@ -35,7 +35,8 @@ pub mod name {
     /// Wall time of each message's fan-out, one value per message.
     pub const FAN_OUT_DURATION: &str = "FanOutDuration";
     /// DynamoDB requests with at least one write (or the request itself)
-    /// refused for capacity; each is retried.
+    /// refused for capacity; each is retried. Counted, with
+    /// `THROTTLED_WRITES`, by the fan-out's `WritesThrottled` event.
     pub const THROTTLED_REQUESTS: &str = "ThrottledRequests";
     /// Writes refused for capacity: an `UpdateItem`, or one statement of a
     /// batch. Some are expected while the write rate finds the table's.
@@ -127,13 +128,6 @@ pub fn fan_out_finished(duration: Duration) {
     if DURATIONS_SINCE_FLUSH.fetch_add(1, Ordering::Relaxed) < MAX_DURATIONS_PER_DOCUMENT {
         histogram!(name::FAN_OUT_DURATION).record(duration.as_secs_f64() * 1000.0);
     }
-}
-
-/// DynamoDB refused one request for capacity, `writes` of its writes
-/// (0 for a read).
-pub fn throttled(writes: u64) {
-    counter!(name::THROTTLED_REQUESTS).increment(1);
-    counter!(name::THROTTLED_WRITES).increment(writes);
 }
 
 /// An invocation starts; `cold` on the first of the execution environment.

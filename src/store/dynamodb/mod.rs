@@ -37,9 +37,8 @@ use crate::domain::event::PartitionDate;
 use crate::domain::failure::{ErrorClass, StoreError};
 use crate::domain::stamp::{KeySelection, STATUS_COMPLETED, StampResult, StampValues};
 use crate::ports::{ChargebackStore, KeyPage};
-use crate::telemetry::events::{
-    CountPageRead, KeyPageRead, RecordStamped, RequestFailed, TableLayoutFound,
-};
+use crate::retry::events::RequestFailed;
+use crate::telemetry::events::{CountPageRead, KeyPageRead, RecordStamped, TableLayoutFound};
 
 /// The attribute that records which execution stamped a record last.
 pub const EXECUTION_ATTRIBUTE: &str = "consolidation_execution";

@@ -1,26 +1,9 @@
-//! Pacing writes to what the table admits.
-//!
-//! Every write of an invocation (a statement of a batch or one `UpdateItem`)
-//! passes one token bucket. Its rate starts low and grows quickly while
-//! writes are admitted (a slow start, as TCP's); the first throttling answer
-//! ends that. From then on a throttling episode sets the rate a little below
-//! an estimate of what the table admits (the rate times the share of writes
-//! it admitted at that rate) and the rate probes upward again, slowly at
-//! first and faster the longer no throttle comes. Concurrency is left to the
-//! latency and error brake ([`crate::retry::AdaptiveLimiter`]): at local or
-//! AWS latencies even one request in flight can exceed a small table's
-//! capacity, so only a rate can pace below it.
-//!
-//! [`RateController`] is the pure logic, driven by the caller's clock;
-//! [`WritePacer`] shares it across the invocation's requests.
+//! The pure rate logic: a token bucket whose rate slow-starts, is cut by
+//! throttling to just below what the table admits, and probes upward again.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::domain::failure::StopReason;
-use crate::retry::InvocationControl;
-use crate::telemetry::events::{REPEATED_LINE_INTERVAL, WriteRateCut, WriteRateCutsHeldBack};
-use crate::telemetry::line_budget::LineBudget;
+use super::sent_window::SentWindow;
 
 /// Where an invocation's rate starts: two batches a second, not a first
 /// wave of every request the concurrency limit allows.
@@ -69,13 +52,6 @@ const BUCKET_SECONDS: f64 = 0.05;
 /// The rate grows only while the bucket held writes back this recently: a
 /// rate nothing used says nothing about the table.
 const BOUND_RECENTLY: Duration = Duration::from_millis(500);
-/// The rate writes were actually sent at is measured over this long, in
-/// tenths: when something else (the concurrency limit, slow answers) holds
-/// the writes below the bucket's rate, a cut starts from what was sent.
-const SENT_WINDOW: Duration = Duration::from_secs(1);
-/// A waiter looks again at least this often, so a rate that grew while it
-/// slept is used at once.
-const LONGEST_NAP: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -93,6 +69,13 @@ pub enum Phase {
 pub struct Ticket {
     epoch: u64,
     sent_at: Instant,
+}
+
+impl Ticket {
+    /// A ticket no cut will ever count: for writes sent without pacing.
+    pub(super) fn unpaced(sent_at: Instant) -> Self {
+        Self { epoch: 0, sent_at }
+    }
 }
 
 /// A cut of the rate, for the log.
@@ -129,63 +112,6 @@ pub struct RateController {
     /// The lowest rate a cut set in this invocation.
     lowest: Option<f64>,
     sent: SentWindow,
-}
-
-/// Writes taken from the bucket over the last [`SENT_WINDOW`], in ten slots.
-#[derive(Debug)]
-struct SentWindow {
-    slots: [u64; 10],
-    /// Where the current slot began, and which it is.
-    slot_started: Instant,
-    current: usize,
-    since: Instant,
-}
-
-impl SentWindow {
-    fn new(now: Instant) -> Self {
-        Self {
-            slots: [0; 10],
-            slot_started: now,
-            current: 0,
-            since: now,
-        }
-    }
-
-    fn slot_length() -> Duration {
-        SENT_WINDOW / 10
-    }
-
-    fn advance(&mut self, now: Instant) {
-        let mut steps = 0;
-        while now.saturating_duration_since(self.slot_started) >= Self::slot_length() && steps < 10
-        {
-            self.current = (self.current + 1) % 10;
-            self.slots[self.current] = 0;
-            self.slot_started += Self::slot_length();
-            steps += 1;
-        }
-        if now.saturating_duration_since(self.slot_started) >= Self::slot_length() {
-            // Idle for longer than the window: start it afresh.
-            self.slot_started = now;
-        }
-    }
-
-    fn record(&mut self, now: Instant, writes: u64) {
-        self.advance(now);
-        self.slots[self.current] += writes;
-    }
-
-    /// Writes per second over the window (or over the time since it began,
-    /// if shorter); `None` before a tenth of the window has passed.
-    fn rate(&mut self, now: Instant) -> Option<f64> {
-        self.advance(now);
-        // Nine whole slots and the current one so far.
-        let window =
-            SENT_WINDOW - Self::slot_length() + now.saturating_duration_since(self.slot_started);
-        let covered = now.saturating_duration_since(self.since).min(window);
-        (covered >= Self::slot_length())
-            .then(|| self.slots.iter().sum::<u64>() as f64 / covered.as_secs_f64())
-    }
 }
 
 impl RateController {
@@ -395,100 +321,6 @@ impl RateController {
 
     fn capped(&self, rate: f64) -> f64 {
         self.ceiling.map_or(rate, |ceiling| rate.min(ceiling))
-    }
-}
-
-/// One [`RateController`] shared by every request of the process, on the
-/// real clock.
-pub struct WritePacer {
-    controller: Mutex<RateController>,
-    ceiling: Option<u32>,
-    /// DEBUG lines of its cuts: a few per second, however many there are.
-    cut_lines: LineBudget,
-}
-
-impl WritePacer {
-    pub fn new(ceiling: Option<u32>) -> Self {
-        Self {
-            controller: Mutex::new(RateController::new(ceiling, Instant::now())),
-            ceiling,
-            cut_lines: LineBudget::new(REPEATED_LINE_INTERVAL),
-        }
-    }
-
-    /// `MAX_WRITE_RATE`, if set.
-    pub fn ceiling(&self) -> Option<u32> {
-        self.ceiling
-    }
-
-    pub fn begin_invocation(&self) {
-        self.with(|c| c.begin_invocation(Instant::now()));
-    }
-
-    /// Writes per second the bucket lets through now.
-    pub fn rate(&self) -> f64 {
-        self.with(|c| c.rate()).unwrap_or(START_RATE)
-    }
-
-    /// The lowest rate a cut set in this invocation, if any did.
-    pub fn lowest(&self) -> Option<f64> {
-        self.with(|c| c.lowest()).flatten()
-    }
-
-    pub fn stalled(&self) -> bool {
-        self.with(|c| c.stalled(Instant::now())).unwrap_or(false)
-    }
-
-    /// Waits until `writes` may go out; `Err` when new work stops first.
-    pub async fn admit(
-        &self,
-        writes: usize,
-        control: &InvocationControl,
-    ) -> Result<Ticket, StopReason> {
-        loop {
-            let wait = match self.with(|c| c.try_take(Instant::now(), writes)) {
-                Some(Ok(ticket)) => return Ok(ticket),
-                Some(Err(wait)) => wait,
-                // A poisoned lock: a panic elsewhere; do not pace at all
-                // rather than stop every write.
-                None => {
-                    return Ok(Ticket {
-                        epoch: 0,
-                        sent_at: Instant::now(),
-                    });
-                }
-            };
-            if let Some(reason) = control.stop_reason() {
-                return Err(reason);
-            }
-            let mut nap = wait.min(LONGEST_NAP);
-            if let Some(left) = control.time_for_new_work() {
-                nap = nap.min(left);
-            }
-            tokio::time::sleep(nap).await;
-        }
-    }
-
-    pub fn on_answers(&self, ticket: Ticket, admitted: u64, throttled: u64) {
-        if let Some(Some(cut)) =
-            self.with(|c| c.on_answers(Instant::now(), ticket, admitted, throttled))
-        {
-            WriteRateCut(cut).emit(&self.cut_lines);
-        }
-    }
-
-    /// Says, at DEBUG, the cuts whose lines were held back (at the end of a
-    /// fan-out, so that the totals are complete).
-    pub fn log_held_back_cuts(&self) {
-        WriteRateCutsHeldBack {
-            budget: &self.cut_lines,
-            rate: self.rate(),
-        }
-        .emit();
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut RateController) -> T) -> Option<T> {
-        self.controller.lock().ok().map(|mut c| f(&mut c))
     }
 }
 
