@@ -30,6 +30,9 @@
 #[allow(dead_code)]
 #[path = "../tests/it/proxy.rs"]
 mod proxy;
+#[allow(dead_code)]
+#[path = "../tests/it/runtime_api_stub.rs"]
+mod runtime_api_stub;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -38,10 +41,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
-use axum::Router;
 use axum::body::Bytes;
 use axum::http::Request;
-use axum::routing::get;
 use chrono::{NaiveDate, TimeZone, Utc};
 use clap::{Parser, ValueEnum};
 use consolidation_updater::store::dynamodb::provision::{
@@ -56,7 +57,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_consolidation-updater");
+use runtime_api_stub::{BINARY, Stub, lambda_command, start_stub, wait_for_within};
+
 const REGION: &str = "sa-east-1";
 const INDEX: &str = "partition_date-index";
 const DAY: &str = "2025-11-20";
@@ -902,44 +904,25 @@ fn report(records: u64, first: &Pass, again: &Pass, ceiling: &Ceiling) {
 async fn cold_starts(endpoint: &str, table: &str, runs: usize) -> anyhow::Result<Vec<f64>> {
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let (polled_tx, polled) = tokio::sync::oneshot::channel::<Instant>();
-        let polled_tx = Arc::new(std::sync::Mutex::new(Some(polled_tx)));
-        let app = Router::new().route(
-            "/2018-06-01/runtime/invocation/next",
-            get(move || {
-                let at = Instant::now();
-                if let Some(tx) = polled_tx.lock().ok().and_then(|mut t| t.take()) {
-                    let _ = tx.send(at);
-                }
-                std::future::pending::<&'static str>()
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let api = listener.local_addr()?.to_string();
-        let stub = tokio::spawn(async move { axum::serve(listener, app).await });
+        // No invocation to hand out: the stub only sees the polls.
+        let stub = Stub::serving(Vec::new());
+        let api = start_stub(stub.clone()).await?;
         let spawned = Instant::now();
-        let mut child = tokio::process::Command::new(BINARY)
-            .env_clear()
-            .env("AWS_LAMBDA_RUNTIME_API", &api)
-            .env("AWS_LAMBDA_FUNCTION_NAME", "consolidation-updater")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-            .env("AWS_REGION", REGION)
-            .env("AWS_ACCESS_KEY_ID", "local")
-            .env("AWS_SECRET_ACCESS_KEY", "local")
-            .env("AWS_SESSION_TOKEN", "local")
-            .env("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
-            .env("DYNAMODB_TABLE_NAME", table)
+        let mut child = lambda_command(&api, endpoint, table)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
             .spawn()?;
-        let at = tokio::time::timeout(Duration::from_secs(10), polled)
+        wait_for_within(&stub, Duration::from_secs(10), |s| s.first_poll.is_some())
             .await
-            .context("no poll within 10 s")??;
+            .context("no poll within 10 s")?;
+        let at = stub
+            .seen
+            .lock()
+            .await
+            .first_poll
+            .ok_or_else(|| anyhow!("no first poll"))?;
         samples.push(at.duration_since(spawned).as_secs_f64() * 1e3);
         let _ = child.kill().await;
-        stub.abort();
     }
     samples.sort_by(f64::total_cmp);
     Ok(samples)

@@ -5,11 +5,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, ensure};
 use consolidation_updater::store::dynamodb::provision::TableShape;
+use libtest_mimic::Trial;
 use serde_json::Value;
 use tokio::process::Command;
 
+use crate::Backends;
 use crate::runtime_api::*;
 use crate::support::*;
+
+pub fn tests(_: &Backends) -> Vec<Trial> {
+    trials!("binary";
+        the_runtime_polls_handles_a_kafka_event_and_posts_the_response,
+        a_table_without_the_date_index_is_warned_about_once_at_cold_start,
+        a_payload_that_is_not_a_kafka_event_fails_the_invocation,
+        every_event_source_fixture_is_stamped_by_the_runtime,
+        an_invalid_setting_is_reported_to_the_init_error_endpoint,
+        cold_start_is_measured_to_the_first_poll,
+        the_invoke_command_prints_the_response_and_logs_to_stderr,
+        an_unreachable_dynamodb_hands_every_message_back,
+        backfill_stamps_a_day_by_hand_and_force_never_regresses_a_newer_execution,
+    )
+}
 
 pub async fn the_runtime_polls_handles_a_kafka_event_and_posts_the_response() -> anyhow::Result<()>
 {

@@ -13,6 +13,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, BatchStatementErrorCodeEnum, Batch
 use consolidation_updater::store::dynamodb::provision::TableShape;
 use consolidation_updater::store::dynamodb::{load_sdk_config, local_client};
 use consolidation_updater::synthetic::Chargeback;
+use libtest_mimic::Trial;
 use serde_json::{Value, json};
 
 use crate::proxy::{
@@ -20,6 +21,37 @@ use crate::proxy::{
     update_throttled_body,
 };
 use crate::support::*;
+use crate::{Backends, ServerTest};
+
+/// The proxy as a capacity-limited table: its logic alone, then through the
+/// SDK on each server.
+pub fn tests(backends: &Backends) -> Vec<Trial> {
+    let mut trials = trials!(crate::sync_test, "capacity_proxy";
+        a_bucket_holds_one_second_of_writes_and_at_least_a_batch,
+        a_batch_gets_as_many_statements_as_whole_tokens,
+        tokens_come_back_at_the_rate_and_never_beyond_a_full_bucket,
+        without_capacity_every_write_is_admitted_and_counted,
+        a_greedy_client_reaches_the_rate_once_the_burst_is_discounted,
+        a_split_batch_keeps_its_other_fields_and_its_first_statements,
+        the_merged_answer_keeps_the_order_and_consumed_capacity_and_throttles_the_rest,
+        a_refused_update_names_its_table_in_the_throttling_reasons,
+    );
+    const ON_EACH_SERVER: &[(&str, ServerTest)] = server_tests![
+        a_batch_beyond_the_tokens_applies_the_first_ones_and_throttles_the_rest_per_statement,
+        an_update_beyond_capacity_is_refused_with_throttling_reasons_the_sdk_parses,
+        fault_throttling_refuses_each_statement_of_the_chosen_batch,
+    ];
+    for (name, test) in ON_EACH_SERVER {
+        trials.extend(backends.on_both_servers("capacity_proxy", name, *test));
+    }
+    // About the proxy's timing, not the server: on the engine fast enough to
+    // outrun the rate (DynamoDB Local, cold, writes one item slower).
+    trials.push(crate::test(
+        "capacity_proxy::embedded::greedy_writers_are_held_to_the_capacity_once_the_burst_is_spent",
+        || greedy_writers_are_held_to_the_capacity_once_the_burst_is_spent(Backend::embedded()),
+    ));
+    trials
+}
 
 const DAY: &str = "2025-11-20";
 

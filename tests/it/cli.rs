@@ -13,11 +13,33 @@ mod exit_code {
 }
 use consolidation_updater::store::dynamodb::provision::{TableShape, create_table};
 use consolidation_updater::store::dynamodb::{load_sdk_config, local_client};
+use libtest_mimic::Trial;
 use tokio::process::Command;
 
 use crate::dead_letters::{create_queue, local_sdk, unique};
 use crate::runtime_api::BINARY;
 use crate::support::*;
+use crate::{Backends, ServerTest};
+
+pub fn tests(backends: &Backends) -> Vec<Trial> {
+    let mut trials = trials!("cli";
+        the_help_lists_the_exit_codes_and_one_default_per_option,
+        a_count_that_is_not_positive_is_refused_as_such,
+        every_invalid_setting_is_named_at_once,
+        invoke_exits_3_when_a_message_is_handed_back_and_says_why,
+        the_demo_reports_a_small_day_truthfully,
+    );
+    trials.push(backends.on_moto(
+        "moto::cli::redrive_exits_3_while_messages_still_fail",
+        redrive_exits_3_while_messages_still_fail,
+    ));
+    const CREATE_TABLE: &[(&str, ServerTest)] =
+        server_tests![create_table_makes_the_contract_and_can_run_again];
+    for (name, test) in CREATE_TABLE {
+        trials.extend(backends.on_both_servers("cli", name, *test));
+    }
+    trials
+}
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/events/sample-msk-event.json");
 

@@ -20,9 +20,29 @@ use consolidation_updater::ports::{DeadLetterSink, FailureNotifier};
 use consolidation_updater::queue::sqs::{DEFAULT_MESSAGE_LIMIT, DeadLetterReader, SqsDeadLetters};
 use consolidation_updater::redrive::redrive;
 use consolidation_updater::store::dynamodb::provision::TableShape;
+use libtest_mimic::Trial;
 use serde_json::{Value, json};
 
+use crate::Backends;
 use crate::support::*;
+
+pub fn tests(backends: &Backends) -> Vec<Trial> {
+    let mut trials = trials!(|name, test| backends.on_moto(name, test), "moto";
+        every_kind_of_poison_is_dead_lettered_with_its_payload,
+        a_value_too_large_for_the_queue_is_dead_lettered_truncated,
+        one_failure_notification_is_published_per_invocation,
+        redrive_replays_what_now_decodes_and_leaves_the_rest,
+        a_fifo_queue_parks_each_partitions_poison_in_order_and_once,
+        a_fifo_failure_topic_gets_one_notice_per_invocation,
+        redrive_of_a_fifo_queue_stops_each_partition_at_its_first_failure,
+        at_debug_level_the_queues_limit_and_each_dead_letter_send_are_logged,
+    );
+    trials.extend(trials!("dead_letters";
+        a_poison_message_is_handed_back_when_the_queue_is_unreachable,
+        a_queue_whose_attributes_cannot_be_read_is_known_fifo_by_its_name,
+    ));
+    trials
+}
 
 /// An SDK configuration aimed at one local endpoint, with static credentials.
 pub fn local_sdk(endpoint: &str) -> SdkConfig {

@@ -11,14 +11,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, ensure};
 use consolidation_updater::store::dynamodb::provision::{IndexProjection, TableShape};
+use libtest_mimic::Trial;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 
+use crate::Backends;
 use crate::proxy::FaultProxy;
 use crate::runtime_api::*;
 use crate::support::*;
+
+pub fn tests(_: &Backends) -> Vec<Trial> {
+    trials!("debug_level";
+        debug_grows_with_pages_and_trace_with_records_while_info_stays_the_same,
+        under_throttling_retry_and_rate_lines_stay_bounded_and_count_every_retry,
+        each_debug_and_trace_event_appears_when_its_situation_occurs,
+        the_demo_shows_the_engines_expected_client_errors_only_at_trace,
+    )
+}
 
 const DATE: &str = "2025-11-20";
 const EXECUTION_TIME: &str = "2025-11-20T06:30:00";

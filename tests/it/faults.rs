@@ -13,9 +13,36 @@ use consolidation_updater::handler::{BatchHandler, Invocation};
 use consolidation_updater::store::dynamodb::provision::TableShape;
 use consolidation_updater::store::dynamodb::{DynamoStore, load_sdk_config, local_client};
 
+use libtest_mimic::Trial;
+
 use crate::proxy::FaultProxy;
-use crate::scenarios::sample_day;
+use crate::scenarios::{everywhere, sample_day};
 use crate::support::*;
+use crate::{Backends, ServerTest};
+
+pub fn tests(backends: &Backends) -> Vec<Trial> {
+    // On every server with both write paths, as the scenarios.
+    const SCENARIOS: &[(&str, ServerTest)] = server_tests![
+        under_a_capacity_limit_the_day_is_stamped_in_one_invocation,
+        a_deadline_too_short_hands_the_message_back_and_a_retry_completes_it,
+    ];
+    let mut trials: Vec<Trial> = SCENARIOS
+        .iter()
+        .flat_map(|(name, scenario)| everywhere(backends, name, *scenario))
+        .collect();
+    // A minute of per-statement throttling, on the official server only:
+    // long, so once, in the default write mode.
+    trials.push(backends.on_dynamodb_local(
+        WriteMode::BatchStatement,
+        "dynamodb_local::batch_statement::a_minute_of_throttling_never_hands_the_message_back",
+        a_minute_of_throttling_never_hands_the_message_back,
+    ));
+    trials.extend(trials!("faults";
+        a_permanently_rejected_update_dead_letters_its_message,
+        a_missing_table_hands_every_message_back,
+    ));
+    trials
+}
 
 /// A table that admits `capacity` writes/s behind the proxy, throttling the
 /// rest as DynamoDB does (per statement in a batch): the day of `seconds`'

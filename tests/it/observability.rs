@@ -10,12 +10,29 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use consolidation_updater::store::dynamodb::provision::TableShape;
+use libtest_mimic::Trial;
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 
+use crate::Backends;
 use crate::proxy::FaultProxy;
 use crate::runtime_api::*;
 use crate::support::*;
+
+pub fn tests(backends: &Backends) -> Vec<Trial> {
+    let mut trials = trials!("observability";
+        metrics_follow_the_emf_specification_and_agree_with_the_metrics_line,
+        subsegments_continue_lambdas_trace_one_per_message_fan_out_and_page,
+        nothing_is_traced_when_lambda_does_not_sample,
+        a_messages_story_is_found_by_its_correlation_id,
+        throttled_requests_are_counted_in_the_metrics,
+    );
+    trials.push(backends.on_moto(
+        "moto::observability::dead_letter_and_notice_calls_are_traced_and_counted",
+        dead_letter_and_notice_calls_are_traced_and_counted,
+    ));
+    trials
+}
 
 const NAMESPACE: &str = "POC-Chargeback/ConsolidationUpdater";
 
@@ -352,7 +369,7 @@ pub async fn subsegments_continue_lambdas_trace_one_per_message_fan_out_and_page
             &consolidation("2025-11-21", 1, 4, "2025-11-21T06:30:00"),
         ),
     ]));
-    let root = stub
+    let root = stub.invocations[0]
         .trace_header
         .split(';')
         .find_map(|p| p.strip_prefix("Root="))
@@ -477,7 +494,8 @@ pub async fn nothing_is_traced_when_lambda_does_not_sample() -> anyhow::Result<(
     seed_day(&table, "cb", "2025-11-20", 2).await?;
     let (daemon, address) = Daemon::start().await?;
     let mut stub = Stub::new(sample_event());
-    stub.trace_header = stub.trace_header.replace("Sampled=1", "Sampled=0");
+    let invocation = &mut stub.invocations[0];
+    invocation.trace_header = invocation.trace_header.replace("Sampled=1", "Sampled=0");
     let run = run_lambda(
         stub,
         &table.endpoint,

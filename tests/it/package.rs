@@ -8,9 +8,29 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail, ensure};
 use consolidation_updater::store::dynamodb::provision::TableShape;
+use libtest_mimic::{Failed, Trial};
 
+use crate::Backends;
 use crate::runtime_api::*;
 use crate::support::*;
+
+/// Listed as ignored when there is no package.
+pub fn tests(backends: &Backends) -> Vec<Trial> {
+    let package = backends.package.clone();
+    let ignored = package.is_none();
+    vec![
+        Trial::test(
+            "package::the_packaged_bootstrap_polls_handles_a_kafka_event_and_posts_the_response",
+            move || match package {
+                Some(zip) => crate::run(
+                    the_packaged_bootstrap_polls_handles_a_kafka_event_and_posts_the_response(zip),
+                ),
+                None => Err(Failed::from("no deployment package: run ./build.sh")),
+            },
+        )
+        .with_ignored_flag(ignored),
+    ]
+}
 
 /// Where the test finds the package: this variable, else `./build.sh`'s
 /// default output at the repository root.

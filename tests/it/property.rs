@@ -19,10 +19,16 @@ use consolidation_updater::retry::RetryPolicy;
 use consolidation_updater::store::dynamodb::provision::TableShape;
 use consolidation_updater::store::dynamodb::{DynamoStore, load_sdk_config, local_client};
 use consolidation_updater::synthetic::Chargeback;
+use libtest_mimic::Trial;
 use serde_json::Value;
 
+use crate::Backends;
 use crate::proxy::FaultProxy;
 use crate::support::*;
+
+pub fn tests(_: &Backends) -> Vec<Trial> {
+    trials!("property"; deliveries_with_faults_end_as_if_each_event_applied_once_in_order)
+}
 
 /// Cases run; each is one random world, reproducible from its seed.
 const CASES: u64 = 24;

@@ -2,41 +2,60 @@
 //! (the embedded engine and DynamoDB Local), each test on its own table.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 
 use anyhow::{anyhow, ensure};
 use chrono::{DateTime, NaiveDate, Utc};
+use consolidation_updater::config::WriteMode;
 use consolidation_updater::domain::outcome::MessageOutcome;
 use consolidation_updater::domain::stamp::{StampResult, StampValues};
 use consolidation_updater::ports::ChargebackStore;
 use consolidation_updater::store::dynamodb::provision::{IndexProjection, TableShape};
 use consolidation_updater::synthetic::{Chargeback, SyntheticDay};
+use libtest_mimic::Trial;
 use serde_json::json;
 
 use crate::support::*;
+use crate::{Backends, ServerTest};
 
-pub type Scenario = fn(Backend) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
-
-macro_rules! scenarios {
-    ($($name:path),* $(,)?) => {
-        pub const ALL: &[(&str, Scenario)] = &[$((stringify!($name), |backend| Box::pin($name(backend)))),*];
-    };
+/// Every scenario on both servers, with both write paths.
+pub fn tests(backends: &Backends) -> Vec<Trial> {
+    const SCENARIOS: &[(&str, ServerTest)] = server_tests![
+        the_sample_event_stamps_every_record_created_up_to_the_execution_time,
+        a_redelivered_event_writes_nothing,
+        an_older_execution_arriving_after_a_newer_one_changes_nothing,
+        a_hash_and_range_table_is_stamped_like_a_hash_only_one,
+        a_table_without_the_date_index_falls_back_to_a_scan,
+        the_last_execution_reports_records_created_after_it,
+        a_batch_of_100_messages_over_several_partitions_and_dates,
+        a_missing_record_is_never_created,
+        the_read_side_skips_stamped_records_when_the_index_projects_the_execution,
+    ];
+    SCENARIOS
+        .iter()
+        .flat_map(|(name, scenario)| everywhere(backends, name, *scenario))
+        .collect()
 }
 
-scenarios![
-    the_sample_event_stamps_every_record_created_up_to_the_execution_time,
-    a_redelivered_event_writes_nothing,
-    an_older_execution_arriving_after_a_newer_one_changes_nothing,
-    a_hash_and_range_table_is_stamped_like_a_hash_only_one,
-    a_table_without_the_date_index_falls_back_to_a_scan,
-    the_last_execution_reports_records_created_after_it,
-    a_batch_of_100_messages_over_several_partitions_and_dates,
-    a_missing_record_is_never_created,
-    the_read_side_skips_stamped_records_when_the_index_projects_the_execution,
-    crate::faults::under_a_capacity_limit_the_day_is_stamped_in_one_invocation,
-    crate::faults::a_deadline_too_short_hands_the_message_back_and_a_retry_completes_it,
-];
+/// `scenario` on each server with each write path; each name says its write
+/// path (`embedded::update_item::{name}`, ...), so neither reads as the default.
+pub fn everywhere(backends: &Backends, name: &str, scenario: ServerTest) -> Vec<Trial> {
+    let mut trials = Vec::new();
+    for (mode, write_mode) in [
+        ("update_item", WriteMode::UpdateItem),
+        ("batch_statement", WriteMode::BatchStatement),
+    ] {
+        trials.push(crate::test(
+            format!("embedded::{mode}::{name}"),
+            move || scenario(Backend::embedded().writing_with(write_mode)),
+        ));
+        trials.push(backends.on_dynamodb_local(
+            write_mode,
+            format!("dynamodb_local::{mode}::{name}"),
+            scenario,
+        ));
+    }
+    trials
+}
 
 pub fn sample_day(total: u64) -> SyntheticDay {
     let execution_time = DateTime::parse_from_rfc3339("2025-11-20T06:30:00Z")
