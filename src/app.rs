@@ -6,11 +6,12 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use tracing::{info, warn};
 
+use crate::aws;
 use crate::config::Settings;
 use crate::fanout::{FanOut, Progress};
 use crate::handler::BatchHandler;
-use crate::notify::sns::{self, SnsNotifier};
-use crate::queue::sqs::{self, SqsDeadLetters};
+use crate::notify::sns::SnsNotifier;
+use crate::queue::sqs::SqsDeadLetters;
 use crate::store::dynamodb::DynamoStore;
 use crate::telemetry::events::SettingsInEffect;
 
@@ -46,7 +47,7 @@ pub async fn handler(
     .with_deadline_margin(settings.deadline_margin);
     match &settings.dlq_url {
         Some(url) => {
-            let queue = SqsDeadLetters::connect(sqs::client(sdk), url).await;
+            let queue = SqsDeadLetters::connect(aws::sqs_client(sdk), url).await;
             info!(dlq_url = %url, message_limit = queue.message_limit(), fifo = queue.is_fifo(),
                 "poison messages go to the dead-letter queue");
             handler = handler.with_dead_letters(Arc::new(queue));
@@ -57,7 +58,7 @@ pub async fn handler(
         ),
     }
     if let Some(arn) = &settings.failure_topic_arn {
-        let mut notifier = SnsNotifier::new(sns::client(sdk), arn);
+        let mut notifier = SnsNotifier::new(aws::sns_client(sdk), arn);
         if let Some(function) = &settings.function {
             notifier = notifier.in_group_of(&function.name);
         }

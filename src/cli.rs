@@ -11,12 +11,13 @@ use serde_json::Value;
 use tracing::info;
 
 use crate::app;
+use crate::aws::{self, load_sdk_config};
 use crate::config::{LogFormat, Settings};
 use crate::fanout::FanOut;
 use crate::handler::{BatchHandler, Invocation};
-use crate::queue::sqs::{self, DeadLetterReader};
+use crate::queue::sqs::DeadLetterReader;
 use crate::store::dynamodb::provision::{Ensured, IndexProjection, TableShape, ensure_table};
-use crate::store::dynamodb::{DynamoStore, KeyReader, load_sdk_config};
+use crate::store::dynamodb::{DynamoStore, KeyReader};
 use crate::telemetry::xray::XrayTracer;
 use crate::telemetry::{self, Sink};
 
@@ -377,7 +378,7 @@ async fn redrive(
         FanOut::new(store, settings.max_concurrency, Arc::default())
             .with_max_write_rate(settings.max_write_rate),
     ));
-    let reader = DeadLetterReader::new(sqs::client(&sdk), queue_url);
+    let reader = DeadLetterReader::new(aws::sqs_client(&sdk), queue_url);
     let summary = crate::redrive::redrive(&reader, &handler, max, dry_run).await?;
     let verb = if dry_run {
         "would be redriven"
@@ -550,13 +551,13 @@ pub mod demo {
     use clap::Args;
 
     use super::*;
+    use crate::aws::local_client;
     use crate::domain::event::{ConsolidationEvent, DecodedValue, decode_value};
     use crate::domain::kafka::decode_envelope;
     use crate::domain::outcome::MessageOutcome;
     use crate::embedded::EmbeddedServer;
     use crate::fanout::Progress;
     use crate::ports::ChargebackStore;
-    use crate::store::dynamodb::local_client;
     use crate::store::dynamodb::provision::{create_table, put_chargebacks};
     use crate::synthetic::SyntheticDay;
 

@@ -13,10 +13,10 @@ use tracing::level_filters::LevelFilter;
 use tracing::{error, info, warn};
 
 use crate::app;
+use crate::aws::load_sdk_config;
 use crate::config::{ConfigErrors, FunctionIdentity, LogFormat, Settings};
 use crate::domain::kafka::{EnvelopeError, KafkaBatchResponse};
 use crate::handler::Invocation;
-use crate::store::dynamodb::load_sdk_config;
 use crate::telemetry::metrics::MetricsEmitter;
 use crate::telemetry::xray::{self, XrayTracer};
 use crate::telemetry::{self, Sink};

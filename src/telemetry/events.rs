@@ -5,9 +5,9 @@
 //!
 //! Volume, by design:
 //! - DEBUG grows with pages, never with records: two lines at cold start
-//!   ([`SettingsInEffect`], [`TableLayoutFound`]), two per message
+//!   ([`SettingsInEffect`], `TableLayoutFound`), two per message
 //!   ([`EventDecoded`], [`SelectionMade`]), one per page read
-//!   ([`KeyPageRead`], [`CountPageRead`]).
+//!   (`KeyPageRead`, `CountPageRead`).
 //! - Failures, retries and limit changes multiply under faults, so they have
 //!   a budget ([`LineBudget`]): at most one [`RequestFailed`] and one
 //!   [`RequestRetried`] line per DynamoDB operation per second, and one
@@ -15,19 +15,22 @@
 //!   kind were not written since the previous one, and what is still held
 //!   back when a fan-out ends is said in one summary line per kind, so the
 //!   totals stay exact.
-//! - TRACE adds [`RecordStamped`], one line per record written or declined.
+//! - TRACE adds `RecordStamped`, one line per record written or declined.
+//!
+//! `TableLayoutFound`, `KeyPageRead`, `CountPageRead` and `RecordStamped` are
+//! the DynamoDB adapter's, in `store::dynamodb::events`.
 
 use std::fmt::Display;
 use std::time::{Duration, Instant};
 
 use chrono::SecondsFormat;
-use tracing::{Level, debug, trace};
+use tracing::{Level, debug};
 
 use super::line_budget::LineBudget;
 use crate::config::{LogFormat, Settings, WriteMode};
 use crate::domain::event::ConsolidationEvent;
 use crate::domain::failure::StoreError;
-use crate::domain::stamp::{StampPlan, StampResult};
+use crate::domain::stamp::StampPlan;
 use crate::pacing::Cut;
 
 /// How often a line of one kind may be written while faults repeat it.
@@ -39,7 +42,7 @@ static RETRY_LINES: LineBudget = LineBudget::new(REPEATED_LINE_INTERVAL);
 static FAILURE_LINES: LineBudget = LineBudget::new(REPEATED_LINE_INTERVAL);
 
 /// Milliseconds with two decimals: local reads take well under one.
-fn millis(duration: Duration) -> f64 {
+pub(crate) fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 100_000.0).round() / 100.0
 }
 
@@ -76,40 +79,6 @@ impl SettingsInEffect<'_> {
             progress_interval_seconds = s.progress_interval.as_secs(),
             xray_daemon = s.xray.map(|d| d.0.to_string()),
             "settings in effect"
-        );
-    }
-}
-
-/// How the keys of a day will be read: what `DescribeTable` found.
-pub struct TableLayoutFound<'a> {
-    pub table: &'a str,
-    pub hash_key: &'a str,
-    pub range_key: Option<&'a str>,
-    pub index: &'a str,
-    /// `index` (the date index) or `scan` (no such index).
-    pub reader: &'static str,
-    /// The index's projection type (`KEYS_ONLY`, `INCLUDE`, `ALL`).
-    pub projection: Option<&'a str>,
-    /// The non-key attributes an `INCLUDE` projection names, comma-separated.
-    pub projected_attributes: String,
-    /// Whether the read sees `consolidation_execution`.
-    pub projects_execution: bool,
-    pub scan_segments: Option<u32>,
-}
-
-impl TableLayoutFound<'_> {
-    pub fn emit(&self) {
-        debug!(
-            table = self.table,
-            hash_key = self.hash_key,
-            range_key = self.range_key,
-            index = self.index,
-            key_reader = self.reader,
-            index_projection = self.projection,
-            index_projected_attributes = self.projected_attributes.as_str(),
-            projects_execution = self.projects_execution,
-            scan_segments = self.scan_segments,
-            "table layout"
         );
     }
 }
@@ -152,61 +121,6 @@ impl SelectionMade<'_> {
             count_left_behind = self.0.count_left_behind,
             updated_at = %values.updated_at,
             "selection"
-        );
-    }
-}
-
-/// One page of keys read from the index (`Query`) or a scan segment
-/// (`Scan`). The keys themselves would be thousands per line: the count,
-/// the first and the last say which stretch of the index it was.
-pub struct KeyPageRead<'a> {
-    pub operation: &'static str,
-    pub segment: Option<u32>,
-    /// Keys to stamp.
-    pub keys: usize,
-    /// Records the read showed already at this execution or newer.
-    pub already_applied_on_read: u64,
-    pub first_key: Option<&'a dyn Display>,
-    pub last_key: Option<&'a dyn Display>,
-    pub duration: Duration,
-    /// Where the next page starts (`LastEvaluatedKey`); `None`: the last page.
-    pub position: Option<&'a dyn Display>,
-}
-
-impl KeyPageRead<'_> {
-    pub fn emit(&self) {
-        debug!(
-            operation = self.operation,
-            segment = self.segment,
-            keys = self.keys,
-            already_applied_on_read = self.already_applied_on_read,
-            first_key = self.first_key.map(tracing::field::display),
-            last_key = self.last_key.map(tracing::field::display),
-            read_ms = millis(self.duration),
-            position = self.position.map(tracing::field::display),
-            last_page = self.position.is_none(),
-            "key page read"
-        );
-    }
-}
-
-/// One page of the count of records created after the cutoff.
-pub struct CountPageRead<'a> {
-    pub operation: &'static str,
-    pub counted: u64,
-    pub duration: Duration,
-    pub position: Option<&'a dyn Display>,
-}
-
-impl CountPageRead<'_> {
-    pub fn emit(&self) {
-        debug!(
-            operation = self.operation,
-            counted = self.counted,
-            read_ms = millis(self.duration),
-            position = self.position.map(tracing::field::display),
-            last_page = self.position.is_none(),
-            "count page read"
         );
     }
 }
@@ -387,29 +301,6 @@ impl WriteRateCutsHeldBack<'_> {
                 writes_per_second = self.rate.round() as u64,
                 "write rate cuts held back"
             );
-        }
-    }
-}
-
-/// TRACE: what happened to one record (written, or declined by the update's
-/// condition or on read).
-pub struct RecordStamped<'a> {
-    pub operation: &'static str,
-    pub key: &'a dyn Display,
-    pub result: StampResult,
-}
-
-impl RecordStamped<'_> {
-    pub fn emit(&self) {
-        let result = match self.result {
-            StampResult::Written => "written",
-            StampResult::AlreadyApplied => "already_applied",
-            StampResult::Missing => "missing",
-        };
-        if self.result == StampResult::Written {
-            trace!(operation = self.operation, key = %self.key, result, "record written");
-        } else {
-            trace!(operation = self.operation, key = %self.key, result, "record declined");
         }
     }
 }

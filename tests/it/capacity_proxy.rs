@@ -10,8 +10,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, BatchStatementErrorCodeEnum, BatchStatementRequest};
+use consolidation_updater::aws::{load_sdk_config, local_client};
 use consolidation_updater::store::dynamodb::provision::TableShape;
-use consolidation_updater::store::dynamodb::{load_sdk_config, local_client};
 use consolidation_updater::synthetic::Chargeback;
 use serde_json::{Value, json};
 

@@ -5,9 +5,9 @@ use std::process::Output;
 
 use anyhow::{Context as _, ensure};
 use aws_sdk_dynamodb::types::{KeyType, ProjectionType};
+use consolidation_updater::aws::{load_sdk_config, local_client};
 use consolidation_updater::cli::exit_code;
 use consolidation_updater::store::dynamodb::provision::{TableShape, create_table};
-use consolidation_updater::store::dynamodb::{load_sdk_config, local_client};
 use tokio::process::Command;
 
 use crate::dead_letters::{create_queue, local_sdk, unique};
