@@ -45,10 +45,10 @@ use axum::body::Bytes;
 use axum::http::Request;
 use chrono::{NaiveDate, TimeZone, Utc};
 use clap::{Parser, ValueEnum};
+use consolidation_updater::aws::{load_sdk_config, local_client};
 use consolidation_updater::store::dynamodb::provision::{
     IndexProjection, TableShape, create_table, put_chargebacks,
 };
-use consolidation_updater::store::dynamodb::{load_sdk_config, local_client};
 use consolidation_updater::synthetic::SyntheticDay;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;

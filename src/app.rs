@@ -7,12 +7,13 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use tracing::{info, warn};
 
+use crate::aws;
 use crate::config::Settings;
 use crate::fanout::{FanOut, Progress};
 use crate::handler::BatchHandler;
-use crate::notify::sns::{self, SnsNotifier};
-use crate::queue::sqs::{self, SqsDeadLetters};
-use crate::store::dynamodb::{DynamoStore, load_sdk_config};
+use crate::notify::sns::SnsNotifier;
+use crate::queue::sqs::SqsDeadLetters;
+use crate::store::dynamodb::DynamoStore;
 use crate::telemetry::events::SettingsInEffect;
 
 /// The chargebacks table the settings name, written as they say, through
@@ -36,7 +37,7 @@ pub fn store(
 /// The SDK configuration and the store for a command run outside Lambda,
 /// the table described once before any message.
 pub async fn connect(settings: &Settings) -> (SdkConfig, Arc<DynamoStore>) {
-    let sdk = load_sdk_config(settings.region.as_deref()).await;
+    let sdk = aws::load_sdk_config(settings.region.as_deref()).await;
     let store = Arc::new(store(settings, &sdk, aws_sdk_dynamodb::Client::new(&sdk)));
     store.warm_up().await;
     (sdk, store)
@@ -74,7 +75,7 @@ pub async fn handler(
         .with_deadline_margin(settings.deadline_margin);
     match &settings.dlq_url {
         Some(url) => {
-            let queue = SqsDeadLetters::connect(sqs::client(sdk), url).await;
+            let queue = SqsDeadLetters::connect(aws::sqs_client(sdk), url).await;
             info!(dlq_url = %url, message_limit = queue.message_limit(), fifo = queue.is_fifo(),
                 "poison messages go to the dead-letter queue");
             handler = handler.with_dead_letters(Arc::new(queue));
@@ -85,7 +86,7 @@ pub async fn handler(
         ),
     }
     if let Some(arn) = &settings.failure_topic_arn {
-        let mut notifier = SnsNotifier::new(sns::client(sdk), arn);
+        let mut notifier = SnsNotifier::new(aws::sns_client(sdk), arn);
         if let Some(function) = &settings.function {
             notifier = notifier.in_group_of(&function.name);
         }

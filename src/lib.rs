@@ -3,11 +3,12 @@
 //!
 //! Layout: `domain` is the pure core (decoding, the stamp plan, outcomes and
 //! the response); `ports` are the traits it needs; `fanout` drives a store
-//! through them; `store` holds the DynamoDB adapter; `handler` is one
-//! invocation; `lambda` and `cli` are the two ways to run it.
+//! through them; `store` holds the DynamoDB adapter; `aws` configures the SDK
+//! clients; `handler` is one invocation; `lambda` and `cli` are the two ways
+//! to run it.
 
 pub mod app;
-
+pub mod aws;
 pub mod config;
 pub mod domain;
 #[cfg(feature = "embedded")]

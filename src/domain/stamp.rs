@@ -53,11 +53,31 @@ pub struct StampPlan {
 impl KeySelection {
     /// Whether a record stamped by `execution` still needs this stamp.
     pub fn needs_stamp(&self, execution: Option<u64>) -> bool {
-        execution.is_none_or(|e| {
-            e < self.execution_sequence
-                || (self.replace_same_execution && e == self.execution_sequence)
-        })
+        needs_stamp(
+            execution,
+            self.execution_sequence,
+            self.replace_same_execution,
+        )
     }
+}
+
+impl StampValues {
+    /// Whether a record stamped by `execution` still needs these values: the
+    /// rule of [`KeySelection::needs_stamp`], for a store that checks one
+    /// record without its selection (a dry run).
+    pub fn needs_stamp(&self, execution: Option<u64>) -> bool {
+        needs_stamp(
+            execution,
+            self.execution_sequence,
+            self.replace_same_execution,
+        )
+    }
+}
+
+/// A record stamped by `stamped` needs the stamp of `execution` when it has
+/// none or an older one, or this very one when it is replaced.
+fn needs_stamp(stamped: Option<u64>, execution: u64, replace_same_execution: bool) -> bool {
+    stamped.is_none_or(|e| e < execution || (replace_same_execution && e == execution))
 }
 
 impl StampPlan {
@@ -230,6 +250,23 @@ mod tests {
                 "{excluded} is for the next run"
             );
         }
+    }
+
+    #[test]
+    fn only_records_below_this_execution_need_the_stamp_and_a_backfill_adds_this_one() {
+        let plan = StampPlan::for_event(&event("2025-11-20T06:30:00", 2), now());
+        let stamped = [None, Some(1), Some(2), Some(3)];
+        let needs = |plan: &StampPlan| {
+            stamped.map(|s| (plan.selection.needs_stamp(s), plan.values.needs_stamp(s)))
+        };
+        assert_eq!(
+            needs(&plan),
+            [(true, true), (true, true), (false, false), (false, false)]
+        );
+        assert_eq!(
+            needs(&plan.replacing_same_execution()),
+            [(true, true), (true, true), (true, true), (false, false)]
+        );
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! SNS failure notifications, behind the [`FailureNotifier`] port, to a
 //! standard or a FIFO topic.
 
-use aws_config::SdkConfig;
-use aws_config::retry::RetryConfig;
 use aws_sdk_sns::Client;
 use aws_sdk_sns::error::DisplayErrorContext;
 
@@ -13,14 +11,6 @@ use crate::ports::{BoxFuture, FailureNotifier};
 
 /// The message group of notices when no function name is known (the CLI).
 pub const DEFAULT_NOTICE_GROUP: &str = "consolidation-updater";
-
-pub fn client(sdk: &SdkConfig) -> Client {
-    Client::from_conf(
-        aws_sdk_sns::config::Builder::from(sdk)
-            .retry_config(RetryConfig::standard().with_max_attempts(3))
-            .build(),
-    )
-}
 
 /// SNS requires a FIFO topic's name to end in `.fifo` and allows no dot in a
 /// standard topic's, so the ARN tells them apart without `GetTopicAttributes`

@@ -6,8 +6,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_config::SdkConfig;
-use aws_config::retry::RetryConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
@@ -26,16 +24,6 @@ pub const DEFAULT_MESSAGE_LIMIT: usize = 262_144;
 const ATTRIBUTES_RESERVE: usize = 1024;
 /// How long start-up waits for the queue's attributes.
 const ATTRIBUTES_WAIT: Duration = Duration::from_secs(2);
-
-/// An SQS client with the SDK's standard retries: a dead-letter send is rare,
-/// and a short hiccup should not hand a poison message back.
-pub fn client(sdk: &SdkConfig) -> Client {
-    Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(sdk)
-            .retry_config(RetryConfig::standard().with_max_attempts(3))
-            .build(),
-    )
-}
 
 /// SQS requires a FIFO queue's name to end in `.fifo` and allows no dot in
 /// a standard queue's, so the URL alone tells them apart when the queue's

@@ -5,24 +5,29 @@
 //!
 //! Volume, by design:
 //! - DEBUG grows with pages, never with records: two lines at cold start
-//!   ([`SettingsInEffect`], [`TableLayoutFound`]), two per message
-//!   ([`EventDecoded`], [`SelectionMade`]), one per page read
-//!   ([`KeyPageRead`], [`CountPageRead`]).
+//!   ([`SettingsInEffect`], the store's `TableLayoutFound`), two per message
+//!   ([`EventDecoded`], [`SelectionMade`]), one per page read (the store's
+//!   `KeyPageRead`, `CountPageRead`).
 //! - Failures, retries, limit changes and rate cuts multiply under faults,
 //!   so they have a budget ([`LineBudget`](super::line_budget::LineBudget));
 //!   their events live next to what emits them (`retry::events`,
 //!   `pacing::events`).
-//! - TRACE adds [`RecordStamped`], one line per record written or declined.
+//! - TRACE adds the store's `RecordStamped`, one line per record written or
+//!   declined.
+//!
+//! Events that belong to one component live next to it (`handler::events`,
+//! `fanout::events`, `retry::events`, `pacing::events`,
+//! `store::dynamodb::events`, `queue::events`); this file keeps those that
+//! belong to none.
 
-use std::fmt::Display;
 use std::time::Duration;
 
 use chrono::SecondsFormat;
-use tracing::{debug, trace};
+use tracing::debug;
 
 use crate::config::{LogFormat, Settings, WriteMode};
 use crate::domain::event::ConsolidationEvent;
-use crate::domain::stamp::{StampPlan, StampResult};
+use crate::domain::stamp::StampPlan;
 
 /// How often a line of one kind may be written while faults repeat it.
 pub const REPEATED_LINE_INTERVAL: Duration = Duration::from_secs(1);
@@ -69,40 +74,6 @@ impl SettingsInEffect<'_> {
     }
 }
 
-/// How the keys of a day will be read: what `DescribeTable` found.
-pub struct TableLayoutFound<'a> {
-    pub table: &'a str,
-    pub hash_key: &'a str,
-    pub range_key: Option<&'a str>,
-    pub index: &'a str,
-    /// `index` (the date index) or `scan` (no such index).
-    pub reader: &'static str,
-    /// The index's projection type (`KEYS_ONLY`, `INCLUDE`, `ALL`).
-    pub projection: Option<&'a str>,
-    /// The non-key attributes an `INCLUDE` projection names, comma-separated.
-    pub projected_attributes: String,
-    /// Whether the read sees `consolidation_execution`.
-    pub projects_execution: bool,
-    pub scan_segments: Option<u32>,
-}
-
-impl TableLayoutFound<'_> {
-    pub fn emit(&self) {
-        debug!(
-            table = self.table,
-            hash_key = self.hash_key,
-            range_key = self.range_key,
-            index = self.index,
-            key_reader = self.reader,
-            index_projection = self.projection,
-            index_projected_attributes = self.projected_attributes.as_str(),
-            projects_execution = self.projects_execution,
-            scan_segments = self.scan_segments,
-            "table layout"
-        );
-    }
-}
-
 /// A message's value, decoded and validated.
 pub struct EventDecoded<'a>(pub &'a ConsolidationEvent);
 
@@ -142,83 +113,5 @@ impl SelectionMade<'_> {
             updated_at = %values.updated_at,
             "selection"
         );
-    }
-}
-
-/// One page of keys read from the index (`Query`) or a scan segment
-/// (`Scan`). The keys themselves would be thousands per line: the count,
-/// the first and the last say which stretch of the index it was.
-pub struct KeyPageRead<'a> {
-    pub operation: &'static str,
-    pub segment: Option<u32>,
-    /// Keys to stamp.
-    pub keys: usize,
-    /// Records the read showed already at this execution or newer.
-    pub already_applied_on_read: u64,
-    pub first_key: Option<&'a dyn Display>,
-    pub last_key: Option<&'a dyn Display>,
-    pub duration: Duration,
-    /// Where the next page starts (`LastEvaluatedKey`); `None`: the last page.
-    pub position: Option<&'a dyn Display>,
-}
-
-impl KeyPageRead<'_> {
-    pub fn emit(&self) {
-        debug!(
-            operation = self.operation,
-            segment = self.segment,
-            keys = self.keys,
-            already_applied_on_read = self.already_applied_on_read,
-            first_key = self.first_key.map(tracing::field::display),
-            last_key = self.last_key.map(tracing::field::display),
-            read_ms = millis(self.duration),
-            position = self.position.map(tracing::field::display),
-            last_page = self.position.is_none(),
-            "key page read"
-        );
-    }
-}
-
-/// One page of the count of records created after the cutoff.
-pub struct CountPageRead<'a> {
-    pub operation: &'static str,
-    pub counted: u64,
-    pub duration: Duration,
-    pub position: Option<&'a dyn Display>,
-}
-
-impl CountPageRead<'_> {
-    pub fn emit(&self) {
-        debug!(
-            operation = self.operation,
-            counted = self.counted,
-            read_ms = millis(self.duration),
-            position = self.position.map(tracing::field::display),
-            last_page = self.position.is_none(),
-            "count page read"
-        );
-    }
-}
-
-/// TRACE: what happened to one record (written, or declined by the update's
-/// condition or on read).
-pub struct RecordStamped<'a> {
-    pub operation: &'static str,
-    pub key: &'a dyn Display,
-    pub result: StampResult,
-}
-
-impl RecordStamped<'_> {
-    pub fn emit(&self) {
-        let result = match self.result {
-            StampResult::Written => "written",
-            StampResult::AlreadyApplied => "already_applied",
-            StampResult::Missing => "missing",
-        };
-        if self.result == StampResult::Written {
-            trace!(operation = self.operation, key = %self.key, result, "record written");
-        } else {
-            trace!(operation = self.operation, key = %self.key, result, "record declined");
-        }
     }
 }

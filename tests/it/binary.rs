@@ -333,8 +333,8 @@ pub async fn an_unreachable_dynamodb_hands_every_message_back() -> anyhow::Resul
     let closed = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let endpoint = format!("http://{}", closed.local_addr()?);
     drop(closed);
-    let sdk = consolidation_updater::store::dynamodb::load_sdk_config(Some(REGION)).await;
-    let client = consolidation_updater::store::dynamodb::local_client(&sdk, &endpoint);
+    let sdk = consolidation_updater::aws::load_sdk_config(Some(REGION)).await;
+    let client = consolidation_updater::aws::local_client(&sdk, &endpoint);
     let (handler, parked) = handler_on(client, "chargebacks");
     let messages = good_messages([(0, 10), (0, 11), (1, 20), (1, 21)]);
     let started = Instant::now();

@@ -6,12 +6,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
+use consolidation_updater::aws::{load_sdk_config, local_client};
 use consolidation_updater::config::WriteMode;
 use consolidation_updater::domain::outcome::MessageOutcome;
 use consolidation_updater::fanout::FanOut;
 use consolidation_updater::handler::{BatchHandler, Invocation};
+use consolidation_updater::store::dynamodb::DynamoStore;
 use consolidation_updater::store::dynamodb::provision::TableShape;
-use consolidation_updater::store::dynamodb::{DynamoStore, load_sdk_config, local_client};
 
 use libtest_mimic::Trial;
 

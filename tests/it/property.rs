@@ -13,11 +13,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{anyhow, ensure};
+use consolidation_updater::aws::{load_sdk_config, local_client};
 use consolidation_updater::fanout::FanOut;
 use consolidation_updater::handler::{BatchHandler, Invocation};
 use consolidation_updater::retry::RetryPolicy;
+use consolidation_updater::store::dynamodb::DynamoStore;
 use consolidation_updater::store::dynamodb::provision::TableShape;
-use consolidation_updater::store::dynamodb::{DynamoStore, load_sdk_config, local_client};
 use consolidation_updater::synthetic::Chargeback;
 use libtest_mimic::Trial;
 use serde_json::Value;

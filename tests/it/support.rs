@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use consolidation_updater::aws::{load_sdk_config, local_client};
 use consolidation_updater::config::WriteMode;
 use consolidation_updater::domain::dead_letter::DeadLetter;
 use consolidation_updater::domain::failure::SinkError;
@@ -19,10 +20,10 @@ use consolidation_updater::embedded::EmbeddedServer;
 use consolidation_updater::fanout::FanOut;
 use consolidation_updater::handler::{BatchHandler, Invocation};
 use consolidation_updater::ports::{BoxFuture, DeadLetterSink};
+use consolidation_updater::store::dynamodb::DynamoStore;
 use consolidation_updater::store::dynamodb::provision::{
     TableShape, create_table, put_chargebacks,
 };
-use consolidation_updater::store::dynamodb::{DynamoStore, load_sdk_config, local_client};
 use consolidation_updater::synthetic::Chargeback;
 use serde_json::{Value, json};
 

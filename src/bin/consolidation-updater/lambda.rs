@@ -13,10 +13,10 @@ use tracing::level_filters::LevelFilter;
 use tracing::{error, info, warn};
 
 use consolidation_updater::app;
+use consolidation_updater::aws::load_sdk_config;
 use consolidation_updater::config::{ConfigErrors, FunctionIdentity, LogFormat, Settings};
 use consolidation_updater::domain::kafka::EnvelopeError;
 use consolidation_updater::handler::Invocation;
-use consolidation_updater::store::dynamodb::load_sdk_config;
 use consolidation_updater::telemetry::metrics::MetricsEmitter;
 use consolidation_updater::telemetry::xray::{self, XrayTracer};
 use consolidation_updater::telemetry::{self, Sink};

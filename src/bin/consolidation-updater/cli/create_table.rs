@@ -3,11 +3,12 @@
 use std::process::ExitCode;
 
 use super::{exit_code, with_setup_hint};
+use consolidation_updater::aws::load_sdk_config;
 use consolidation_updater::config::Settings;
 use consolidation_updater::store::dynamodb::provision::{
     Ensured, IndexProjection, TableShape, ensure_table,
 };
-use consolidation_updater::store::dynamodb::{DynamoStore, KeyReader, load_sdk_config};
+use consolidation_updater::store::dynamodb::{DynamoStore, KeyReader};
 
 pub(super) async fn run(
     settings: &Settings,

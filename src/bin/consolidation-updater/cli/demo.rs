@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::{ProjectionArg, batch_exit_code, local_request_id, positive_count, read_event};
 use consolidation_updater::app;
+use consolidation_updater::aws::{load_sdk_config, local_client};
 use consolidation_updater::config::Settings;
 use consolidation_updater::domain::event::{ConsolidationEvent, DecodedValue, decode_value};
 use consolidation_updater::domain::kafka::decode_envelope;
@@ -24,8 +25,6 @@ use consolidation_updater::embedded::EmbeddedServer;
 use consolidation_updater::fanout::Progress;
 use consolidation_updater::handler::Invocation;
 use consolidation_updater::ports::ChargebackStore;
-use consolidation_updater::store::dynamodb::load_sdk_config;
-use consolidation_updater::store::dynamodb::local_client;
 use consolidation_updater::store::dynamodb::provision::TableShape;
 use consolidation_updater::store::dynamodb::provision::{create_table, put_chargebacks};
 use consolidation_updater::synthetic::SyntheticDay;

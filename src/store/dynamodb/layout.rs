@@ -1,0 +1,300 @@
+//! The table's layout: the attributes the adapter relies on, and how the keys
+//! of a day are read, found once with `DescribeTable`.
+
+use aws_sdk_dynamodb::types::{KeyType, ProjectionType, TableDescription};
+use tracing::{info, warn};
+
+use super::DynamoStore;
+use super::classify::classify;
+use super::events::TableLayoutFound;
+use crate::domain::failure::{ErrorClass, StoreError};
+
+/// The attribute that records which execution stamped a record last.
+pub const EXECUTION_ATTRIBUTE: &str = "consolidation_execution";
+pub const PARTITION_DATE_ATTRIBUTE: &str = "partition_date";
+pub const CREATED_AT_ATTRIBUTE: &str = "created_at";
+
+/// Segments of the fallback scan. A scan reads the whole table, so it is
+/// split to finish in a reasonable time; more segments than this only add
+/// pagers competing with the updates for the same limiter.
+const SCAN_SEGMENTS: u32 = 8;
+
+/// How the table is laid out, read once with `DescribeTable`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableLayout {
+    pub hash_key: String,
+    pub range_key: Option<String>,
+    pub reader: KeyReader,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyReader {
+    /// Query the date index; when it projects `consolidation_execution`,
+    /// records already stamped are counted on read and never written.
+    Index { projects_execution: bool },
+    /// No date index: a parallel scan with the same selection as a filter
+    /// (slow and costly), which also sees `consolidation_execution`.
+    Scan { segments: u32 },
+}
+
+impl DynamoStore {
+    pub(super) async fn describe(&self) -> Result<TableLayout, StoreError> {
+        let output = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeTable", e))?;
+        let table = output.table().ok_or_else(|| {
+            StoreError::new(
+                ErrorClass::Setup,
+                "DescribeTable",
+                "no table description returned",
+            )
+        })?;
+        layout_of(table, &self.table, &self.index)
+    }
+}
+
+/// The layout a table description shows, with `index` as the date index
+/// (the table's name is for the log lines).
+fn layout_of(
+    table: &TableDescription,
+    table_name: &str,
+    index_name: &str,
+) -> Result<TableLayout, StoreError> {
+    let key_named = |kind: KeyType| {
+        table
+            .key_schema()
+            .iter()
+            .find(|k| *k.key_type() == kind)
+            .map(|k| k.attribute_name().to_owned())
+    };
+    let hash_key = key_named(KeyType::Hash).ok_or_else(|| {
+        StoreError::new(
+            ErrorClass::Setup,
+            "DescribeTable",
+            "the table has no partition key",
+        )
+    })?;
+    let index = table
+        .global_secondary_indexes()
+        .iter()
+        .find(|i| i.index_name() == Some(index_name));
+    let reader = match index {
+        Some(index) => {
+            let index_key = |kind: KeyType| {
+                index
+                    .key_schema()
+                    .iter()
+                    .find(|k| *k.key_type() == kind)
+                    .map(|k| k.attribute_name())
+            };
+            if index_key(KeyType::Hash) != Some(PARTITION_DATE_ATTRIBUTE)
+                || index_key(KeyType::Range) != Some(CREATED_AT_ATTRIBUTE)
+            {
+                return Err(StoreError::new(
+                    ErrorClass::Setup,
+                    "DescribeTable",
+                    format!(
+                        "index {} must have hash key {PARTITION_DATE_ATTRIBUTE} and range key \
+                         {CREATED_AT_ATTRIBUTE}; it has {:?} and {:?}",
+                        index_name,
+                        index_key(KeyType::Hash),
+                        index_key(KeyType::Range)
+                    ),
+                ));
+            }
+            let projection = index.projection();
+            let projects_execution = match projection.and_then(|p| p.projection_type()) {
+                Some(ProjectionType::All) => true,
+                Some(ProjectionType::Include) => projection.is_some_and(|p| {
+                    p.non_key_attributes()
+                        .iter()
+                        .any(|a| a == EXECUTION_ATTRIBUTE)
+                }),
+                _ => false,
+            };
+            info!(
+                table = %table_name,
+                index = %index_name,
+                projects_execution,
+                "reading keys from the date index"
+            );
+            KeyReader::Index { projects_execution }
+        }
+        None => {
+            warn!(
+                table = %table_name,
+                index = %index_name,
+                "the table has no date index: falling back to a parallel Scan of the whole \
+                 table for every message, which is slow and consumes read capacity for \
+                 every record of every day; create the index (see the README's table contract)"
+            );
+            KeyReader::Scan {
+                segments: SCAN_SEGMENTS,
+            }
+        }
+    };
+    let layout = TableLayout {
+        hash_key,
+        range_key: key_named(KeyType::Range),
+        reader,
+    };
+    let projection = index.and_then(|i| i.projection());
+    TableLayoutFound {
+        table: table_name,
+        hash_key: &layout.hash_key,
+        range_key: layout.range_key.as_deref(),
+        index: index_name,
+        reader: match layout.reader {
+            KeyReader::Index { .. } => "index",
+            KeyReader::Scan { .. } => "scan",
+        },
+        projection: projection
+            .and_then(|p| p.projection_type())
+            .map(ProjectionType::as_str),
+        projected_attributes: projection
+            .map(|p| p.non_key_attributes().join(","))
+            .unwrap_or_default(),
+        projects_execution: matches!(
+            layout.reader,
+            KeyReader::Index {
+                projects_execution: true
+            } | KeyReader::Scan { .. }
+        ),
+        scan_segments: match layout.reader {
+            KeyReader::Scan { segments } => Some(segments),
+            KeyReader::Index { .. } => None,
+        },
+    }
+    .emit();
+    Ok(layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::types::{GlobalSecondaryIndexDescription, KeySchemaElement, Projection};
+
+    use super::*;
+
+    const INDEX: &str = "partition_date-created_at-index";
+
+    fn key(name: &str, kind: KeyType) -> KeySchemaElement {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    }
+
+    fn date_index(
+        hash: &str,
+        range: &str,
+        projection: Projection,
+    ) -> GlobalSecondaryIndexDescription {
+        GlobalSecondaryIndexDescription::builder()
+            .index_name(INDEX)
+            .key_schema(key(hash, KeyType::Hash))
+            .key_schema(key(range, KeyType::Range))
+            .projection(projection)
+            .build()
+    }
+
+    fn table(index: Option<GlobalSecondaryIndexDescription>) -> TableDescription {
+        TableDescription::builder()
+            .key_schema(key("chargeback_id", KeyType::Hash))
+            .key_schema(key(CREATED_AT_ATTRIBUTE, KeyType::Range))
+            .set_global_secondary_indexes(index.map(|i| vec![i]))
+            .build()
+    }
+
+    fn projecting(kind: ProjectionType, attributes: &[&str]) -> Projection {
+        attributes
+            .iter()
+            .fold(Projection::builder().projection_type(kind), |p, a| {
+                p.non_key_attributes(*a)
+            })
+            .build()
+    }
+
+    fn reader_of(projection: Projection) -> KeyReader {
+        let index = date_index(PARTITION_DATE_ATTRIBUTE, CREATED_AT_ATTRIBUTE, projection);
+        layout_of(&table(Some(index)), "chargebacks", INDEX)
+            .unwrap()
+            .reader
+    }
+
+    #[test]
+    fn the_index_is_read_and_sees_the_execution_only_when_it_projects_it() {
+        let layout = layout_of(
+            &table(Some(date_index(
+                PARTITION_DATE_ATTRIBUTE,
+                CREATED_AT_ATTRIBUTE,
+                projecting(ProjectionType::KeysOnly, &[]),
+            ))),
+            "chargebacks",
+            INDEX,
+        )
+        .unwrap();
+        assert_eq!(
+            layout,
+            TableLayout {
+                hash_key: "chargeback_id".into(),
+                range_key: Some(CREATED_AT_ATTRIBUTE.into()),
+                reader: KeyReader::Index {
+                    projects_execution: false
+                },
+            }
+        );
+        let sees = |projects_execution| KeyReader::Index { projects_execution };
+        assert_eq!(reader_of(projecting(ProjectionType::All, &[])), sees(true));
+        assert_eq!(
+            reader_of(projecting(ProjectionType::Include, &[EXECUTION_ATTRIBUTE])),
+            sees(true)
+        );
+        assert_eq!(
+            reader_of(projecting(ProjectionType::Include, &["updated_at"])),
+            sees(false)
+        );
+    }
+
+    #[test]
+    fn a_table_without_the_date_index_is_scanned_in_segments() {
+        let layout = layout_of(&table(None), "chargebacks", INDEX).unwrap();
+        assert_eq!(
+            layout.reader,
+            KeyReader::Scan {
+                segments: SCAN_SEGMENTS
+            }
+        );
+    }
+
+    #[test]
+    fn an_index_keyed_otherwise_is_a_setup_failure() {
+        let index = date_index(
+            CREATED_AT_ATTRIBUTE,
+            PARTITION_DATE_ATTRIBUTE,
+            projecting(ProjectionType::All, &[]),
+        );
+        let error = layout_of(&table(Some(index)), "chargebacks", INDEX).unwrap_err();
+        assert_eq!(
+            (error.class, error.operation),
+            (ErrorClass::Setup, "DescribeTable")
+        );
+        assert!(
+            error
+                .message
+                .starts_with(&format!("index {INDEX} must have"))
+        );
+    }
+
+    #[test]
+    fn a_table_without_a_partition_key_is_a_setup_failure() {
+        let error =
+            layout_of(&TableDescription::builder().build(), "chargebacks", INDEX).unwrap_err();
+        assert_eq!(error.class, ErrorClass::Setup);
+        assert_eq!(error.message, "the table has no partition key");
+    }
+}
