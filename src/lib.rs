@@ -1,27 +1,89 @@
 //! Consumes `consolidation_completed` events from Kafka and stamps every
-//! chargeback of the consolidated day in DynamoDB, conditionally and idempotently.
+//! chargeback of the consolidated day in DynamoDB, conditionally and
+//! idempotently.
 //!
-//! Layout: `domain` is the pure core (decoding, the stamp plan, outcomes and
-//! the response); `ports` are the traits it needs; `fanout` drives a store
-//! through them; `store` holds the DynamoDB adapter; `aws` configures the SDK
-//! clients; `handler` is one invocation; `lambda` and `cli` are the two ways
-//! to run it.
+//! The modules are private; what the library offers is re-exported below,
+//! grouped by who needs it. The binary (`src/bin/consolidation-updater`)
+//! runs Lambda and the commands from [`app`], [`settings`],
+//! [`observability`] and [`model`]; the demo adds [`local`]; tests, the
+//! benchmark and the fuzz target also reach into [`testing`].
+//! `ARCHITECTURE.md` has the module map.
 
-pub mod app;
-pub mod aws;
-pub mod config;
-pub mod domain;
+#![warn(unreachable_pub)]
+
+mod aws;
+mod config;
+mod domain;
 #[cfg(feature = "embedded")]
-pub mod embedded;
-pub mod fanout;
-pub mod handler;
+mod embedded;
+mod fanout;
+mod handler;
+mod notify;
+mod pacing;
+mod ports;
+mod queue;
+mod redrive;
+mod retry;
+mod store;
+mod synthetic;
+mod telemetry;
+mod wiring;
 
-pub mod notify;
-pub mod pacing;
-pub mod ports;
-pub mod queue;
-pub mod redrive;
-pub mod retry;
-pub mod store;
-pub mod synthetic;
-pub mod telemetry;
+/// Building and running the function: the composition root (one place
+/// builds the store, the fan-out and the handler for Lambda and for every
+/// command) and the parts a command drives.
+pub mod app {
+    pub use crate::aws::{load_sdk_config, local_client, sqs_client};
+    pub use crate::fanout::{FanOut, FanOutError, Progress};
+    pub use crate::handler::{BatchHandler, Invocation};
+    pub use crate::queue::sqs::DeadLetterReader;
+    pub use crate::redrive::{RedriveSummary, redrive};
+    pub use crate::retry::InvocationControl;
+    pub use crate::store::dynamodb::{DynamoStore, KeyReader};
+    pub use crate::wiring::{connect, fan_out, handler, redrive_handler, store};
+}
+
+/// The settings, read from the environment once.
+pub mod settings {
+    pub use crate::config::{ConfigErrors, FunctionIdentity, LogFormat, Settings, WriteMode};
+}
+
+/// Logs, metrics and traces: installed once per process.
+pub mod observability {
+    pub use crate::telemetry::metrics::{MetricsEmitter, invocation_started};
+    pub use crate::telemetry::xray::{XrayTracer, trace_root};
+    pub use crate::telemetry::{Sink, init};
+}
+
+/// The core's values a caller sees: events, outcomes, failures.
+pub mod model {
+    pub use crate::domain::dead_letter::{DeadLetter, Poison};
+    pub use crate::domain::event::{
+        ConsolidationEvent, DecodeError, DecodedValue, EventParts, decode_value,
+    };
+    pub use crate::domain::failure::{ErrorClass, SinkError, StopReason, StoreError};
+    pub use crate::domain::kafka::{EnvelopeError, decode_envelope};
+    pub use crate::domain::outcome::{BatchOutcome, BatchSummary, FailureNotice, MessageOutcome};
+    pub use crate::domain::stamp::{StampPlan, StampResult, StampValues};
+}
+
+/// A table on a local engine: its contract, seeded with generated chargebacks.
+pub mod local {
+    #[cfg(feature = "embedded")]
+    pub use crate::embedded::EmbeddedServer;
+    pub use crate::store::dynamodb::provision::{
+        Ensured, IndexProjection, TableShape, create_table, ensure_table, put_chargebacks,
+    };
+    pub use crate::synthetic::{Chargeback, SyntheticDay};
+}
+
+/// For the integration tests, the benchmark and the fuzz target only: the
+/// ports (to put fakes and real adapters side by side), the adapters built
+/// by hand, and the decoders' fuzz entry. Not a stable API.
+pub mod testing {
+    pub use crate::domain::exercise_decoders;
+    pub use crate::notify::sns::SnsNotifier;
+    pub use crate::ports::{BoxFuture, ChargebackStore, DeadLetterSink, FailureNotifier};
+    pub use crate::queue::sqs::{DEFAULT_MESSAGE_LIMIT, SqsDeadLetters};
+    pub use crate::retry::RetryPolicy;
+}

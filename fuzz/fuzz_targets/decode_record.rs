@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    consolidation_updater::domain::exercise_decoders(data);
+    consolidation_updater::testing::exercise_decoders(data);
 });

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, ensure};
-use consolidation_updater::store::dynamodb::provision::TableShape;
+use consolidation_updater::local::TableShape;
 use libtest_mimic::Trial;
 use serde_json::Value;
 use tokio::process::Command;
@@ -333,8 +333,8 @@ pub async fn an_unreachable_dynamodb_hands_every_message_back() -> anyhow::Resul
     let closed = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let endpoint = format!("http://{}", closed.local_addr()?);
     drop(closed);
-    let sdk = consolidation_updater::aws::load_sdk_config(Some(REGION)).await;
-    let client = consolidation_updater::aws::local_client(&sdk, &endpoint);
+    let sdk = consolidation_updater::app::load_sdk_config(Some(REGION)).await;
+    let client = consolidation_updater::app::local_client(&sdk, &endpoint);
     let (handler, parked) = handler_on(client, "chargebacks");
     let messages = good_messages([(0, 10), (0, 11), (1, 20), (1, 21)]);
     let started = Instant::now();
@@ -342,7 +342,7 @@ pub async fn an_unreachable_dynamodb_hands_every_message_back() -> anyhow::Resul
         Duration::from_secs(60),
         handler.handle(
             kafka_event(&messages),
-            &consolidation_updater::handler::Invocation::unbounded("unreachable"),
+            &consolidation_updater::app::Invocation::unbounded("unreachable"),
         ),
     )
     .await??;

@@ -11,15 +11,15 @@ use aws_config::SdkConfig;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use consolidation_updater::domain::dead_letter::DeadLetter;
-use consolidation_updater::domain::outcome::FailureNotice;
-use consolidation_updater::fanout::FanOut;
-use consolidation_updater::handler::{BatchHandler, Invocation};
-use consolidation_updater::notify::sns::SnsNotifier;
-use consolidation_updater::ports::{DeadLetterSink, FailureNotifier};
-use consolidation_updater::queue::sqs::{DEFAULT_MESSAGE_LIMIT, DeadLetterReader, SqsDeadLetters};
-use consolidation_updater::redrive::redrive;
-use consolidation_updater::store::dynamodb::provision::TableShape;
+use consolidation_updater::model::DeadLetter;
+use consolidation_updater::model::FailureNotice;
+use consolidation_updater::app::FanOut;
+use consolidation_updater::{app::BatchHandler, app::Invocation};
+use consolidation_updater::testing::SnsNotifier;
+use consolidation_updater::{testing::DeadLetterSink, testing::FailureNotifier};
+use consolidation_updater::{testing::DEFAULT_MESSAGE_LIMIT, app::DeadLetterReader, testing::SqsDeadLetters};
+use consolidation_updater::app::redrive;
+use consolidation_updater::local::TableShape;
 use libtest_mimic::Trial;
 use serde_json::{Value, json};
 
@@ -117,7 +117,7 @@ async fn drain(
 
 fn handler_with(
     table: &TestTable,
-) -> BatchHandler<consolidation_updater::store::dynamodb::DynamoStore> {
+) -> BatchHandler<consolidation_updater::app::DynamoStore> {
     BatchHandler::new(FanOut::new(Arc::new(table.store()), 8, Arc::default()))
 }
 
@@ -493,15 +493,15 @@ async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<u64
 
 fn parked_letter(offset: i64, value: Value) -> anyhow::Result<String> {
     let event = raw_event(&[(offset, value)]);
-    let batches = consolidation_updater::domain::kafka::decode_envelope(event)?;
+    let batches = consolidation_updater::model::decode_envelope(event)?;
     let message = batches
         .first()
         .and_then(|b| b.messages.first())
         .ok_or_else(|| anyhow!("no message"))?;
     let letter = DeadLetter::new(
         message,
-        &consolidation_updater::domain::dead_letter::Poison::from(
-            &consolidation_updater::domain::event::DecodeError::UnsupportedOutputFormat {
+        &consolidation_updater::model::Poison::from(
+            &consolidation_updater::model::DecodeError::UnsupportedOutputFormat {
                 value: "orc".into(),
             },
         ),
@@ -531,9 +531,9 @@ pub async fn redrive_replays_what_now_decodes_and_leaves_the_rest(
             .await?;
     }
     let handler = Arc::new(handler_with(&table));
-    let reader = consolidation_updater::queue::sqs::DeadLetterReader::new(sqs.clone(), &url);
+    let reader = consolidation_updater::app::DeadLetterReader::new(sqs.clone(), &url);
 
-    let dry = consolidation_updater::redrive::redrive(&reader, &handler, None, true).await?;
+    let dry = consolidation_updater::app::redrive(&reader, &handler, None, true).await?;
     ensure!(
         (dry.examined, dry.redriven, dry.still_failing.len()) == (2, 1, 1),
         "{dry:?}"
@@ -547,7 +547,7 @@ pub async fn redrive_replays_what_now_decodes_and_leaves_the_rest(
         "a dry run deletes nothing"
     );
 
-    let real = consolidation_updater::redrive::redrive(&reader, &handler, None, false).await?;
+    let real = consolidation_updater::app::redrive(&reader, &handler, None, false).await?;
     ensure!((real.examined, real.redriven) == (2, 1), "{real:?}");
     let (name, why) = &real.still_failing[0];
     ensure!(
@@ -787,7 +787,7 @@ pub async fn a_fifo_failure_topic_gets_one_notice_per_invocation(
 
 /// A dead letter of a message on `TOPIC`'s `partition`, as the handler makes it.
 fn dead_letter_on(partition: i64, offset: i64, value: Value) -> anyhow::Result<DeadLetter> {
-    let batches = consolidation_updater::domain::kafka::decode_envelope(event_on(&[(
+    let batches = consolidation_updater::model::decode_envelope(event_on(&[(
         TOPIC, partition, offset, value,
     )]))?;
     let message = batches
@@ -796,8 +796,8 @@ fn dead_letter_on(partition: i64, offset: i64, value: Value) -> anyhow::Result<D
         .ok_or_else(|| anyhow!("no message"))?;
     Ok(DeadLetter::new(
         message,
-        &consolidation_updater::domain::dead_letter::Poison::from(
-            &consolidation_updater::domain::event::DecodeError::UnsupportedOutputFormat {
+        &consolidation_updater::model::Poison::from(
+            &consolidation_updater::model::DecodeError::UnsupportedOutputFormat {
                 value: "orc".into(),
             },
         ),

@@ -6,13 +6,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
-use consolidation_updater::aws::{load_sdk_config, local_client};
-use consolidation_updater::config::WriteMode;
-use consolidation_updater::domain::outcome::MessageOutcome;
-use consolidation_updater::fanout::FanOut;
-use consolidation_updater::handler::{BatchHandler, Invocation};
-use consolidation_updater::store::dynamodb::DynamoStore;
-use consolidation_updater::store::dynamodb::provision::TableShape;
+use consolidation_updater::{app::load_sdk_config, app::local_client};
+use consolidation_updater::settings::WriteMode;
+use consolidation_updater::model::MessageOutcome;
+use consolidation_updater::app::FanOut;
+use consolidation_updater::{app::BatchHandler, app::Invocation};
+use consolidation_updater::app::DynamoStore;
+use consolidation_updater::local::TableShape;
 
 use libtest_mimic::Trial;
 
@@ -201,7 +201,7 @@ pub async fn a_deadline_too_short_hands_the_message_back_and_a_retry_completes_i
 /// A table that does not exist is a setup problem: every message is handed
 /// back (none dead-lettered, none retried pointlessly), promptly.
 pub async fn a_missing_table_hands_every_message_back() -> anyhow::Result<()> {
-    let server = consolidation_updater::embedded::EmbeddedServer::start(None).await?;
+    let server = consolidation_updater::local::EmbeddedServer::start(None).await?;
     let client = local_client(&load_sdk_config(Some(REGION)).await, server.endpoint());
     let (handler, parked) = handler_on(client, "no-such-table");
     let messages = good_messages([(0, 1), (0, 2), (1, 5), (2, 9)]);
@@ -226,12 +226,12 @@ pub async fn a_missing_table_hands_every_message_back() -> anyhow::Result<()> {
         .iter()
         .filter(|(_, o)| match o {
             MessageOutcome::Failed { error: e, .. } => {
-                e.class == consolidation_updater::domain::failure::ErrorClass::Setup
+                e.class == consolidation_updater::model::ErrorClass::Setup
             }
             MessageOutcome::Unfinished { reason, .. } => {
                 matches!(
                     reason,
-                    consolidation_updater::domain::failure::StopReason::SetupFailure(_)
+                    consolidation_updater::model::StopReason::SetupFailure(_)
                 )
             }
             _ => false,

@@ -16,7 +16,7 @@ fn every_saved_input_decodes_without_panicking() -> anyhow::Result<()> {
     let mut replayed = 0;
     for entry in entries.flatten() {
         let bytes = std::fs::read(entry.path())?;
-        consolidation_updater::domain::exercise_decoders(&bytes);
+        consolidation_updater::testing::exercise_decoders(&bytes);
         replayed += 1;
     }
     ensure!(replayed >= 4, "only {replayed} inputs in {dir}");

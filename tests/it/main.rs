@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use consolidation_updater::config::WriteMode;
+use consolidation_updater::settings::WriteMode;
 use support::{Backend, Server};
 
 /// `trials!("prefix"; f, g)`: a trial per async test function without

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail, ensure};
-use consolidation_updater::store::dynamodb::provision::TableShape;
+use consolidation_updater::local::TableShape;
 use libtest_mimic::Trial;
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;

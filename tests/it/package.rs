@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail, ensure};
-use consolidation_updater::store::dynamodb::provision::TableShape;
+use consolidation_updater::local::TableShape;
 use libtest_mimic::{Failed, Trial};
 
 use crate::Backends;

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, ensure};
 use chrono::{DateTime, NaiveDate, Utc};
-use consolidation_updater::config::WriteMode;
-use consolidation_updater::domain::outcome::MessageOutcome;
-use consolidation_updater::domain::stamp::{StampResult, StampValues};
-use consolidation_updater::ports::ChargebackStore;
-use consolidation_updater::store::dynamodb::provision::{IndexProjection, TableShape};
-use consolidation_updater::synthetic::{Chargeback, SyntheticDay};
+use consolidation_updater::settings::WriteMode;
+use consolidation_updater::model::MessageOutcome;
+use consolidation_updater::{model::StampResult, model::StampValues};
+use consolidation_updater::testing::ChargebackStore;
+use consolidation_updater::{local::IndexProjection, local::TableShape};
+use consolidation_updater::{local::Chargeback, local::SyntheticDay};
 use libtest_mimic::Trial;
 use serde_json::json;
 

@@ -13,13 +13,12 @@ use tracing::level_filters::LevelFilter;
 use tracing::{error, info, warn};
 
 use consolidation_updater::app;
-use consolidation_updater::aws::load_sdk_config;
-use consolidation_updater::config::{ConfigErrors, FunctionIdentity, LogFormat, Settings};
-use consolidation_updater::domain::kafka::EnvelopeError;
-use consolidation_updater::handler::Invocation;
-use consolidation_updater::telemetry::metrics::MetricsEmitter;
-use consolidation_updater::telemetry::xray::{self, XrayTracer};
-use consolidation_updater::telemetry::{self, Sink};
+use consolidation_updater::app::load_sdk_config;
+use consolidation_updater::{settings::ConfigErrors, settings::FunctionIdentity, settings::LogFormat, settings::Settings};
+use consolidation_updater::model::EnvelopeError;
+use consolidation_updater::app::Invocation;
+use consolidation_updater::observability::MetricsEmitter;
+use consolidation_updater::observability::{self, Sink, XrayTracer};
 
 /// How long cold start waits for `DescribeTable`. Past it, the first message
 /// describes the table instead: a slow DynamoDB never fails the init.
@@ -46,7 +45,7 @@ pub async fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(problem) => {
             let function = FunctionIdentity::from_env();
-            telemetry::init(
+            observability::init(
                 LevelFilter::INFO,
                 LogFormat::Json,
                 Sink::Stdout,
@@ -68,7 +67,7 @@ pub async fn main() -> ExitCode {
     let tracer = settings
         .xray
         .map(|daemon| XrayTracer::connect(daemon, true).map_err(|e| (daemon, e)));
-    telemetry::init(
+    observability::init(
         settings.log_level,
         LogFormat::Json,
         Sink::Stdout,
@@ -145,7 +144,7 @@ async fn run(
                 cold_start,
                 trace_header: event.context.xray_trace_id.clone(),
             };
-            telemetry::metrics::invocation_started(cold_start);
+            observability::invocation_started(cold_start);
             let handled = handler.handle(event.payload, &invocation).await;
             if let Some(tracer) = tracer {
                 tracer.flush();
@@ -156,7 +155,7 @@ async fn run(
                     invocation
                         .trace_header
                         .as_deref()
-                        .and_then(xray::trace_root),
+                        .and_then(observability::trace_root),
                     std::io::stdout().lock(),
                 );
                 if let Err(e) = flushed {

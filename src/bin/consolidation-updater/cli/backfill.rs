@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use super::{count, positive_count};
 use consolidation_updater::app;
-use consolidation_updater::config::Settings;
-use consolidation_updater::domain::event::{ConsolidationEvent, EventParts};
-use consolidation_updater::domain::stamp::StampPlan;
+use consolidation_updater::settings::Settings;
+use consolidation_updater::{model::ConsolidationEvent, model::EventParts};
+use consolidation_updater::model::StampPlan;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct BackfillArgs {
@@ -80,13 +80,13 @@ pub(super) async fn run(settings: &Settings, args: BackfillArgs) -> anyhow::Resu
     if args.dry_run {
         fan_out = fan_out.dry_run();
     }
-    let control = Arc::new(consolidation_updater::retry::InvocationControl::default());
+    let control = Arc::new(consolidation_updater::app::InvocationControl::default());
     let report = match fan_out.stamp_partition(&plan, &control).await {
         Ok(report) => report,
-        Err(consolidation_updater::fanout::FanOutError::Store { error, .. }) => {
+        Err(consolidation_updater::app::FanOutError::Store { error, .. }) => {
             anyhow::bail!("backfill failed: {error}")
         }
-        Err(consolidation_updater::fanout::FanOutError::Stopped { reason, .. }) => {
+        Err(consolidation_updater::app::FanOutError::Stopped { reason, .. }) => {
             anyhow::bail!("backfill stopped: {reason}")
         }
     };

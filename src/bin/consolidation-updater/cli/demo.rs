@@ -16,18 +16,18 @@ use serde_json::Value;
 
 use super::{ProjectionArg, batch_exit_code, local_request_id, positive_count, read_event};
 use consolidation_updater::app;
-use consolidation_updater::aws::{load_sdk_config, local_client};
-use consolidation_updater::config::Settings;
-use consolidation_updater::domain::event::{ConsolidationEvent, DecodedValue, decode_value};
-use consolidation_updater::domain::kafka::decode_envelope;
-use consolidation_updater::domain::outcome::MessageOutcome;
-use consolidation_updater::embedded::EmbeddedServer;
-use consolidation_updater::fanout::Progress;
-use consolidation_updater::handler::Invocation;
-use consolidation_updater::ports::ChargebackStore;
-use consolidation_updater::store::dynamodb::provision::TableShape;
-use consolidation_updater::store::dynamodb::provision::{create_table, put_chargebacks};
-use consolidation_updater::synthetic::SyntheticDay;
+use consolidation_updater::{app::load_sdk_config, app::local_client};
+use consolidation_updater::settings::Settings;
+use consolidation_updater::{model::ConsolidationEvent, model::DecodedValue, model::decode_value};
+use consolidation_updater::model::decode_envelope;
+use consolidation_updater::model::MessageOutcome;
+use consolidation_updater::local::EmbeddedServer;
+use consolidation_updater::app::Progress;
+use consolidation_updater::app::Invocation;
+use consolidation_updater::testing::ChargebackStore;
+use consolidation_updater::local::TableShape;
+use consolidation_updater::{local::create_table, local::put_chargebacks};
+use consolidation_updater::local::SyntheticDay;
 
 /// The seed's sample event, shipped in the binary so the demo runs from anywhere.
 const SAMPLE_EVENT: &str = include_str!(concat!(
@@ -205,7 +205,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
     let left = store
         .count_created_from(
             event.partition_date,
-            &consolidation_updater::domain::stamp::StampPlan::for_event(&event, Utc::now())
+            &consolidation_updater::model::StampPlan::for_event(&event, Utc::now())
                 .selection
                 .created_before,
         )

@@ -8,8 +8,8 @@ use tracing::info;
 
 use super::{batch_exit_code, local_request_id, peak_rss_kib, read_event, with_setup_hint};
 use consolidation_updater::app;
-use consolidation_updater::config::Settings;
-use consolidation_updater::handler::Invocation;
+use consolidation_updater::settings::Settings;
+use consolidation_updater::app::Invocation;
 
 pub(super) async fn run(settings: &Settings, event: PathBuf) -> anyhow::Result<ExitCode> {
     let payload = read_event(&event)?;
@@ -45,7 +45,7 @@ pub(super) async fn run(settings: &Settings, event: PathBuf) -> anyhow::Result<E
 
 /// The first handed-back message's problem, with what to set when it is a
 /// missing credential, endpoint or region.
-fn first_problem(outcome: &consolidation_updater::domain::outcome::BatchOutcome) -> Option<String> {
+fn first_problem(outcome: &consolidation_updater::model::BatchOutcome) -> Option<String> {
     outcome
         .outcomes
         .iter()

@@ -17,10 +17,10 @@ mod redrive;
 #[cfg(feature = "embedded")]
 mod serve;
 
-use consolidation_updater::config::{LogFormat, Settings};
-use consolidation_updater::store::dynamodb::provision::IndexProjection;
-use consolidation_updater::telemetry::xray::XrayTracer;
-use consolidation_updater::telemetry::{self, Sink};
+use consolidation_updater::{settings::LogFormat, settings::Settings};
+use consolidation_updater::local::IndexProjection;
+use consolidation_updater::observability::XrayTracer;
+use consolidation_updater::observability::{self, Sink};
 
 /// What the process's exit status says, for scripts.
 pub mod exit_code {
@@ -156,7 +156,7 @@ pub async fn main() -> ExitCode {
     let tracer = settings
         .xray
         .and_then(|daemon| XrayTracer::connect(daemon, false).ok());
-    telemetry::init(
+    observability::init(
         settings.log_level,
         settings.log_format.unwrap_or(LogFormat::Text),
         Sink::Stderr,
@@ -191,7 +191,7 @@ pub async fn main() -> ExitCode {
 }
 
 /// Exit status of a handled batch: handed-back messages are not success.
-fn batch_exit_code(summary: &consolidation_updater::domain::outcome::BatchSummary) -> ExitCode {
+fn batch_exit_code(summary: &consolidation_updater::model::BatchSummary) -> ExitCode {
     if summary.messages_retried > 0 {
         ExitCode::from(exit_code::HANDED_BACK)
     } else {

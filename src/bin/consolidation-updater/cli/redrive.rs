@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use super::exit_code;
 use consolidation_updater::app;
-use consolidation_updater::aws;
-use consolidation_updater::config::Settings;
-use consolidation_updater::queue::sqs::DeadLetterReader;
+
+use consolidation_updater::settings::Settings;
+use consolidation_updater::app::DeadLetterReader;
 
 pub(super) async fn run(
     settings: &Settings,
@@ -17,8 +17,8 @@ pub(super) async fn run(
 ) -> anyhow::Result<ExitCode> {
     let (sdk, store) = app::connect(settings).await;
     let handler = Arc::new(app::redrive_handler(settings, store));
-    let reader = DeadLetterReader::new(aws::sqs_client(&sdk), queue_url);
-    let summary = consolidation_updater::redrive::redrive(&reader, &handler, max, dry_run).await?;
+    let reader = DeadLetterReader::new(app::sqs_client(&sdk), queue_url);
+    let summary = consolidation_updater::app::redrive(&reader, &handler, max, dry_run).await?;
     let verb = if dry_run {
         "would be redriven"
     } else {

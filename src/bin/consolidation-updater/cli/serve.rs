@@ -7,7 +7,7 @@ use std::process::ExitCode;
 /// is `DYNAMODB_ENDPOINT=http://127.0.0.1:PORT`.
 pub(super) async fn run(db: Option<PathBuf>, port: u16) -> anyhow::Result<ExitCode> {
     let server =
-        consolidation_updater::embedded::EmbeddedServer::start_on(db.as_deref(), port).await?;
+        consolidation_updater::local::EmbeddedServer::start_on(db.as_deref(), port).await?;
     println!("DYNAMODB_ENDPOINT={}", server.endpoint());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
