@@ -73,7 +73,7 @@ pub fn sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
 }
 
 /// An SNS client with the SDK's standard retries, as [`sqs_client`].
-pub fn sns_client(sdk: &SdkConfig) -> aws_sdk_sns::Client {
+pub(crate) fn sns_client(sdk: &SdkConfig) -> aws_sdk_sns::Client {
     aws_sdk_sns::Client::from_conf(
         aws_sdk_sns::config::Builder::from(sdk)
             .retry_config(RetryConfig::standard().with_max_attempts(3))

@@ -13,27 +13,27 @@ use parse::{
     progress_interval, queue_url, region, resource_name, topic_arn, write_mode, xray_daemon,
 };
 
-pub const DEFAULT_TABLE_NAME: &str = "poc-chargeback-chargebacks-dev";
-pub const DEFAULT_REGION: &str = "sa-east-1";
-pub const DEFAULT_DATE_INDEX: &str = "partition_date-index";
+pub(crate) const DEFAULT_TABLE_NAME: &str = "poc-chargeback-chargebacks-dev";
+pub(crate) const DEFAULT_REGION: &str = "sa-east-1";
+pub(crate) const DEFAULT_DATE_INDEX: &str = "partition_date-index";
 /// Updates in flight per invocation. Measured against DynamoDB Local and the
 /// embedded engine (see the README): beyond this the rate stops improving on
 /// two cores, and real DynamoDB (a few ms per update) needs this many to stamp
 /// a million records well inside one invocation.
-pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
+pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 64;
 /// New work stops this long before the invocation's deadline unless
 /// configured otherwise: room for the updates in flight to finish (each is
 /// bounded by the SDK's attempt timeout) and for the response to be posted.
-pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 /// Far beyond any useful value; guards against a typo (e.g. 100000).
-pub const MAX_MAX_CONCURRENCY: usize = 4096;
+pub(crate) const MAX_MAX_CONCURRENCY: usize = 4096;
 /// The highest `MAX_WRITE_RATE` accepted: far above any one table's
 /// capacity, low enough to catch a value typed in the wrong unit.
-pub const MAX_MAX_WRITE_RATE: u32 = 1_000_000;
+pub(crate) const MAX_MAX_WRITE_RATE: u32 = 1_000_000;
 /// The CloudWatch namespace of our metrics, as the seed names it.
-pub const DEFAULT_METRICS_NAMESPACE: &str = "POC-Chargeback/ConsolidationUpdater";
+pub(crate) const DEFAULT_METRICS_NAMESPACE: &str = "POC-Chargeback/ConsolidationUpdater";
 /// How often a long fan-out logs its progress.
-pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{variable}={value:?}: {reason}")]

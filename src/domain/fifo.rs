@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use super::kafka::MessageId;
 
 /// The longest `MessageGroupId` or `MessageDeduplicationId` SQS and SNS accept.
-pub const FIFO_ID_MAX: usize = 128;
+pub(crate) const FIFO_ID_MAX: usize = 128;
 /// Hex digits of SHA-256 kept when an id has to be shortened or cleaned: 128
 /// bits, so two different inputs never share an id in practice.
 const HASH_DIGITS: usize = 32;
@@ -20,14 +20,14 @@ const HASH_SEPARATOR: char = '~';
 /// A valid FIFO message group or deduplication id: 1 to 128 characters, each
 /// an ASCII letter, digit or punctuation mark.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct FifoId(String);
+pub(crate) struct FifoId(String);
 
 impl FifoId {
     /// `raw` itself when it is valid. Otherwise its first characters (any
     /// other character replaced by `_`), `~` and a hash of the whole `raw`:
     /// the same `raw` always gives the same id, and two different ones never
     /// share it, however long they are.
-    pub fn new(raw: &str) -> Self {
+    pub(crate) fn new(raw: &str) -> Self {
         if is_valid(raw) {
             return Self(raw.to_owned());
         }
@@ -43,7 +43,7 @@ impl FifoId {
         ))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -65,7 +65,7 @@ fn is_valid(raw: &str) -> bool {
 
 /// The two ids of one FIFO send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FifoPlacement {
+pub(crate) struct FifoPlacement {
     pub group: FifoId,
     pub deduplication: FifoId,
 }
@@ -75,7 +75,7 @@ impl FifoPlacement {
     /// so that a partition's parked messages keep their order, and
     /// deduplicated by `topic-partition-offset`, so that a poison message
     /// delivered again within the deduplication window is parked once.
-    pub fn of_message(id: &MessageId) -> Self {
+    pub(crate) fn of_message(id: &MessageId) -> Self {
         Self {
             group: FifoId::new(&id.partition),
             deduplication: FifoId::new(&format!("{}-{}", id.partition, id.offset)),
@@ -93,7 +93,7 @@ impl FifoPlacement {
     /// a publish the SDK retries after a lost answer carries the same notice
     /// and is delivered once, while two different notices that share a request
     /// id (replays by `redrive` reuse the parked message's) are both delivered.
-    pub fn of_notice(function: &str, request_id: &str, body: &str) -> Self {
+    pub(crate) fn of_notice(function: &str, request_id: &str, body: &str) -> Self {
         let digest = format!("{:x}", Sha256::digest(body.as_bytes()));
         Self {
             group: FifoId::new(function),

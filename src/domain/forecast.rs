@@ -3,7 +3,7 @@
 /// Whether a fan-out of `records` can finish in the time an invocation has
 /// left, judged before it starts from the event's own count (no extra read).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Forecast {
+pub(crate) struct Forecast {
     /// Records per second needed to finish in time; `None` without a deadline.
     pub needed_rate: Option<f64>,
     /// `None` when there is no deadline or no rate seen yet to judge by.
@@ -17,7 +17,7 @@ impl Forecast {
     /// the last fan-out this execution environment ran; `ceiling`: the most
     /// writes per second the invocation may make. A first pass writes every
     /// record, so the ceiling bounds its rate.
-    pub fn new(
+    pub(crate) fn new(
         records: u64,
         time_left: Option<std::time::Duration>,
         seen_rate: Option<f64>,

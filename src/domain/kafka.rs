@@ -103,7 +103,7 @@ pub struct PartitionBatch {
 /// caller says so once), since failing the invocation would block every
 /// partition of the topic over a field we never use.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventSource {
+pub(crate) enum EventSource {
     Msk,
     SelfManagedKafka,
     /// No `eventSource` (or `null`).
@@ -114,7 +114,7 @@ pub enum EventSource {
 
 impl EventSource {
     /// Reads `eventSource` from a raw event, whatever its type.
-    pub fn of(payload: &Value) -> Self {
+    pub(crate) fn of(payload: &Value) -> Self {
         match payload.get("eventSource") {
             None | Some(Value::Null) => Self::Missing,
             Some(Value::String(source)) if source == MSK => Self::Msk,
@@ -126,7 +126,8 @@ impl EventSource {
     }
 
     /// One of the spellings Lambda's Kafka event source mappings use.
-    pub fn is_known(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_known(&self) -> bool {
         matches!(self, Self::Msk | Self::SelfManagedKafka)
     }
 }

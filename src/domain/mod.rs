@@ -1,13 +1,13 @@
 //! The pure core: no AWS types, no I/O.
 
-pub mod dead_letter;
-pub mod event;
-pub mod failure;
-pub mod fifo;
-pub mod forecast;
-pub mod kafka;
-pub mod outcome;
-pub mod stamp;
+pub(crate) mod dead_letter;
+pub(crate) mod event;
+pub(crate) mod failure;
+pub(crate) mod fifo;
+pub(crate) mod forecast;
+pub(crate) mod kafka;
+pub(crate) mod outcome;
+pub(crate) mod stamp;
 
 /// Runs every decoder on arbitrary bytes, as the fuzz target and its corpus
 /// replay do: the bytes as a record value's text, as the raw bytes behind a

@@ -102,7 +102,7 @@ impl MessageOutcome {
 /// Runs a partition's messages in offset order. Once one is handed back, the
 /// rest are not attempted: Lambda resumes the partition from the first failure.
 /// `blocked` is told of each message not attempted, and the offset it is behind.
-pub async fn run_in_offset_order<F, Fut>(
+pub(crate) async fn run_in_offset_order<F, Fut>(
     batch: PartitionBatch,
     mut process: F,
     mut blocked: impl FnMut(&KafkaMessage, i64),

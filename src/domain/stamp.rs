@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use super::event::{ConsolidationEvent, PartitionDate, floor_to_second};
 
 /// The value every stamped record gets in `consolidation_status`.
-pub const STATUS_COMPLETED: &str = "completed";
+pub(crate) const STATUS_COMPLETED: &str = "completed";
 
 /// The records of one day created before a cutoff.
 #[derive(Debug, Clone, PartialEq, Eq)]

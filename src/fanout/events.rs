@@ -10,7 +10,7 @@ use crate::telemetry::metrics::name::{THROTTLED_REQUESTS, THROTTLED_WRITES};
 /// definition of "throttled": one event per throttled answer, counted by the
 /// fan-out's progress (`throttled_writes`) and by the metrics alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WritesThrottled<'a> {
+pub(crate) struct WritesThrottled<'a> {
     pub writes: u64,
     /// The reason DynamoDB gave (`ThrottlingReasons`); none for a statement
     /// of a batch. One answer's throttled writes share it.
@@ -19,14 +19,14 @@ pub struct WritesThrottled<'a> {
 
 impl WritesThrottled<'_> {
     /// The reason as the progress and its summary line name it.
-    pub fn reason_or_unknown(&self) -> &str {
+    pub(crate) fn reason_or_unknown(&self) -> &str {
         self.reason.unwrap_or("unknown")
     }
 
     /// Bumps `ThrottledRequests` by one and `ThrottledWrites` by `writes`.
     /// No line of its own: the retry says it at DEBUG (`request retried`),
     /// the pacing's cut too, and the fan-out's end sums it up at INFO.
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         counter!(THROTTLED_REQUESTS).increment(1);
         counter!(THROTTLED_WRITES).increment(self.writes);
     }

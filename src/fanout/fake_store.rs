@@ -11,14 +11,14 @@ use crate::domain::stamp::{KeySelection, StampResult, StampValues};
 use crate::ports::{ChargebackStore, KeyPage};
 
 #[derive(Debug, Clone)]
-pub struct FakeRecord {
+pub(crate) struct FakeRecord {
     pub partition_date: String,
     pub created_at: String,
     pub execution: Option<u64>,
 }
 
 #[derive(Default)]
-pub struct FakeStore {
+pub(crate) struct FakeStore {
     pub records: Mutex<BTreeMap<String, FakeRecord>>,
     pub page_size: usize,
     pub streams: u32,
@@ -47,14 +47,14 @@ pub struct FakeStore {
     pub refused: AtomicUsize,
 }
 
-pub struct Capacity {
+pub(crate) struct Capacity {
     pub per_second: f64,
     pub tokens: f64,
     pub at: std::time::Instant,
 }
 
 impl Capacity {
-    pub fn new(per_second: f64) -> Mutex<Self> {
+    pub(crate) fn new(per_second: f64) -> Mutex<Self> {
         Mutex::new(Self {
             per_second,
             tokens: per_second,
@@ -77,7 +77,7 @@ impl Capacity {
 }
 
 impl FakeStore {
-    pub fn with_records(records: impl IntoIterator<Item = (String, FakeRecord)>) -> Self {
+    pub(crate) fn with_records(records: impl IntoIterator<Item = (String, FakeRecord)>) -> Self {
         Self {
             records: Mutex::new(records.into_iter().collect()),
             page_size: 3,
@@ -86,7 +86,7 @@ impl FakeStore {
         }
     }
 
-    pub fn execution_of(&self, id: &str) -> Option<u64> {
+    pub(crate) fn execution_of(&self, id: &str) -> Option<u64> {
         self.records
             .lock()
             .unwrap()

@@ -7,7 +7,7 @@
 //! `running` keeps the requests in flight and judges how the fan-out ended,
 //! `progress` counts and reports; this module starts and joins them.
 
-pub mod events;
+pub(crate) mod events;
 mod paging;
 mod progress;
 mod requests;
@@ -29,7 +29,8 @@ use crate::retry::events::RequestsHeldBack;
 use crate::retry::{AdaptiveLimiter, InvocationControl, RetryPolicy};
 use crate::telemetry::xray;
 use paging::PageRead;
-pub use progress::{Expected, Progress};
+pub(crate) use progress::Expected;
+pub use progress::Progress;
 use requests::Request;
 use running::{Running, Unfinished};
 

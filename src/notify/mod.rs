@@ -1,3 +1,3 @@
 //! Failure notifications: one summary per invocation that had failures.
 
-pub mod sns;
+pub(crate) mod sns;

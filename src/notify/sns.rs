@@ -10,7 +10,7 @@ use crate::domain::outcome::FailureNotice;
 use crate::ports::{BoxFuture, FailureNotifier};
 
 /// The message group of notices when no function name is known (the CLI).
-pub const DEFAULT_NOTICE_GROUP: &str = "consolidation-updater";
+pub(crate) const DEFAULT_NOTICE_GROUP: &str = "consolidation-updater";
 
 /// SNS requires a FIFO topic's name to end in `.fifo` and allows no dot in a
 /// standard topic's, so the ARN tells them apart without `GetTopicAttributes`

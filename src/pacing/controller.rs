@@ -7,16 +7,16 @@ use super::sent_window::SentWindow;
 
 /// Where an invocation's rate starts: two batches a second, not a first
 /// wave of every request the concurrency limit allows.
-pub const START_RATE: f64 = 50.0;
+pub(crate) const START_RATE: f64 = 50.0;
 /// No cut goes below this (or below `MAX_WRITE_RATE`, when that is lower).
-pub const FLOOR_RATE: f64 = 5.0;
+pub(crate) const FLOOR_RATE: f64 = 5.0;
 /// No throttling answer, and no write admitted, for this long: the
 /// invocation is making no progress and a throttled write gives up.
-pub const STALL_AFTER: Duration = Duration::from_secs(60);
+pub(crate) const STALL_AFTER: Duration = Duration::from_secs(60);
 /// A warm process slow-starts up to the rate it learned if its last cut is
 /// this recent; after that the table's capacity or its other writers may
 /// have changed, and it starts afresh.
-pub const REMEMBER_FOR: Duration = Duration::from_secs(600);
+pub(crate) const REMEMBER_FOR: Duration = Duration::from_secs(600);
 
 /// Slow start: each admitted write adds this much to the rate, so that it
 /// grows e-fold every eighth of a second (doubles in about 90 ms) while the
@@ -54,7 +54,7 @@ const BUCKET_SECONDS: f64 = 0.05;
 const BOUND_RECENTLY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Growing fast until the first throttle, the remembered rate or the ceiling.
     SlowStart,
     /// Creeping up from a cut, until the next throttle.
@@ -80,7 +80,7 @@ impl Ticket {
 
 /// A cut of the rate, for the log.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Cut {
+pub(crate) struct Cut {
     pub old: f64,
     pub new: f64,
     /// Of the writes answered at the old rate, the share the table admitted.
@@ -89,7 +89,7 @@ pub struct Cut {
 
 /// The rate and its bucket, as plain state over the caller's clock.
 #[derive(Debug)]
-pub struct RateController {
+pub(crate) struct RateController {
     ceiling: Option<f64>,
     floor: f64,
     rate: f64,
@@ -116,7 +116,7 @@ pub struct RateController {
 
 impl RateController {
     /// `ceiling`: `MAX_WRITE_RATE`, the most the rate may ever be.
-    pub fn new(ceiling: Option<u32>, now: Instant) -> Self {
+    pub(crate) fn new(ceiling: Option<u32>, now: Instant) -> Self {
         let ceiling = ceiling.map(f64::from);
         let mut controller = Self {
             ceiling,
@@ -144,7 +144,7 @@ impl RateController {
 
     /// A new invocation: slow start again, up to the rate learned by the
     /// last one if it was cut within [`REMEMBER_FOR`].
-    pub fn begin_invocation(&mut self, now: Instant) {
+    pub(crate) fn begin_invocation(&mut self, now: Instant) {
         self.threshold = self
             .last_cut
             .filter(|at| now.saturating_duration_since(*at) < REMEMBER_FOR)
@@ -162,16 +162,17 @@ impl RateController {
     }
 
     /// Writes per second the bucket lets through now.
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.rate
     }
 
     /// The lowest rate a cut set in this invocation, if any did.
-    pub fn lowest(&self) -> Option<f64> {
+    pub(crate) fn lowest(&self) -> Option<f64> {
         self.lowest
     }
 
-    pub fn phase(&self) -> Phase {
+    #[cfg(test)]
+    pub(crate) fn phase(&self) -> Phase {
         self.phase
     }
 
@@ -179,7 +180,7 @@ impl RateController {
     /// request goes out whenever the bucket is not in debt, whatever its
     /// size: below 25 writes/s a whole batch still goes, and is paid for
     /// before the next one.
-    pub fn try_take(&mut self, now: Instant, writes: usize) -> Result<Ticket, Duration> {
+    pub(crate) fn try_take(&mut self, now: Instant, writes: usize) -> Result<Ticket, Duration> {
         self.refill(now);
         if self.tokens >= 0.0 {
             self.tokens -= writes as f64;
@@ -196,7 +197,7 @@ impl RateController {
     /// What the table answered to writes sent with `ticket`: `admitted`
     /// (written or declined by their condition: either way the table took
     /// them) and `throttled`. Returns the cut, if this made one.
-    pub fn on_answers(
+    pub(crate) fn on_answers(
         &mut self,
         now: Instant,
         ticket: Ticket,
@@ -235,7 +236,7 @@ impl RateController {
 
     /// Whether no write was admitted for [`STALL_AFTER`] (counted from the
     /// invocation's start when none was yet).
-    pub fn stalled(&self, now: Instant) -> bool {
+    pub(crate) fn stalled(&self, now: Instant) -> bool {
         let since = self.last_admitted.map_or(self.invocation_started, |at| {
             at.max(self.invocation_started)
         });

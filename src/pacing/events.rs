@@ -10,11 +10,11 @@ use super::controller::Cut;
 use crate::telemetry::line_budget::LineBudget;
 
 /// The write rate was cut after throttling.
-pub struct WriteRateCut(pub Cut);
+pub(crate) struct WriteRateCut(pub Cut);
 
 impl WriteRateCut {
     /// Within `budget`: one line per interval.
-    pub fn emit(&self, budget: &LineBudget) {
+    pub(crate) fn emit(&self, budget: &LineBudget) {
         if !tracing::enabled!(Level::DEBUG) {
             return;
         }
@@ -38,13 +38,13 @@ impl WriteRateCut {
 
 /// What is still held back of [`WriteRateCut`], with the rate now; said
 /// when a fan-out ends.
-pub struct WriteRateCutsHeldBack<'a> {
+pub(crate) struct WriteRateCutsHeldBack<'a> {
     pub budget: &'a LineBudget,
     pub rate: f64,
 }
 
 impl WriteRateCutsHeldBack<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         for (_, held_back) in self.budget.drain() {
             debug!(
                 held_back,

@@ -15,11 +15,9 @@
 //! [`WritePacer`] shares it across the invocation's requests.
 
 mod controller;
-pub mod events;
+pub(crate) mod events;
 mod pacer;
 mod sent_window;
 
-pub use controller::{
-    Cut, FLOOR_RATE, Phase, REMEMBER_FOR, RateController, STALL_AFTER, START_RATE, Ticket,
-};
-pub use pacer::WritePacer;
+pub(crate) use controller::STALL_AFTER;
+pub(crate) use pacer::WritePacer;

@@ -6,7 +6,7 @@ use tracing::debug;
 
 /// Cold start learnt the dead-letter queue's size limit and type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueDescribed<'a> {
+pub(crate) struct QueueDescribed<'a> {
     pub queue_url: &'a str,
     /// Bytes a message may have, attributes included.
     pub message_limit: usize,
@@ -17,7 +17,7 @@ pub struct QueueDescribed<'a> {
 }
 
 impl QueueDescribed<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         debug!(
             dlq_url = %self.queue_url,
             message_limit = self.message_limit,
@@ -30,7 +30,7 @@ impl QueueDescribed<'_> {
 
 /// The queue accepted one dead letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeadLetterSent<'a> {
+pub(crate) struct DeadLetterSent<'a> {
     pub queue_url: &'a str,
     pub body_bytes: usize,
     /// The headers were left out or the value cut to fit the queue's limit.
@@ -40,7 +40,7 @@ pub struct DeadLetterSent<'a> {
 }
 
 impl DeadLetterSent<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         debug!(
             dlq_url = %self.queue_url,
             body_bytes = self.body_bytes,

@@ -1,4 +1,4 @@
 //! The dead-letter queue: where poison messages are parked with their payload.
 
-pub mod events;
-pub mod sqs;
+pub(crate) mod events;
+pub(crate) mod sqs;

@@ -23,7 +23,7 @@ static RETRY_LINES: LineBudget = LineBudget::new(REPEATED_LINE_INTERVAL);
 static FAILURE_LINES: LineBudget = LineBudget::new(REPEATED_LINE_INTERVAL);
 
 /// A failed request that will be sent again after `delay`.
-pub struct RequestRetried<'a> {
+pub(crate) struct RequestRetried<'a> {
     pub error: &'a StoreError,
     /// The attempt that failed, the first being 1.
     pub attempt: u32,
@@ -31,7 +31,7 @@ pub struct RequestRetried<'a> {
 }
 
 impl RequestRetried<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         if !tracing::enabled!(Level::DEBUG) {
             return;
         }
@@ -54,13 +54,13 @@ impl RequestRetried<'_> {
 
 /// A DynamoDB call failed: the SDK's whole chain of causes (the error
 /// itself keeps only the root cause, in one line).
-pub struct RequestFailed<'a> {
+pub(crate) struct RequestFailed<'a> {
     pub operation: &'static str,
     pub chain: &'a dyn Display,
 }
 
 impl RequestFailed<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         if !tracing::enabled!(Level::DEBUG) {
             return;
         }
@@ -78,10 +78,10 @@ impl RequestFailed<'_> {
 
 /// What is still held back of [`RequestFailed`] and [`RequestRetried`], one
 /// line per operation; said when a fan-out ends.
-pub struct RequestsHeldBack;
+pub(crate) struct RequestsHeldBack;
 
 impl RequestsHeldBack {
-    pub fn emit() {
+    pub(crate) fn emit() {
         for (operation, held_back) in FAILURE_LINES.drain() {
             debug!(operation, held_back, "request failures held back");
         }
@@ -93,7 +93,7 @@ impl RequestsHeldBack {
 
 /// Why the concurrency limit moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitChange {
+pub(crate) enum LimitChange {
     /// Halved: requests failed or timed out (throttling lowers the write
     /// rate instead: the pacing's `WriteRateCut`).
     Congested,
@@ -102,7 +102,7 @@ pub enum LimitChange {
 }
 
 impl LimitChange {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Congested => "congested",
             Self::Recovered => "recovered",
@@ -111,7 +111,7 @@ impl LimitChange {
 }
 
 /// The invocation's concurrency limit moved from `old` to `new`.
-pub struct ConcurrencyLimitChanged {
+pub(crate) struct ConcurrencyLimitChanged {
     pub old: usize,
     pub new: usize,
     pub why: LimitChange,
@@ -119,7 +119,7 @@ pub struct ConcurrencyLimitChanged {
 
 impl ConcurrencyLimitChanged {
     /// Within `budget`: one line per direction per interval.
-    pub fn emit(&self, budget: &LineBudget) {
+    pub(crate) fn emit(&self, budget: &LineBudget) {
         if !tracing::enabled!(Level::DEBUG) {
             return;
         }
@@ -138,13 +138,13 @@ impl ConcurrencyLimitChanged {
 
 /// What is still held back of [`ConcurrencyLimitChanged`], one line per
 /// direction, with the limit now; said when a fan-out ends.
-pub struct LimitChangesHeldBack<'a> {
+pub(crate) struct LimitChangesHeldBack<'a> {
     pub budget: &'a LineBudget,
     pub limit: usize,
 }
 
 impl LimitChangesHeldBack<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         for (why, held_back) in self.budget.drain() {
             debug!(
                 why,

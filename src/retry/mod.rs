@@ -5,11 +5,12 @@
 //! work near the deadline or after a setup failure ([`control`]). Throttled
 //! writes are paced, not limited here: see the `pacing` module.
 
-pub mod control;
-pub mod events;
-pub mod limiter;
-pub mod policy;
+pub(crate) mod control;
+pub(crate) mod events;
+pub(crate) mod limiter;
+pub(crate) mod policy;
 
 pub use control::InvocationControl;
-pub use limiter::{AdaptiveLimiter, LimiterPermit};
-pub use policy::{Decision, RetryPolicy};
+pub(crate) use limiter::AdaptiveLimiter;
+pub(crate) use policy::Decision;
+pub use policy::RetryPolicy;

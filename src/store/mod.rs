@@ -1,3 +1,3 @@
 //! Adapters behind the core's ports.
 
-pub mod dynamodb;
+pub(crate) mod dynamodb;

@@ -30,23 +30,23 @@ use crate::domain::event::ConsolidationEvent;
 use crate::domain::stamp::StampPlan;
 
 /// How often a line of one kind may be written while faults repeat it.
-pub const REPEATED_LINE_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const REPEATED_LINE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Milliseconds with two decimals: local reads take well under one.
-pub fn millis(duration: Duration) -> f64 {
+pub(crate) fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 100_000.0).round() / 100.0
 }
 
 /// Cold start: the settings the function runs with. None of them is a
 /// secret (credentials come from the SDK's chain and are never logged).
-pub struct SettingsInEffect<'a> {
+pub(crate) struct SettingsInEffect<'a> {
     pub settings: &'a Settings,
     /// The region the SDK resolved (`AWS_REGION`, the profile's, or the default).
     pub region: Option<&'a str>,
 }
 
 impl SettingsInEffect<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         let s = self.settings;
         debug!(
             table = %s.table_name,
@@ -75,10 +75,10 @@ impl SettingsInEffect<'_> {
 }
 
 /// A message's value, decoded and validated.
-pub struct EventDecoded<'a>(pub &'a ConsolidationEvent);
+pub(crate) struct EventDecoded<'a>(pub &'a ConsolidationEvent);
 
 impl EventDecoded<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         let e = self.0;
         debug!(
             event_type = crate::domain::event::CONSOLIDATION_COMPLETED,
@@ -99,10 +99,10 @@ impl EventDecoded<'_> {
 }
 
 /// Which records a message selects and what it writes to them.
-pub struct SelectionMade<'a>(pub &'a StampPlan);
+pub(crate) struct SelectionMade<'a>(pub &'a StampPlan);
 
 impl SelectionMade<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         let (selection, values) = (&self.0.selection, &self.0.values);
         debug!(
             partition_date = %selection.partition_date,

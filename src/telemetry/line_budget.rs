@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// At most one line per key per `interval`.
-pub struct LineBudget {
+pub(crate) struct LineBudget {
     interval: Duration,
     keys: Mutex<Vec<Key>>,
 }
@@ -20,7 +20,7 @@ struct Key {
 }
 
 impl LineBudget {
-    pub const fn new(interval: Duration) -> Self {
+    pub(crate) const fn new(interval: Duration) -> Self {
         Self {
             interval,
             keys: Mutex::new(Vec::new()),
@@ -30,7 +30,7 @@ impl LineBudget {
     /// Whether a line of `key` may be written at `now`: `Some(n)` with the
     /// number of its lines held back since the last one written, or `None`
     /// when this one is held back (and counted).
-    pub fn admit(&self, key: &'static str, now: Instant) -> Option<u64> {
+    pub(crate) fn admit(&self, key: &'static str, now: Instant) -> Option<u64> {
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(entry) = keys.iter_mut().find(|k| k.name == key) else {
             keys.push(Key {
@@ -51,7 +51,7 @@ impl LineBudget {
 
     /// The keys with lines held back and not yet reported, with their
     /// counts; the counts start again from zero.
-    pub fn drain(&self) -> Vec<(&'static str, u64)> {
+    pub(crate) fn drain(&self) -> Vec<(&'static str, u64)> {
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
         keys.iter_mut()
             .filter(|k| k.held_back > 0)

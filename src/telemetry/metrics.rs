@@ -17,32 +17,32 @@ use crate::config::FunctionIdentity;
 use crate::domain::outcome::BatchSummary;
 
 /// Metric names, as the runbook and the alarms use them.
-pub mod name {
+pub(crate) mod name {
     /// Consolidation messages fully applied.
-    pub const MESSAGES_PROCESSED: &str = "MessagesProcessed";
+    pub(crate) const MESSAGES_PROCESSED: &str = "MessagesProcessed";
     /// Dead-lettered plus handed back.
-    pub const MESSAGES_FAILED: &str = "MessagesFailed";
+    pub(crate) const MESSAGES_FAILED: &str = "MessagesFailed";
     /// Records actually written.
-    pub const CHARGEBACKS_UPDATED: &str = "ChargebacksUpdated";
+    pub(crate) const CHARGEBACKS_UPDATED: &str = "ChargebacksUpdated";
     /// Messages of another event type.
-    pub const MESSAGES_SKIPPED: &str = "MessagesSkipped";
-    pub const MESSAGES_DEAD_LETTERED: &str = "MessagesDeadLettered";
+    pub(crate) const MESSAGES_SKIPPED: &str = "MessagesSkipped";
+    pub(crate) const MESSAGES_DEAD_LETTERED: &str = "MessagesDeadLettered";
     /// Messages handed back to Lambda (`batchItemFailures`).
-    pub const MESSAGES_RETRIED: &str = "MessagesRetried";
+    pub(crate) const MESSAGES_RETRIED: &str = "MessagesRetried";
     /// Records found at this execution or a newer one, on read or by the
     /// update's condition.
-    pub const CHARGEBACKS_ALREADY_APPLIED: &str = "ChargebacksAlreadyApplied";
+    pub(crate) const CHARGEBACKS_ALREADY_APPLIED: &str = "ChargebacksAlreadyApplied";
     /// Wall time of each message's fan-out, one value per message.
-    pub const FAN_OUT_DURATION: &str = "FanOutDuration";
+    pub(crate) const FAN_OUT_DURATION: &str = "FanOutDuration";
     /// DynamoDB requests with at least one write (or the request itself)
     /// refused for capacity; each is retried. Counted, with
     /// `THROTTLED_WRITES`, by the fan-out's `WritesThrottled` event.
-    pub const THROTTLED_REQUESTS: &str = "ThrottledRequests";
+    pub(crate) const THROTTLED_REQUESTS: &str = "ThrottledRequests";
     /// Writes refused for capacity: an `UpdateItem`, or one statement of a
     /// batch. Some are expected while the write rate finds the table's.
-    pub const THROTTLED_WRITES: &str = "ThrottledWrites";
+    pub(crate) const THROTTLED_WRITES: &str = "ThrottledWrites";
     /// 1 on the first invocation of an execution environment, else 0.
-    pub const COLD_START: &str = "ColdStart";
+    pub(crate) const COLD_START: &str = "ColdStart";
 }
 
 /// Every counter, so that each document carries each one, zeros included:
@@ -62,7 +62,7 @@ const COUNTERS: [&str; 10] = [
 
 /// The dimension every metric carries. Nothing with many values (a date,
 /// an offset) is ever a dimension: each distinct value is a metric billed apart.
-pub const FUNCTION_DIMENSION: &str = "FunctionName";
+pub(crate) const FUNCTION_DIMENSION: &str = "FunctionName";
 
 /// EMF allows at most 100 values per metric in one document; the collector
 /// holds no more than that between flushes.
@@ -113,7 +113,7 @@ impl MetricsEmitter {
 }
 
 /// The invocation's counts, the same ones its `METRICS:` line shows.
-pub fn batch_finished(summary: &BatchSummary) {
+pub(crate) fn batch_finished(summary: &BatchSummary) {
     counter!(name::MESSAGES_PROCESSED).increment(summary.messages_processed);
     counter!(name::MESSAGES_FAILED).increment(summary.messages_failed);
     counter!(name::CHARGEBACKS_UPDATED).increment(summary.chargebacks_updated);
@@ -124,7 +124,7 @@ pub fn batch_finished(summary: &BatchSummary) {
 }
 
 /// One message's fan-out ended (applied, stopped or failed).
-pub fn fan_out_finished(duration: Duration) {
+pub(crate) fn fan_out_finished(duration: Duration) {
     if DURATIONS_SINCE_FLUSH.fetch_add(1, Ordering::Relaxed) < MAX_DURATIONS_PER_DOCUMENT {
         histogram!(name::FAN_OUT_DURATION).record(duration.as_secs_f64() * 1000.0);
     }

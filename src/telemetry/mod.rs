@@ -252,10 +252,10 @@ where
         };
     }
 }
-pub mod events;
-pub mod line_budget;
-pub mod metrics;
-pub mod xray;
+pub(crate) mod events;
+pub(crate) mod line_budget;
+pub(crate) mod metrics;
+pub(crate) mod xray;
 
 #[cfg(test)]
 mod tests {

@@ -30,7 +30,7 @@ use crate::config::XrayDaemon;
 
 /// Span fields that become X-Ray annotations (indexed, searchable with
 /// filter expressions such as `annotation.partition_date = "2025-11-20"`).
-pub const ANNOTATED_FIELDS: [&str; 5] = [
+pub(crate) const ANNOTATED_FIELDS: [&str; 5] = [
     "partition_date",
     "execution_sequence",
     "correlation_id",
@@ -115,7 +115,7 @@ impl XrayTracer {
 
 /// A span for one call to another AWS service: an X-Ray subsegment named
 /// after the service, in the `aws` namespace.
-pub fn aws_call(service: &'static str, operation: &'static str) -> Span {
+pub(crate) fn aws_call(service: &'static str, operation: &'static str) -> Span {
     tracing::info_span!(
         "aws call",
         otel.kind = "client",
@@ -129,16 +129,16 @@ pub fn aws_call(service: &'static str, operation: &'static str) -> Span {
 
 /// A count as a span field. The OpenTelemetry bridge records only signed
 /// integers as numbers (an unsigned one would become a string).
-pub fn number(n: impl TryInto<i64>) -> i64 {
+pub(crate) fn number(n: impl TryInto<i64>) -> i64 {
     n.try_into().unwrap_or(i64::MAX)
 }
 
 /// Events of this target only reach X-Ray (the log layer leaves them out):
 /// they say why a subsegment failed.
-pub const CAUSE_TARGET: &str = concat!(env!("CARGO_CRATE_NAME"), "::xray_cause");
+pub(crate) const CAUSE_TARGET: &str = concat!(env!("CARGO_CRATE_NAME"), "::xray_cause");
 
 /// Marks `span`'s subsegment as failed, with why (its `cause`).
-pub fn record_failure(span: &Span, why: &str) {
+pub(crate) fn record_failure(span: &Span, why: &str) {
     span.record("otel.status_code", "error");
     span.record("otel.status_description", why);
     // A message-less event with an `error` field is an exception to the bridge.
@@ -147,7 +147,7 @@ pub fn record_failure(span: &Span, why: &str) {
 
 /// Makes `span` (not yet entered) a child of the segment Lambda's trace
 /// header names. A header that does not parse leaves it a root.
-pub fn continue_trace(span: &Span, header: &str) {
+pub(crate) fn continue_trace(span: &Span, header: &str) {
     if let Some(parent) = span_context_from_str(header) {
         let _ = span.set_parent(Context::new().with_remote_span_context(parent));
     }

@@ -11,15 +11,17 @@ use aws_config::SdkConfig;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use consolidation_updater::model::DeadLetter;
-use consolidation_updater::model::FailureNotice;
 use consolidation_updater::app::FanOut;
-use consolidation_updater::{app::BatchHandler, app::Invocation};
-use consolidation_updater::testing::SnsNotifier;
-use consolidation_updater::{testing::DeadLetterSink, testing::FailureNotifier};
-use consolidation_updater::{testing::DEFAULT_MESSAGE_LIMIT, app::DeadLetterReader, testing::SqsDeadLetters};
 use consolidation_updater::app::redrive;
 use consolidation_updater::local::TableShape;
+use consolidation_updater::model::DeadLetter;
+use consolidation_updater::model::FailureNotice;
+use consolidation_updater::testing::SnsNotifier;
+use consolidation_updater::{app::BatchHandler, app::Invocation};
+use consolidation_updater::{
+    app::DeadLetterReader, testing::DEFAULT_MESSAGE_LIMIT, testing::SqsDeadLetters,
+};
+use consolidation_updater::{testing::DeadLetterSink, testing::FailureNotifier};
 use libtest_mimic::Trial;
 use serde_json::{Value, json};
 
@@ -115,9 +117,7 @@ async fn drain(
     }
 }
 
-fn handler_with(
-    table: &TestTable,
-) -> BatchHandler<consolidation_updater::app::DynamoStore> {
+fn handler_with(table: &TestTable) -> BatchHandler<consolidation_updater::app::DynamoStore> {
     BatchHandler::new(FanOut::new(Arc::new(table.store()), 8, Arc::default()))
 }
 

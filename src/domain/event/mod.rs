@@ -10,13 +10,12 @@ use thiserror::Error;
 
 mod values;
 
+pub(crate) use values::floor_to_second;
 use values::parse_execution_time;
-pub use values::{
-    CompletedAt, Execution, JobName, OutputFormat, PartitionDate, S3Uri, floor_to_second,
-};
+pub(crate) use values::{CompletedAt, Execution, JobName, OutputFormat, PartitionDate, S3Uri};
 
 /// The only event type this function acts on; any other is skipped.
-pub const CONSOLIDATION_COMPLETED: &str = "consolidation_completed";
+pub(crate) const CONSOLIDATION_COMPLETED: &str = "consolidation_completed";
 
 /// What a Kafka record's value decodes to.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,7 +131,7 @@ pub fn decode_value(value: Option<&Value>) -> Result<DecodedValue, DecodeError> 
 }
 
 /// Decodes the JSON text of an event.
-pub fn decode_json(text: &str) -> Result<DecodedValue, DecodeError> {
+pub(crate) fn decode_json(text: &str) -> Result<DecodedValue, DecodeError> {
     let json: Value = serde_json::from_str(text).map_err(|e| DecodeError::NotJson {
         reason: e.to_string(),
     })?;

@@ -206,6 +206,6 @@ impl JobName {
 }
 
 /// Truncates to the second: the cutoff is compared as text at that precision.
-pub fn floor_to_second(at: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn floor_to_second(at: DateTime<Utc>) -> DateTime<Utc> {
     at.with_nanosecond(0).unwrap_or(at)
 }

@@ -18,7 +18,7 @@ use crate::domain::failure::{ErrorClass, StoreError};
 use crate::domain::stamp::StampResult;
 
 /// Statements per `BatchExecuteStatement`, DynamoDB's limit.
-pub const BATCH_STATEMENT_LIMIT: usize = 25;
+pub(crate) const BATCH_STATEMENT_LIMIT: usize = 25;
 
 const OPERATION: &str = "BatchExecuteStatement";
 

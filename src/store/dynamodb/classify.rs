@@ -27,7 +27,7 @@ const SETUP_CODES: [&str; 7] = [
 ];
 
 /// Decides what a failed call means, from the error's type and code.
-pub fn classify<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> StoreError
+pub(crate) fn classify<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {

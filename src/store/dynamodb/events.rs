@@ -13,7 +13,7 @@ use crate::domain::stamp::StampResult;
 use crate::telemetry::events::millis;
 
 /// How the keys of a day will be read: what `DescribeTable` found.
-pub struct TableLayoutFound<'a> {
+pub(crate) struct TableLayoutFound<'a> {
     pub table: &'a str,
     pub hash_key: &'a str,
     pub range_key: Option<&'a str>,
@@ -30,7 +30,7 @@ pub struct TableLayoutFound<'a> {
 }
 
 impl TableLayoutFound<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         debug!(
             table = self.table,
             hash_key = self.hash_key,
@@ -49,7 +49,7 @@ impl TableLayoutFound<'_> {
 /// One page of keys read from the index (`Query`) or a scan segment
 /// (`Scan`). The keys themselves would be thousands per line: the count,
 /// the first and the last say which stretch of the index it was.
-pub struct KeyPageRead<'a> {
+pub(crate) struct KeyPageRead<'a> {
     pub operation: &'static str,
     pub segment: Option<u32>,
     /// Keys to stamp.
@@ -64,7 +64,7 @@ pub struct KeyPageRead<'a> {
 }
 
 impl KeyPageRead<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         debug!(
             operation = self.operation,
             segment = self.segment,
@@ -81,7 +81,7 @@ impl KeyPageRead<'_> {
 }
 
 /// One page of the count of records created after the cutoff.
-pub struct CountPageRead<'a> {
+pub(crate) struct CountPageRead<'a> {
     pub operation: &'static str,
     pub counted: u64,
     pub duration: Duration,
@@ -89,7 +89,7 @@ pub struct CountPageRead<'a> {
 }
 
 impl CountPageRead<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         debug!(
             operation = self.operation,
             counted = self.counted,
@@ -103,14 +103,14 @@ impl CountPageRead<'_> {
 
 /// TRACE: what happened to one record (written, or declined by the update's
 /// condition or on read).
-pub struct RecordStamped<'a> {
+pub(crate) struct RecordStamped<'a> {
     pub operation: &'static str,
     pub key: &'a dyn Display,
     pub result: StampResult,
 }
 
 impl RecordStamped<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         let result = match self.result {
             StampResult::Written => "written",
             StampResult::AlreadyApplied => "already_applied",
@@ -136,7 +136,7 @@ impl RecordStamped<'_> {
 
 /// A key (or a read position) for a log line: its attributes by name,
 /// `chargeback_id=cb-1, created_at=2025-11-20T01:00:00.000Z`.
-pub struct KeyText<'a>(pub &'a ItemKey);
+pub(crate) struct KeyText<'a>(pub &'a ItemKey);
 
 impl Display for KeyText<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -10,9 +10,9 @@ use super::events::TableLayoutFound;
 use crate::domain::failure::{ErrorClass, StoreError};
 
 /// The attribute that records which execution stamped a record last.
-pub const EXECUTION_ATTRIBUTE: &str = "consolidation_execution";
-pub const PARTITION_DATE_ATTRIBUTE: &str = "partition_date";
-pub const CREATED_AT_ATTRIBUTE: &str = "created_at";
+pub(crate) const EXECUTION_ATTRIBUTE: &str = "consolidation_execution";
+pub(crate) const PARTITION_DATE_ATTRIBUTE: &str = "partition_date";
+pub(crate) const CREATED_AT_ATTRIBUTE: &str = "created_at";
 
 /// Segments of the fallback scan. A scan reads the whole table, so it is
 /// split to finish in a reasonable time; more segments than this only add

@@ -13,9 +13,9 @@
 
 mod batch_statement;
 mod classify;
-pub mod events;
+pub(crate) mod events;
 mod layout;
-pub mod provision;
+pub(crate) mod provision;
 mod reads;
 mod usage;
 mod writes;
@@ -27,14 +27,15 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use tokio::sync::OnceCell;
 use tracing::warn;
 
-pub use self::batch_statement::BATCH_STATEMENT_LIMIT;
-pub use self::classify::classify;
-pub use self::layout::{
-    CREATED_AT_ATTRIBUTE, EXECUTION_ATTRIBUTE, KeyReader, PARTITION_DATE_ATTRIBUTE, TableLayout,
+pub(crate) use self::batch_statement::BATCH_STATEMENT_LIMIT;
+pub(crate) use self::classify::classify;
+pub use self::layout::KeyReader;
+pub(crate) use self::layout::{
+    CREATED_AT_ATTRIBUTE, EXECUTION_ATTRIBUTE, PARTITION_DATE_ATTRIBUTE, TableLayout,
 };
 use self::usage::Usage;
-pub use self::usage::WriteUnits;
-pub use self::writes::PreparedUpdate;
+pub(crate) use self::usage::WriteUnits;
+pub(crate) use self::writes::PreparedUpdate;
 use crate::config::WriteMode;
 use crate::domain::event::PartitionDate;
 use crate::domain::failure::StoreError;
@@ -42,7 +43,7 @@ use crate::domain::stamp::{KeySelection, StampResult, StampValues};
 use crate::ports::{ChargebackStore, KeyPage};
 
 /// A primary key, as DynamoDB wants it back.
-pub type ItemKey = HashMap<String, AttributeValue>;
+pub(crate) type ItemKey = HashMap<String, AttributeValue>;
 
 pub struct DynamoStore {
     client: Client,

@@ -17,7 +17,7 @@ use super::{CREATED_AT_ATTRIBUTE, EXECUTION_ATTRIBUTE, PARTITION_DATE_ATTRIBUTE,
 use crate::domain::failure::{ErrorClass, StoreError};
 use crate::synthetic::Chargeback;
 
-pub const HASH_KEY: &str = "chargeback_id";
+pub(crate) const HASH_KEY: &str = "chargeback_id";
 /// DynamoDB's limit of items per `BatchWriteItem`.
 const BATCH_WRITE_LIMIT: usize = 25;
 
@@ -272,7 +272,7 @@ async fn wait_until_active(
 }
 
 /// A chargeback as a DynamoDB item.
-pub fn chargeback_item(
+pub(crate) fn chargeback_item(
     chargeback: &Chargeback,
 ) -> HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
     use aws_sdk_dynamodb::types::AttributeValue::{N, S};

@@ -49,8 +49,8 @@ mod runbook;
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context as _, anyhow, ensure};
-use consolidation_updater::model::DeadLetter;
 use consolidation_updater::local::TableShape;
+use consolidation_updater::model::DeadLetter;
 use libtest_mimic::Trial;
 use serde_json::{Value, json};
 

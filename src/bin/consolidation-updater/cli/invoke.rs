@@ -8,8 +8,8 @@ use tracing::info;
 
 use super::{batch_exit_code, local_request_id, peak_rss_kib, read_event, with_setup_hint};
 use consolidation_updater::app;
-use consolidation_updater::settings::Settings;
 use consolidation_updater::app::Invocation;
+use consolidation_updater::settings::Settings;
 
 pub(super) async fn run(settings: &Settings, event: PathBuf) -> anyhow::Result<ExitCode> {
     let payload = read_event(&event)?;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use super::exit_code;
 use consolidation_updater::app;
 
-use consolidation_updater::settings::Settings;
 use consolidation_updater::app::DeadLetterReader;
+use consolidation_updater::settings::Settings;
 
 pub(super) async fn run(
     settings: &Settings,
