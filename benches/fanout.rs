@@ -45,10 +45,9 @@ use axum::body::Bytes;
 use axum::http::Request;
 use chrono::{NaiveDate, TimeZone, Utc};
 use clap::{Parser, ValueEnum};
-use consolidation_updater::local::SyntheticDay;
-use consolidation_updater::{app::load_sdk_config, app::local_client};
-use consolidation_updater::{
-    local::IndexProjection, local::TableShape, local::create_table, local::put_chargebacks,
+use consolidation_updater::app::{load_sdk_config, local_client};
+use consolidation_updater::local::{
+    IndexProjection, SyntheticDay, TableShape, create_table, put_chargebacks,
 };
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;

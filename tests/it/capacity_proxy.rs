@@ -10,9 +10,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, BatchStatementErrorCodeEnum, BatchStatementRequest};
-use consolidation_updater::local::Chargeback;
-use consolidation_updater::local::TableShape;
-use consolidation_updater::{app::load_sdk_config, app::local_client};
+use consolidation_updater::app::{load_sdk_config, local_client};
+use consolidation_updater::local::{Chargeback, TableShape};
 use libtest_mimic::Trial;
 use serde_json::{Value, json};
 

@@ -11,8 +11,8 @@ mod exit_code {
     pub const USAGE: u8 = 2;
     pub const HANDED_BACK: u8 = 3;
 }
-use consolidation_updater::{app::load_sdk_config, app::local_client};
-use consolidation_updater::{local::TableShape, local::create_table};
+use consolidation_updater::app::{load_sdk_config, local_client};
+use consolidation_updater::local::{TableShape, create_table};
 use libtest_mimic::Trial;
 use tokio::process::Command;
 

@@ -11,17 +11,12 @@ use aws_config::SdkConfig;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use consolidation_updater::app::FanOut;
-use consolidation_updater::app::redrive;
+use consolidation_updater::app::{BatchHandler, DeadLetterReader, FanOut, Invocation, redrive};
 use consolidation_updater::local::TableShape;
-use consolidation_updater::model::DeadLetter;
-use consolidation_updater::model::FailureNotice;
-use consolidation_updater::testing::SnsNotifier;
-use consolidation_updater::{app::BatchHandler, app::Invocation};
-use consolidation_updater::{
-    app::DeadLetterReader, testing::DEFAULT_MESSAGE_LIMIT, testing::SqsDeadLetters,
+use consolidation_updater::model::{DeadLetter, FailureNotice};
+use consolidation_updater::testing::{
+    DEFAULT_MESSAGE_LIMIT, DeadLetterSink, FailureNotifier, SnsNotifier, SqsDeadLetters,
 };
-use consolidation_updater::{testing::DeadLetterSink, testing::FailureNotifier};
 use libtest_mimic::Trial;
 use serde_json::{Value, json};
 

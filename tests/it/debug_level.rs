@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, ensure};
-use consolidation_updater::{local::IndexProjection, local::TableShape};
+use consolidation_updater::local::{IndexProjection, TableShape};
 use libtest_mimic::Trial;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt};

@@ -6,13 +6,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
-use consolidation_updater::app::DynamoStore;
-use consolidation_updater::app::FanOut;
+use consolidation_updater::app::{
+    BatchHandler, DynamoStore, FanOut, Invocation, load_sdk_config, local_client,
+};
 use consolidation_updater::local::TableShape;
 use consolidation_updater::model::MessageOutcome;
 use consolidation_updater::settings::WriteMode;
-use consolidation_updater::{app::BatchHandler, app::Invocation};
-use consolidation_updater::{app::load_sdk_config, app::local_client};
 
 use libtest_mimic::Trial;
 

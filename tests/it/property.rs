@@ -13,13 +13,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{anyhow, ensure};
-use consolidation_updater::app::DynamoStore;
-use consolidation_updater::app::FanOut;
-use consolidation_updater::local::Chargeback;
-use consolidation_updater::local::TableShape;
+use consolidation_updater::app::{
+    BatchHandler, DynamoStore, FanOut, Invocation, load_sdk_config, local_client,
+};
+use consolidation_updater::local::{Chargeback, TableShape};
 use consolidation_updater::testing::RetryPolicy;
-use consolidation_updater::{app::BatchHandler, app::Invocation};
-use consolidation_updater::{app::load_sdk_config, app::local_client};
 use libtest_mimic::Trial;
 use serde_json::Value;
 

@@ -5,12 +5,10 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, ensure};
 use chrono::{DateTime, NaiveDate, Utc};
-use consolidation_updater::model::MessageOutcome;
+use consolidation_updater::local::{Chargeback, IndexProjection, SyntheticDay, TableShape};
+use consolidation_updater::model::{MessageOutcome, StampResult, StampValues};
 use consolidation_updater::settings::WriteMode;
 use consolidation_updater::testing::ChargebackStore;
-use consolidation_updater::{local::Chargeback, local::SyntheticDay};
-use consolidation_updater::{local::IndexProjection, local::TableShape};
-use consolidation_updater::{model::StampResult, model::StampValues};
 use libtest_mimic::Trial;
 use serde_json::json;
 

@@ -11,18 +11,15 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use consolidation_updater::app::DynamoStore;
-use consolidation_updater::app::FanOut;
-use consolidation_updater::local::Chargeback;
-use consolidation_updater::local::EmbeddedServer;
-use consolidation_updater::model::BatchOutcome;
-use consolidation_updater::model::DeadLetter;
-use consolidation_updater::model::SinkError;
+use consolidation_updater::app::{
+    BatchHandler, DynamoStore, FanOut, Invocation, load_sdk_config, local_client,
+};
+use consolidation_updater::local::{
+    Chargeback, EmbeddedServer, TableShape, create_table, put_chargebacks,
+};
+use consolidation_updater::model::{BatchOutcome, DeadLetter, SinkError};
 use consolidation_updater::settings::WriteMode;
-use consolidation_updater::{app::BatchHandler, app::Invocation};
-use consolidation_updater::{app::load_sdk_config, app::local_client};
-use consolidation_updater::{local::TableShape, local::create_table, local::put_chargebacks};
-use consolidation_updater::{testing::BoxFuture, testing::DeadLetterSink};
+use consolidation_updater::testing::{BoxFuture, DeadLetterSink};
 use serde_json::{Value, json};
 
 pub const INDEX: &str = "partition_date-index";

@@ -12,15 +12,10 @@ use serde_json::{Value, json};
 use tracing::level_filters::LevelFilter;
 use tracing::{error, info, warn};
 
-use consolidation_updater::app;
-use consolidation_updater::app::Invocation;
-use consolidation_updater::app::load_sdk_config;
+use consolidation_updater::app::{self, Invocation, load_sdk_config};
 use consolidation_updater::model::EnvelopeError;
-use consolidation_updater::observability::MetricsEmitter;
-use consolidation_updater::observability::{self, Sink, XrayTracer};
-use consolidation_updater::{
-    settings::ConfigErrors, settings::FunctionIdentity, settings::LogFormat, settings::Settings,
-};
+use consolidation_updater::observability::{self, MetricsEmitter, Sink, XrayTracer};
+use consolidation_updater::settings::{ConfigErrors, FunctionIdentity, LogFormat, Settings};
 
 /// How long cold start waits for `DescribeTable`. Past it, the first message
 /// describes the table instead: a slow DynamoDB never fails the init.

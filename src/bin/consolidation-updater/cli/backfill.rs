@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use super::{count, positive_count};
 use consolidation_updater::app;
-use consolidation_updater::model::StampPlan;
+use consolidation_updater::model::{ConsolidationEvent, EventParts, StampPlan};
 use consolidation_updater::settings::Settings;
-use consolidation_updater::{model::ConsolidationEvent, model::EventParts};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct BackfillArgs {

@@ -3,12 +3,9 @@
 use std::process::ExitCode;
 
 use super::{exit_code, with_setup_hint};
-use consolidation_updater::app::load_sdk_config;
+use consolidation_updater::app::{DynamoStore, KeyReader, load_sdk_config};
+use consolidation_updater::local::{Ensured, IndexProjection, TableShape, ensure_table};
 use consolidation_updater::settings::Settings;
-use consolidation_updater::{app::DynamoStore, app::KeyReader};
-use consolidation_updater::{
-    local::Ensured, local::IndexProjection, local::TableShape, local::ensure_table,
-};
 
 pub(super) async fn run(
     settings: &Settings,

@@ -15,19 +15,15 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{ProjectionArg, batch_exit_code, local_request_id, positive_count, read_event};
-use consolidation_updater::app;
-use consolidation_updater::app::Invocation;
-use consolidation_updater::app::Progress;
-use consolidation_updater::local::EmbeddedServer;
-use consolidation_updater::local::SyntheticDay;
-use consolidation_updater::local::TableShape;
-use consolidation_updater::model::MessageOutcome;
-use consolidation_updater::model::decode_envelope;
+use consolidation_updater::app::{self, Invocation, Progress, load_sdk_config, local_client};
+use consolidation_updater::local::{
+    EmbeddedServer, SyntheticDay, TableShape, create_table, put_chargebacks,
+};
+use consolidation_updater::model::{
+    ConsolidationEvent, DecodedValue, MessageOutcome, decode_envelope, decode_value,
+};
 use consolidation_updater::settings::Settings;
 use consolidation_updater::testing::ChargebackStore;
-use consolidation_updater::{app::load_sdk_config, app::local_client};
-use consolidation_updater::{local::create_table, local::put_chargebacks};
-use consolidation_updater::{model::ConsolidationEvent, model::DecodedValue, model::decode_value};
 
 /// The seed's sample event, shipped in the binary so the demo runs from anywhere.
 const SAMPLE_EVENT: &str = include_str!(concat!(

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use tracing::info;
 
 use super::{batch_exit_code, local_request_id, peak_rss_kib, read_event, with_setup_hint};
-use consolidation_updater::app;
-use consolidation_updater::app::Invocation;
+use consolidation_updater::app::{self, Invocation};
 use consolidation_updater::settings::Settings;
 
 pub(super) async fn run(settings: &Settings, event: PathBuf) -> anyhow::Result<ExitCode> {

@@ -18,9 +18,8 @@ mod redrive;
 mod serve;
 
 use consolidation_updater::local::IndexProjection;
-use consolidation_updater::observability::XrayTracer;
-use consolidation_updater::observability::{self, Sink};
-use consolidation_updater::{settings::LogFormat, settings::Settings};
+use consolidation_updater::observability::{self, Sink, XrayTracer};
+use consolidation_updater::settings::{LogFormat, Settings};
 
 /// What the process's exit status says, for scripts.
 pub mod exit_code {

@@ -4,9 +4,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::exit_code;
-use consolidation_updater::app;
+use consolidation_updater::app::{self, DeadLetterReader};
 
-use consolidation_updater::app::DeadLetterReader;
 use consolidation_updater::settings::Settings;
 
 pub(super) async fn run(
