@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::{exit_code, with_setup_hint};
-use consolidation_updater::app::{DynamoStore, KeyReader, load_sdk_config};
+use consolidation_updater::app::{self, KeyReader, load_sdk_config};
 use consolidation_updater::local::{Ensured, IndexProjection, TableShape, ensure_table};
 use consolidation_updater::settings::Settings;
 
@@ -22,8 +22,8 @@ pub(super) async fn run(
     let ensured = ensure_table(&client, table, index, shape)
         .await
         .map_err(|e| anyhow::anyhow!(with_setup_hint(&e.to_string())))?;
-    // The same check the function makes at cold start.
-    let store = DynamoStore::new(client, table, index);
+    // The same store, and the same check, as the function's at cold start.
+    let store = app::store(settings, &sdk, client);
     let layout = store
         .layout()
         .await
