@@ -1211,6 +1211,7 @@ async fn compare_binaries(
     let sdk = load_sdk_config(Some(REGION)).await;
     for mode in &args.write_mode {
         let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        let mut cpu_per_record: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         for repeat in 1..=args.repeats {
             // ABBA: each binary goes first as often as second.
             let mut order = [("baseline", baseline), ("this build", Path::new(BINARY))];
@@ -1245,9 +1246,11 @@ async fn compare_binaries(
                 let stamped = count_stamped(client, &table).await?;
                 drop_table(client, &table).await;
                 let rate = args.records as f64 / run.wall.as_secs_f64();
+                let cpu_us =
+                    (run.usage.user + run.usage.system).as_secs_f64() * 1e6 / args.records as f64;
                 let complete = run.exit == EXIT_DONE && stamped == args.records;
                 println!(
-                    "  {:<16} run {repeat} {label:<10}  {:>9.0} records/s  ({:.2} s, {}, {stamped}/{} stamped)",
+                    "  {:<16} run {repeat} {label:<10}  {:>9.0} records/s, CPU {cpu_us:.1} µs/record  ({:.2} s, {}, {stamped}/{} stamped)",
                     mode.env(),
                     rate,
                     run.wall.as_secs_f64(),
@@ -1256,6 +1259,7 @@ async fn compare_binaries(
                 );
                 if complete {
                     rates[which].push(rate);
+                    cpu_per_record[which].push(cpu_us);
                 } else {
                     println!("  {:<16} (not counted: the run did not stamp the day)", "");
                 }
@@ -1269,6 +1273,16 @@ async fn compare_binaries(
                 this / base
             ),
             _ => println!("  {:<16} no median: a binary stamped no day", mode.env()),
+        }
+        if let (Some(base), Some(this)) = (
+            median(&mut cpu_per_record[0]),
+            median(&mut cpu_per_record[1]),
+        ) {
+            println!(
+                "  {:<16} median CPU: baseline {base:.1}, this build {this:.1} µs/record; ratio {:.3}",
+                mode.env(),
+                this / base
+            );
         }
     }
     Ok(())
