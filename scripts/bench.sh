@@ -21,7 +21,7 @@
 #   scripts/bench.sh --max-write-rate 500,1000     # MAX_WRITE_RATE=R on the unlimited
 #       engine: the rate kept, first write to last. PASS: within 5% of R.
 #   scripts/bench.sh --compare-binary PATH --repeats 5   # another build against this
-#       one, interleaved, --records each: records/s per run, medians, ratio.
+#       one, interleaved, --records each: records/s and CPU per record per run, medians, ratios.
 #
 # --capacity-records sets the records of the first two (default 20,000; 3,000
 # at R <= 100).
