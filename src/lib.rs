@@ -18,6 +18,7 @@ mod domain;
 mod embedded;
 mod fanout;
 mod handler;
+mod ledger;
 mod notify;
 mod pacing;
 mod ports;
@@ -36,11 +37,12 @@ pub mod app {
     pub use crate::aws::{load_sdk_config, local_client, sqs_client};
     pub use crate::fanout::{FanOut, FanOutError, Progress};
     pub use crate::handler::{BatchHandler, Invocation};
+    pub use crate::ledger::{Ledger, RunDecision, Verdict};
     pub use crate::queue::sqs::DeadLetterReader;
     pub use crate::redrive::{RedriveSummary, redrive};
     pub use crate::retry::InvocationControl;
-    pub use crate::store::dynamodb::{DynamoStore, KeyReader};
-    pub use crate::wiring::{connect, fan_out, handler, redrive_handler, store};
+    pub use crate::store::dynamodb::{DynamoLedger, DynamoStore, KeyReader};
+    pub use crate::wiring::{connect, fan_out, handler, ledger, redrive_handler, store};
 }
 
 /// The settings, read from the environment once.
@@ -64,7 +66,10 @@ pub mod model {
     pub use crate::domain::failure::{ErrorClass, SinkError, StopReason, StoreError};
     pub use crate::domain::kafka::{EnvelopeError, decode_envelope};
     pub use crate::domain::outcome::{BatchOutcome, BatchSummary, FailureNotice, MessageOutcome};
-    pub use crate::domain::stamp::{StampPlan, StampResult, StampValues};
+    pub use crate::domain::run::{
+        Completion, Recorded, Run, RunCounts, RunStart, RunStatus, TableIdentity,
+    };
+    pub use crate::domain::stamp::{StampPlan, StampReport, StampResult, StampValues};
 }
 
 /// A table on a local engine: its contract, seeded with generated chargebacks.
@@ -83,7 +88,9 @@ pub mod local {
 pub mod testing {
     pub use crate::domain::exercise_decoders;
     pub use crate::notify::sns::SnsNotifier;
-    pub use crate::ports::{BoxFuture, ChargebackStore, DeadLetterSink, FailureNotifier};
+    pub use crate::ports::{
+        BoxFuture, ChargebackStore, DeadLetterSink, FailureNotifier, RunLedger,
+    };
     pub use crate::queue::sqs::{DEFAULT_MESSAGE_LIMIT, SqsDeadLetters};
     pub use crate::retry::RetryPolicy;
 }

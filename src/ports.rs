@@ -7,6 +7,7 @@ use crate::domain::dead_letter::DeadLetter;
 use crate::domain::event::PartitionDate;
 use crate::domain::failure::{SinkError, StoreError};
 use crate::domain::outcome::FailureNotice;
+use crate::domain::run::{Completion, Recorded, Run, RunCounts, RunStart, TableIdentity};
 use crate::domain::stamp::{KeySelection, StampResult, StampValues};
 
 /// One page of keys to stamp and where the next one starts.
@@ -30,6 +31,10 @@ pub trait ChargebackStore: Send + Sync + 'static {
     type Cursor: Clone + Send + Sync + 'static;
     /// A stamp turned into the adapter's request form once per message.
     type PreparedStamp: Send + Sync + 'static;
+
+    /// The table's name and the `TableId` DynamoDB gave it, which the run
+    /// ledger keys its runs to.
+    fn table_identity(&self) -> impl Future<Output = Result<TableIdentity, StoreError>> + Send;
 
     /// How many independent key streams a selection is read through.
     fn key_streams(&self) -> impl Future<Output = Result<u32, StoreError>> + Send;
@@ -103,4 +108,24 @@ pub trait DeadLetterSink: Send + Sync {
 /// Where one summary of an invocation's failures goes.
 pub trait FailureNotifier: Send + Sync {
     fn publish<'a>(&'a self, notice: &'a FailureNotice) -> BoxFuture<'a, Result<(), SinkError>>;
+}
+
+/// The run ledger: one item per (day, execution), written as a fan-out
+/// starts and when it completes, read before one starts. Its errors are
+/// never the invocation's: the caller stamps without it.
+pub trait RunLedger: Send + Sync {
+    /// Every run recorded for `date` (one strongly consistent read).
+    fn runs_of_day(&self, date: PartitionDate) -> BoxFuture<'_, Result<Vec<Run>, StoreError>>;
+
+    /// A fan-out of `run` starts: the run is created `in_progress`, or its
+    /// deliveries counted; a completed run stays completed.
+    fn start<'a>(&'a self, run: &'a RunStart) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// A fan-out of `run` finished every selected record with `counts`.
+    fn complete<'a>(
+        &'a self,
+        run: &'a RunStart,
+        counts: &'a RunCounts,
+        rule: Completion,
+    ) -> BoxFuture<'a, Result<Recorded, StoreError>>;
 }

@@ -134,7 +134,11 @@ async fn replay<S: ChargebackStore>(
         .await
         .map_err(|problem| problem.to_string())?;
     match outcome.outcomes.first().map(|(_, o)| o) {
-        Some(MessageOutcome::Applied(_) | MessageOutcome::Skipped { .. }) => Ok(()),
+        Some(
+            MessageOutcome::Applied(_)
+            | MessageOutcome::Skipped { .. }
+            | MessageOutcome::Superseded { .. },
+        ) => Ok(()),
         Some(other) => Err(other
             .problem()
             .map_or_else(|| other.label().to_owned(), |(_, text)| text)),

@@ -11,6 +11,7 @@ use crate::aws;
 use crate::config::Settings;
 use crate::fanout::{FanOut, Progress};
 use crate::handler::BatchHandler;
+use crate::ledger::Ledger;
 use crate::notify::sns::SnsNotifier;
 use crate::queue::sqs::SqsDeadLetters;
 use crate::store::dynamodb::DynamoStore;
@@ -54,12 +55,38 @@ pub fn fan_out(
         .with_progress_log(settings.progress_interval)
 }
 
+/// The run ledger the settings name, reached the way `store` reaches the
+/// chargebacks table; off when `LEDGER_TABLE_NAME` is unset. Said once.
+pub fn ledger(settings: &Settings, store: &DynamoStore) -> Ledger {
+    match &settings.ledger_table {
+        Some(table) => {
+            info!(
+                ledger_table = %table,
+                ledger_ttl_days = settings.ledger_ttl_days,
+                "run ledger on: a delivery of a day's run already completed is answered from it"
+            );
+            Ledger::new(
+                Arc::new(store.ledger(table, settings.ledger_ttl_days)),
+                table,
+            )
+        }
+        None => {
+            info!(
+                "LEDGER_TABLE_NAME is not set: the run ledger is off; a delivered again day                  is stamped again in full, its records' conditions declining what is done"
+            );
+            Ledger::off()
+        }
+    }
+}
+
 /// The handler `redrive` replays dead letters through: the same as
 /// Lambda's but with no dead-letter queue of its own, so that a message
 /// failing again stays where it is instead of being parked a second time,
 /// and no notifier (the command reports what is still failing itself).
 pub fn redrive_handler(settings: &Settings, store: Arc<DynamoStore>) -> BatchHandler<DynamoStore> {
+    let ledger = ledger(settings, &store);
     BatchHandler::new(fan_out(settings, store, Arc::default()))
+        .with_ledger(ledger)
         .with_deadline_margin(settings.deadline_margin)
 }
 
@@ -71,7 +98,9 @@ pub async fn handler(
     store: Arc<DynamoStore>,
     progress: Arc<Progress>,
 ) -> BatchHandler<DynamoStore> {
+    let ledger = ledger(settings, &store);
     let mut handler = BatchHandler::new(fan_out(settings, store, progress))
+        .with_ledger(ledger)
         .with_deadline_margin(settings.deadline_margin);
     match &settings.dlq_url {
         Some(url) => {

@@ -9,7 +9,7 @@ use tracing::level_filters::LevelFilter;
 mod parse;
 
 use parse::{
-    deadline_margin, log_format, max_concurrency, max_write_rate, metrics_namespace, parse_level,
+    deadline_margin, ledger_ttl_days, log_format, max_concurrency, max_write_rate, metrics_namespace, parse_level,
     progress_interval, queue_url, region, resource_name, topic_arn, write_mode, xray_daemon,
 };
 
@@ -32,6 +32,10 @@ pub(crate) const MAX_MAX_CONCURRENCY: usize = 4096;
 pub(crate) const MAX_MAX_WRITE_RATE: u32 = 1_000_000;
 /// The CloudWatch namespace of our metrics, as the seed names it.
 pub(crate) const DEFAULT_METRICS_NAMESPACE: &str = "POC-Chargeback/ConsolidationUpdater";
+/// How long the run ledger keeps a run after its last write.
+pub(crate) const DEFAULT_LEDGER_TTL_DAYS: u32 = 35;
+/// Ten years: beyond it, a typo.
+pub(crate) const MAX_LEDGER_TTL_DAYS: u32 = 3650;
 /// How often a long fan-out logs its progress.
 pub(crate) const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -126,6 +130,10 @@ pub struct Settings {
     pub function: Option<FunctionIdentity>,
     /// How the conditional updates are sent.
     pub write_mode: WriteMode,
+    /// `LEDGER_TABLE_NAME`: the run ledger's table; `None`: no ledger.
+    pub ledger_table: Option<String>,
+    /// `LEDGER_TTL_DAYS`: how long the ledger keeps a run after its last write.
+    pub ledger_ttl_days: u32,
 }
 
 /// How each record's conditional update is sent.
@@ -213,6 +221,10 @@ impl Settings {
             get("PROGRESS_LOG_INTERVAL_SECONDS").and_then(|v| problems.take(progress_interval(&v)));
         let xray = problems.take(xray_daemon(&get)).flatten();
         let write_mode = get("WRITE_MODE").and_then(|v| problems.take(write_mode(&v)));
+        let ledger_table =
+            get("LEDGER_TABLE_NAME").and_then(|v| problems.take(resource_name("LEDGER_TABLE_NAME", v)));
+        let ledger_ttl_days =
+            get("LEDGER_TTL_DAYS").and_then(|v| problems.take(ledger_ttl_days(&v)));
         match (table_name, date_index) {
             (Some(table_name), Some(date_index)) if problems.0.is_empty() => Ok(Self {
                 table_name,
@@ -230,6 +242,8 @@ impl Settings {
                 progress_interval: progress_interval.unwrap_or(DEFAULT_PROGRESS_INTERVAL),
                 xray,
                 write_mode: write_mode.unwrap_or_default(),
+                ledger_table,
+                ledger_ttl_days: ledger_ttl_days.unwrap_or(DEFAULT_LEDGER_TTL_DAYS),
                 function: FunctionIdentity::from_lookup(&get),
             }),
             _ => Err(ConfigErrors(problems.0)),
@@ -266,6 +280,19 @@ mod tests {
         assert_eq!(s.progress_interval, DEFAULT_PROGRESS_INTERVAL);
         assert_eq!((s.xray, s.function), (None, None));
         assert_eq!(s.write_mode, WriteMode::BatchStatement);
+        assert_eq!((s.ledger_table, s.ledger_ttl_days), (None, 35));
+    }
+
+    #[test]
+    fn the_ledger_is_named_and_its_ttl_checked() {
+        let s = settings(&[("LEDGER_TABLE_NAME", "runs"), ("LEDGER_TTL_DAYS", "7")]).unwrap();
+        assert_eq!((s.ledger_table.as_deref(), s.ledger_ttl_days), (Some("runs"), 7));
+        for bad in ["0", "-1", "3651", "a week"] {
+            let problems = settings(&[("LEDGER_TTL_DAYS", bad)]).unwrap_err();
+            assert_eq!(problems.variables(), ["LEDGER_TTL_DAYS"], "{bad}");
+        }
+        let problems = settings(&[("LEDGER_TABLE_NAME", "no spaces allowed")]).unwrap_err();
+        assert_eq!(problems.variables(), ["LEDGER_TABLE_NAME"]);
     }
 
     #[test]

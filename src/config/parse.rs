@@ -6,7 +6,7 @@ use std::time::Duration;
 use tracing::level_filters::LevelFilter;
 
 use super::{
-    ConfigError, LogFormat, MAX_MAX_CONCURRENCY, MAX_MAX_WRITE_RATE, WriteMode, XrayDaemon,
+    ConfigError, LogFormat, MAX_LEDGER_TTL_DAYS, MAX_MAX_CONCURRENCY, MAX_MAX_WRITE_RATE, WriteMode, XrayDaemon,
 };
 
 pub(super) fn write_mode(value: &str) -> Result<WriteMode, ConfigError> {
@@ -177,6 +177,17 @@ pub(super) fn max_write_rate(value: &str) -> Result<u32, ConfigError> {
                 "expected writes per second, a whole number from 1 to {MAX_MAX_WRITE_RATE} \
                  (unset it for no limit but the table's)"
             ),
+        )),
+    }
+}
+
+pub(super) fn ledger_ttl_days(value: &str) -> Result<u32, ConfigError> {
+    match value.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_LEDGER_TTL_DAYS).contains(&n) => Ok(n),
+        _ => Err(invalid(
+            "LEDGER_TTL_DAYS",
+            value,
+            format!("expected days, a whole number from 1 to {MAX_LEDGER_TTL_DAYS}"),
         )),
     }
 }

@@ -121,6 +121,7 @@ mod tests {
             request_id: request_id.to_owned(),
             dead_lettered,
             handed_back: 0,
+            superseded: 0,
             messages: BTreeMap::new(),
             first_error_by_kind: BTreeMap::new(),
         }

@@ -7,6 +7,7 @@ pub(crate) mod fifo;
 pub(crate) mod forecast;
 pub(crate) mod kafka;
 pub(crate) mod outcome;
+pub(crate) mod run;
 pub(crate) mod stamp;
 
 /// Runs every decoder on arbitrary bytes, as the fuzz target and its corpus

@@ -19,6 +19,10 @@ pub enum MessageOutcome {
     Applied(StampReport),
     /// Another event type: not ours.
     Skipped { event_type: String },
+    /// A completed run of the run ledger already did everything this event
+    /// asks (same table, an execution and a cutoff at least as new): no
+    /// fan-out, nothing read from the day or written.
+    Superseded { by_execution: u64 },
     /// The message can never be applied; it is parked in the dead-letter
     /// queue with its payload and counts as handled.
     DeadLettered(Poison),
@@ -61,7 +65,10 @@ impl MessageOutcome {
     /// store failure's class, or why the work stopped.
     pub fn error_kind(&self) -> Option<&str> {
         match self {
-            Self::Applied(_) | Self::Skipped { .. } | Self::Blocked { .. } => None,
+            Self::Applied(_)
+            | Self::Skipped { .. }
+            | Self::Superseded { .. }
+            | Self::Blocked { .. } => None,
             Self::DeadLettered(poison) => Some(&poison.kind),
             Self::Invalid { problem, .. } => Some(problem.kind()),
             Self::Failed { error, .. } => Some(error.class.kind()),
@@ -73,6 +80,7 @@ impl MessageOutcome {
         match self {
             Self::Applied(_) => "applied",
             Self::Skipped { .. } => "skipped",
+            Self::Superseded { .. } => "superseded",
             Self::DeadLettered(_) => "dead_lettered",
             Self::Invalid { .. } => "invalid",
             Self::Failed { .. } => "failed",
@@ -84,7 +92,10 @@ impl MessageOutcome {
     /// The kind and text of what went wrong, for notifications.
     pub fn problem(&self) -> Option<(String, String)> {
         match self {
-            Self::Applied(_) | Self::Skipped { .. } | Self::Blocked { .. } => None,
+            Self::Applied(_)
+            | Self::Skipped { .. }
+            | Self::Superseded { .. }
+            | Self::Blocked { .. } => None,
             Self::DeadLettered(poison) => Some((poison.kind.clone(), poison.message.clone())),
             Self::Invalid {
                 problem,
@@ -136,6 +147,8 @@ pub struct BatchSummary {
     /// Consolidation messages fully applied.
     pub messages_processed: u64,
     pub messages_skipped: u64,
+    /// Consolidation messages a completed run of the ledger answered.
+    pub messages_superseded: u64,
     pub messages_dead_lettered: u64,
     /// Messages handed back to Lambda (listed in `batchItemFailures`).
     pub messages_retried: u64,
@@ -189,6 +202,7 @@ impl BatchOutcome {
                     summary.chargebacks_left_behind += report.left_behind.unwrap_or(0);
                 }
                 MessageOutcome::Skipped { .. } => summary.messages_skipped += 1,
+                MessageOutcome::Superseded { .. } => summary.messages_superseded += 1,
                 MessageOutcome::DeadLettered(_) => summary.messages_dead_lettered += 1,
                 // Handed back, but what it wrote is written: counted too.
                 MessageOutcome::Failed { done, .. } | MessageOutcome::Unfinished { done, .. } => {
@@ -216,6 +230,7 @@ impl BatchOutcome {
             request_id: request_id.to_owned(),
             dead_lettered: summary.messages_dead_lettered,
             handed_back: summary.messages_retried,
+            superseded: summary.messages_superseded,
             messages: BTreeMap::new(),
             first_error_by_kind: BTreeMap::new(),
         };
@@ -245,6 +260,9 @@ pub struct FailureNotice {
     pub request_id: String,
     pub dead_lettered: u64,
     pub handed_back: u64,
+    /// Messages of the invocation a completed run of the ledger answered
+    /// (done, not failures: for context).
+    pub superseded: u64,
     /// Per partition, the offsets and how each ended.
     pub messages: BTreeMap<String, Vec<NoticeEntry>>,
     pub first_error_by_kind: BTreeMap<String, String>,

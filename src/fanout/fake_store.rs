@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::domain::event::PartitionDate;
 use crate::domain::failure::{ErrorClass, StoreError};
+use crate::domain::run::TableIdentity;
 use crate::domain::stamp::{KeySelection, StampResult, StampValues};
 use crate::ports::{ChargebackStore, KeyPage};
 
@@ -236,6 +237,13 @@ impl ChargebackStore for FakeStore {
                 StampResult::AlreadyApplied
             }
             Some(_) => StampResult::Written,
+        })
+    }
+
+    async fn table_identity(&self) -> Result<TableIdentity, StoreError> {
+        Ok(TableIdentity {
+            name: "fake".into(),
+            id: "fake-table-id".into(),
         })
     }
 

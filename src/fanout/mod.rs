@@ -396,6 +396,6 @@ fn record_in_span(span: &Span, live: &Progress, result: &Result<StampReport, Fan
 }
 
 #[cfg(test)]
-mod fake_store;
+pub(crate) mod fake_store;
 #[cfg(test)]
 mod tests;

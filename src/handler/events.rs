@@ -87,6 +87,7 @@ impl BatchFinished<'_> {
         info!(
             messages_processed = summary.messages_processed,
             messages_skipped = summary.messages_skipped,
+            messages_superseded = summary.messages_superseded,
             messages_dead_lettered = summary.messages_dead_lettered,
             messages_retried = summary.messages_retried,
             messages_failed = summary.messages_failed,

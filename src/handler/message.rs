@@ -17,7 +17,9 @@ use crate::domain::forecast::Forecast;
 use crate::domain::kafka::KafkaMessage;
 use crate::domain::outcome::MessageOutcome;
 use crate::domain::stamp::{StampPlan, StampReport};
+use crate::domain::run::Completion;
 use crate::fanout::FanOutError;
+use crate::ledger::{RunDecision, Verdict};
 use crate::ports::ChargebackStore;
 use crate::retry::InvocationControl;
 use crate::telemetry::events::{EventDecoded, SelectionMade};
@@ -81,6 +83,20 @@ impl<S: ChargebackStore> BatchHandler<S> {
                 done: StampReport::default(),
             };
         }
+        let run = self
+            .ledger
+            .before_fan_out(
+                self.fan_out.store().as_ref(),
+                &event,
+                Verdict::Respect,
+                request_id,
+            )
+            .await;
+        if let RunDecision::Superseded(by) = &run {
+            return MessageOutcome::Superseded {
+                by_execution: by.execution_sequence,
+            };
+        }
         let plan = StampPlan::for_event(&event, Utc::now());
         SelectionMade(&plan).emit();
         self.forecast(&event, &plan, control);
@@ -93,7 +109,12 @@ impl<S: ChargebackStore> BatchHandler<S> {
         }
         .emit();
         match stamped {
-            Ok(report) => MessageOutcome::Applied(report),
+            Ok(report) => {
+                self.ledger
+                    .completed(&run, &report, Completion::Forward, request_id)
+                    .await;
+                MessageOutcome::Applied(report)
+            }
             Err(FanOutError::Stopped { reason, report }) => MessageOutcome::Unfinished {
                 reason,
                 done: report,

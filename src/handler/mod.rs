@@ -24,6 +24,7 @@ use crate::domain::kafka::{EnvelopeError, EventSource, MessageId, decode_envelop
 use crate::domain::outcome::{BatchOutcome, MessageOutcome, run_in_offset_order};
 use crate::domain::stamp::StampReport;
 use crate::fanout::FanOut;
+use crate::ledger::Ledger;
 use crate::ports::{ChargebackStore, DeadLetterSink, FailureNotifier};
 use crate::retry::InvocationControl;
 use crate::telemetry::xray;
@@ -31,6 +32,7 @@ use events::BatchFinished;
 
 pub struct BatchHandler<S> {
     fan_out: FanOut<S>,
+    ledger: Ledger,
     dead_letters: Option<Arc<dyn DeadLetterSink>>,
     notifier: Option<Arc<dyn FailureNotifier>>,
     deadline_margin: Duration,
@@ -64,10 +66,17 @@ impl<S: ChargebackStore> BatchHandler<S> {
     pub fn new(fan_out: FanOut<S>) -> Self {
         Self {
             fan_out,
+            ledger: Ledger::off(),
             dead_letters: None,
             notifier: None,
             deadline_margin: DEFAULT_DEADLINE_MARGIN,
         }
+    }
+
+    /// Consults and keeps the run ledger around each fan-out.
+    pub fn with_ledger(mut self, ledger: Ledger) -> Self {
+        self.ledger = ledger;
+        self
     }
 
     pub fn with_dead_letters(mut self, sink: Arc<dyn DeadLetterSink>) -> Self {

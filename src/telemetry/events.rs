@@ -69,6 +69,8 @@ impl SettingsInEffect<'_> {
             metrics_namespace = %s.metrics_namespace,
             progress_interval_seconds = s.progress_interval.as_secs(),
             xray_daemon = s.xray.map(|d| d.0.to_string()),
+            ledger_table = s.ledger_table.as_deref(),
+            ledger_ttl_days = s.ledger_ttl_days,
             "settings in effect"
         );
     }

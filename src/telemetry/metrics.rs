@@ -43,11 +43,15 @@ pub(crate) mod name {
     pub(crate) const THROTTLED_WRITES: &str = "ThrottledWrites";
     /// 1 on the first invocation of an execution environment, else 0.
     pub(crate) const COLD_START: &str = "ColdStart";
+    /// Runs this invocation completed in the run ledger.
+    pub(crate) const RUNS_COMPLETED: &str = "RunsCompleted";
+    /// Messages a completed run of the ledger answered: no fan-out.
+    pub(crate) const RUNS_SUPERSEDED: &str = "RunsSuperseded";
 }
 
 /// Every counter, so that each document carries each one, zeros included:
 /// an alarm then sees 0, not missing data, on a quiet invocation.
-const COUNTERS: [&str; 10] = [
+const COUNTERS: [&str; 12] = [
     name::MESSAGES_PROCESSED,
     name::MESSAGES_FAILED,
     name::CHARGEBACKS_UPDATED,
@@ -58,6 +62,8 @@ const COUNTERS: [&str; 10] = [
     name::THROTTLED_REQUESTS,
     name::THROTTLED_WRITES,
     name::COLD_START,
+    name::RUNS_COMPLETED,
+    name::RUNS_SUPERSEDED,
 ];
 
 /// The dimension every metric carries. Nothing with many values (a date,
@@ -121,6 +127,12 @@ pub(crate) fn batch_finished(summary: &BatchSummary) {
     counter!(name::MESSAGES_DEAD_LETTERED).increment(summary.messages_dead_lettered);
     counter!(name::MESSAGES_RETRIED).increment(summary.messages_retried);
     counter!(name::CHARGEBACKS_ALREADY_APPLIED).increment(summary.chargebacks_already_applied);
+    counter!(name::RUNS_SUPERSEDED).increment(summary.messages_superseded);
+}
+
+/// This invocation completed a run in the ledger.
+pub(crate) fn run_completed() {
+    counter!(name::RUNS_COMPLETED).increment(1);
 }
 
 /// One message's fan-out ended (applied, stopped or failed).

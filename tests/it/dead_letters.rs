@@ -765,6 +765,7 @@ pub async fn a_fifo_failure_topic_gets_one_notice_per_invocation(
         request_id: "req-c".into(),
         dead_lettered: 1,
         handed_back: 0,
+        superseded: 0,
         messages: BTreeMap::new(),
         first_error_by_kind: BTreeMap::new(),
     };

@@ -216,6 +216,7 @@ mod tests {
 
     fn prepared(replace_same_execution: bool) -> PreparedUpdate {
         let layout = TableLayout {
+            table_id: "t".into(),
             hash_key: "chargeback_id".into(),
             range_key: Some("created_at".into()),
             reader: KeyReader::Index {

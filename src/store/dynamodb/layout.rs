@@ -22,6 +22,10 @@ const SCAN_SEGMENTS: u32 = 8;
 /// How the table is laid out, read once with `DescribeTable`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableLayout {
+    /// The `TableId` DynamoDB gave the table at creation (a server that
+    /// reports none: the table's ARN or name and its creation time), which
+    /// tells a recreated table from the one before it.
+    pub table_id: String,
     pub hash_key: String,
     pub range_key: Option<String>,
     pub reader: KeyReader,
@@ -54,6 +58,22 @@ impl DynamoStore {
             )
         })?;
         layout_of(table, &self.table, &self.index)
+    }
+}
+
+/// The table's `TableId`; without one, what still changes when the table is
+/// recreated: its ARN (or name) and creation time.
+fn table_id_of(table: &TableDescription, table_name: &str) -> String {
+    match table.table_id() {
+        Some(id) => id.to_owned(),
+        None => format!(
+            "{}@{}",
+            table.table_arn().unwrap_or(table_name),
+            table
+                .creation_date_time()
+                .map(|at| at.secs())
+                .unwrap_or_default()
+        ),
     }
 }
 
@@ -138,6 +158,7 @@ fn layout_of(
         }
     };
     let layout = TableLayout {
+        table_id: table_id_of(table, table_name),
         hash_key,
         range_key: key_named(KeyType::Range),
         reader,
@@ -241,6 +262,7 @@ mod tests {
         assert_eq!(
             layout,
             TableLayout {
+                table_id: "chargebacks@0".into(),
                 hash_key: "chargeback_id".into(),
                 range_key: Some(CREATED_AT_ATTRIBUTE.into()),
                 reader: KeyReader::Index {
@@ -258,6 +280,26 @@ mod tests {
             reader_of(projecting(ProjectionType::Include, &["updated_at"])),
             sees(false)
         );
+    }
+
+    #[test]
+    fn a_recreated_table_has_another_id() {
+        let id = |table: TableDescription| layout_of(&table, "chargebacks", INDEX).unwrap().table_id;
+        let described = |id: Option<&str>, created: i64| {
+            TableDescription::builder()
+                .key_schema(key("chargeback_id", KeyType::Hash))
+                .set_table_id(id.map(str::to_owned))
+                .table_arn("arn:aws:dynamodb:sa-east-1:123456789012:table/chargebacks")
+                .creation_date_time(aws_sdk_dynamodb::primitives::DateTime::from_secs(created))
+                .build()
+        };
+        assert_eq!(id(described(Some("0a1b-2c3d"), 1)), "0a1b-2c3d");
+        // A server without TableId: the ARN and the creation time.
+        assert_eq!(
+            id(described(None, 1_700_000_000)),
+            "arn:aws:dynamodb:sa-east-1:123456789012:table/chargebacks@1700000000"
+        );
+        assert_ne!(id(described(None, 1)), id(described(None, 2)));
     }
 
     #[test]

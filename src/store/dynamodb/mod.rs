@@ -15,6 +15,7 @@ mod batch_statement;
 mod classify;
 pub(crate) mod events;
 mod layout;
+mod ledger;
 pub(crate) mod provision;
 mod reads;
 mod usage;
@@ -30,6 +31,7 @@ use tracing::warn;
 pub(crate) use self::batch_statement::BATCH_STATEMENT_LIMIT;
 pub(crate) use self::classify::classify;
 pub use self::layout::KeyReader;
+pub use self::ledger::DynamoLedger;
 pub(crate) use self::layout::{
     CREATED_AT_ATTRIBUTE, EXECUTION_ATTRIBUTE, PARTITION_DATE_ATTRIBUTE, TableLayout,
 };
@@ -39,6 +41,7 @@ pub(crate) use self::writes::PreparedUpdate;
 use crate::config::WriteMode;
 use crate::domain::event::PartitionDate;
 use crate::domain::failure::StoreError;
+use crate::domain::run::TableIdentity;
 use crate::domain::stamp::{KeySelection, StampResult, StampValues};
 use crate::ports::{ChargebackStore, KeyPage};
 
@@ -47,6 +50,8 @@ pub(crate) type ItemKey = HashMap<String, AttributeValue>;
 
 pub struct DynamoStore {
     client: Client,
+    /// The client as given, without this store's request counter.
+    given: Client,
     table: String,
     index: String,
     layout: OnceCell<TableLayout>,
@@ -59,6 +64,7 @@ impl DynamoStore {
         let usage = Usage::default();
         Self {
             client: usage.counting(&client),
+            given: client,
             table: table.into(),
             index: index.into(),
             layout: OnceCell::new(),
@@ -85,6 +91,12 @@ impl DynamoStore {
         self.usage.write_units()
     }
 
+    /// The run ledger table `table`, reached the way this store reaches
+    /// the chargebacks table.
+    pub fn ledger(&self, table: &str, ttl_days: u32) -> DynamoLedger {
+        DynamoLedger::new(&self.given, table, ttl_days)
+    }
+
     /// Reads the table layout now, at cold start. If DynamoDB does not answer,
     /// the first message tries again, so an outage is handled per message and
     /// never becomes an init failure.
@@ -109,6 +121,13 @@ impl ChargebackStore for DynamoStore {
     type Key = ItemKey;
     type Cursor = ItemKey;
     type PreparedStamp = PreparedUpdate;
+
+    async fn table_identity(&self) -> Result<TableIdentity, StoreError> {
+        Ok(TableIdentity {
+            name: self.table.clone(),
+            id: self.layout().await?.table_id.clone(),
+        })
+    }
 
     async fn key_streams(&self) -> Result<u32, StoreError> {
         Ok(match self.layout().await?.reader {

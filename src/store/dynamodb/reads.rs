@@ -241,6 +241,7 @@ mod tests {
 
     fn layout(range_key: Option<&str>) -> TableLayout {
         TableLayout {
+            table_id: "t".into(),
             hash_key: "chargeback_id".into(),
             range_key: range_key.map(str::to_owned),
             reader: KeyReader::Index {

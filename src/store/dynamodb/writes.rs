@@ -218,6 +218,7 @@ mod tests {
 
     fn layout() -> TableLayout {
         TableLayout {
+            table_id: "t".into(),
             hash_key: "chargeback_id".into(),
             range_key: Some("created_at".into()),
             reader: KeyReader::Index {
