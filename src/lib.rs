@@ -61,7 +61,7 @@ pub mod observability {
 pub mod model {
     pub use crate::domain::dead_letter::{DeadLetter, Poison};
     pub use crate::domain::event::{
-        ConsolidationEvent, DecodeError, DecodedValue, EventParts, decode_value,
+        ConsolidationEvent, DecodeError, DecodedValue, EventParts, PartitionDate, decode_value,
     };
     pub use crate::domain::failure::{ErrorClass, SinkError, StopReason, StoreError};
     pub use crate::domain::kafka::{EnvelopeError, decode_envelope};
@@ -76,6 +76,7 @@ pub mod model {
 pub mod local {
     #[cfg(feature = "embedded")]
     pub use crate::embedded::EmbeddedServer;
+    pub use crate::store::dynamodb::ledger_table::ensure_ledger_table;
     pub use crate::store::dynamodb::provision::{
         Ensured, IndexProjection, TableShape, create_table, ensure_table, put_chargebacks,
     };

@@ -128,4 +128,9 @@ pub trait RunLedger: Send + Sync {
         counts: &'a RunCounts,
         rule: Completion,
     ) -> BoxFuture<'a, Result<Recorded, StoreError>>;
+
+    /// Requests sent to the ledger so far, when the adapter counts them.
+    fn requests_sent(&self) -> Option<u64> {
+        None
+    }
 }

@@ -72,7 +72,7 @@ pub fn ledger(settings: &Settings, store: &DynamoStore) -> Ledger {
         }
         None => {
             info!(
-                "LEDGER_TABLE_NAME is not set: the run ledger is off; a delivered again day                  is stamped again in full, its records' conditions declining what is done"
+                "LEDGER_TABLE_NAME is not set: the run ledger is off; a day delivered again is stamped again in full, its records' conditions declining what is done"
             );
             Ledger::off()
         }

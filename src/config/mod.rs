@@ -9,8 +9,9 @@ use tracing::level_filters::LevelFilter;
 mod parse;
 
 use parse::{
-    deadline_margin, ledger_ttl_days, log_format, max_concurrency, max_write_rate, metrics_namespace, parse_level,
-    progress_interval, queue_url, region, resource_name, topic_arn, write_mode, xray_daemon,
+    deadline_margin, ledger_ttl_days, log_format, max_concurrency, max_write_rate,
+    metrics_namespace, parse_level, progress_interval, queue_url, region, resource_name, topic_arn,
+    write_mode, xray_daemon,
 };
 
 pub(crate) const DEFAULT_TABLE_NAME: &str = "poc-chargeback-chargebacks-dev";
@@ -221,8 +222,8 @@ impl Settings {
             get("PROGRESS_LOG_INTERVAL_SECONDS").and_then(|v| problems.take(progress_interval(&v)));
         let xray = problems.take(xray_daemon(&get)).flatten();
         let write_mode = get("WRITE_MODE").and_then(|v| problems.take(write_mode(&v)));
-        let ledger_table =
-            get("LEDGER_TABLE_NAME").and_then(|v| problems.take(resource_name("LEDGER_TABLE_NAME", v)));
+        let ledger_table = get("LEDGER_TABLE_NAME")
+            .and_then(|v| problems.take(resource_name("LEDGER_TABLE_NAME", v)));
         let ledger_ttl_days =
             get("LEDGER_TTL_DAYS").and_then(|v| problems.take(ledger_ttl_days(&v)));
         match (table_name, date_index) {
@@ -286,7 +287,10 @@ mod tests {
     #[test]
     fn the_ledger_is_named_and_its_ttl_checked() {
         let s = settings(&[("LEDGER_TABLE_NAME", "runs"), ("LEDGER_TTL_DAYS", "7")]).unwrap();
-        assert_eq!((s.ledger_table.as_deref(), s.ledger_ttl_days), (Some("runs"), 7));
+        assert_eq!(
+            (s.ledger_table.as_deref(), s.ledger_ttl_days),
+            (Some("runs"), 7)
+        );
         for bad in ["0", "-1", "3651", "a week"] {
             let problems = settings(&[("LEDGER_TTL_DAYS", bad)]).unwrap_err();
             assert_eq!(problems.variables(), ["LEDGER_TTL_DAYS"], "{bad}");

@@ -6,7 +6,8 @@ use std::time::Duration;
 use tracing::level_filters::LevelFilter;
 
 use super::{
-    ConfigError, LogFormat, MAX_LEDGER_TTL_DAYS, MAX_MAX_CONCURRENCY, MAX_MAX_WRITE_RATE, WriteMode, XrayDaemon,
+    ConfigError, LogFormat, MAX_LEDGER_TTL_DAYS, MAX_MAX_CONCURRENCY, MAX_MAX_WRITE_RATE,
+    WriteMode, XrayDaemon,
 };
 
 pub(super) fn write_mode(value: &str) -> Result<WriteMode, ConfigError> {

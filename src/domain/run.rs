@@ -283,10 +283,22 @@ mod tests {
         let newer_event = event(3, "2025-11-20T18:00:00");
         // A newer execution, a later cutoff, an unfinished run, another table.
         let cases = [
-            (run(2, "2025-11-20T12:00:00", RunStatus::Completed, "t1"), event(3, "2025-11-20T12:00:00")),
-            (run(3, "2025-11-20T12:00:00", RunStatus::Completed, "t1"), newer_event.clone()),
-            (run(3, "2025-11-20T18:00:00", RunStatus::InProgress, "t1"), newer_event.clone()),
-            (run(3, "2025-11-20T18:00:00", RunStatus::Completed, "t0"), newer_event),
+            (
+                run(2, "2025-11-20T12:00:00", RunStatus::Completed, "t1"),
+                event(3, "2025-11-20T12:00:00"),
+            ),
+            (
+                run(3, "2025-11-20T12:00:00", RunStatus::Completed, "t1"),
+                newer_event.clone(),
+            ),
+            (
+                run(3, "2025-11-20T18:00:00", RunStatus::InProgress, "t1"),
+                newer_event.clone(),
+            ),
+            (
+                run(3, "2025-11-20T18:00:00", RunStatus::Completed, "t0"),
+                newer_event,
+            ),
         ];
         for (run, event) in cases {
             assert!(
@@ -325,7 +337,10 @@ mod tests {
             ..StampReport::default()
         };
         let counts = RunCounts::from(&report);
-        assert_eq!((counts.stamped, counts.already_applied, counts.gone), (5, 3, 1));
+        assert_eq!(
+            (counts.stamped, counts.already_applied, counts.gone),
+            (5, 3, 1)
+        );
         assert_eq!((counts.selected(), counts.left_for_next), (9, Some(7)));
     }
 }

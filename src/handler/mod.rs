@@ -98,6 +98,10 @@ impl<S: ChargebackStore> BatchHandler<S> {
         &self.fan_out
     }
 
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
     /// Handles one Lambda Kafka event. Only a payload that is not a Kafka
     /// event at all is an error; every message gets its own outcome.
     pub async fn handle(

@@ -86,6 +86,11 @@ impl Ledger {
         self.port.is_some()
     }
 
+    /// Requests sent to the ledger so far (every attempt), when counted.
+    pub fn requests_sent(&self) -> Option<u64> {
+        self.port.as_ref().and_then(|port| port.requests_sent())
+    }
+
     /// Before `event`'s fan-out over `store`: one read of the day's runs
     /// (unless the verdict is ignored), then the run's start recorded.
     pub async fn before_fan_out<S: ChargebackStore>(

@@ -149,7 +149,10 @@ async fn a_completed_run_answers_its_redelivery_and_older_executions() {
         .completed(&first, &report(7), Completion::Forward, "r1")
         .await;
     let run = port.run(2).expect("recorded");
-    assert_eq!((run.status, run.counts.stamped, run.deliveries), (RunStatus::Completed, 7, 1));
+    assert_eq!(
+        (run.status, run.counts.stamped, run.deliveries),
+        (RunStatus::Completed, 7, 1)
+    );
 
     for older_or_same in [2, 1] {
         let again = ledger
@@ -165,7 +168,11 @@ async fn a_completed_run_answers_its_redelivery_and_older_executions() {
         .before_fan_out(&store, &event(3), Verdict::Respect, "r2")
         .await;
     assert!(matches!(newer, RunDecision::Tracked(_)), "{newer:?}");
-    assert_eq!(port.run(2).map(|r| r.deliveries), Some(1), "no delivery counted for an answer");
+    assert_eq!(
+        port.run(2).map(|r| r.deliveries),
+        Some(1),
+        "no delivery counted for an answer"
+    );
 }
 
 #[tokio::test]

@@ -10,9 +10,10 @@ use thiserror::Error;
 
 mod values;
 
+pub use values::PartitionDate;
 pub(crate) use values::floor_to_second;
 use values::parse_execution_time;
-pub(crate) use values::{CompletedAt, Execution, JobName, OutputFormat, PartitionDate, S3Uri};
+pub(crate) use values::{CompletedAt, Execution, JobName, OutputFormat, S3Uri};
 
 /// The only event type this function acts on; any other is skipped.
 pub(crate) const CONSOLIDATION_COMPLETED: &str = "consolidation_completed";

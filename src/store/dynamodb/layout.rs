@@ -284,7 +284,8 @@ mod tests {
 
     #[test]
     fn a_recreated_table_has_another_id() {
-        let id = |table: TableDescription| layout_of(&table, "chargebacks", INDEX).unwrap().table_id;
+        let id =
+            |table: TableDescription| layout_of(&table, "chargebacks", INDEX).unwrap().table_id;
         let described = |id: Option<&str>, created: i64| {
             TableDescription::builder()
                 .key_schema(key("chargeback_id", KeyType::Hash))

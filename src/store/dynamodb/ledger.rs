@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use tracing::debug;
 
 use super::classify::classify;
+use super::ledger_table::{LEDGER_HASH_KEY, LEDGER_RANGE_KEY};
 use super::usage::Usage;
 use crate::domain::event::PartitionDate;
 use crate::domain::failure::{ErrorClass, StoreError};
@@ -100,9 +101,9 @@ impl DynamoLedger {
         self.ttl_days
     }
 
-    /// Requests sent to the ledger table so far, every attempt included.
-    pub fn requests_sent(&self) -> u64 {
-        self.usage.requests_sent()
+    /// Every run recorded for `date`, as `status` shows them.
+    pub async fn runs(&self, date: PartitionDate) -> Result<Vec<Run>, StoreError> {
+        self.query_day(date).await
     }
 
     async fn query_day(&self, date: PartitionDate) -> Result<Vec<Run>, StoreError> {
@@ -273,7 +274,10 @@ impl DynamoLedger {
             (":records_processed".into(), number(run.records_processed)),
             (":duplicates_removed".into(), number(run.duplicates_removed)),
             (":now".into(), string(&ledger_time(now))),
-            (":expires_at".into(), AttributeValue::N(expires_at.to_string())),
+            (
+                ":expires_at".into(),
+                AttributeValue::N(expires_at.to_string()),
+            ),
         ])
     }
 }
@@ -295,15 +299,19 @@ impl RunLedger for DynamoLedger {
     ) -> BoxFuture<'a, Result<Recorded, StoreError>> {
         Box::pin(self.record_completion(run, counts, rule))
     }
+
+    fn requests_sent(&self) -> Option<u64> {
+        Some(self.usage.requests_sent())
+    }
 }
 
 fn key_of(run: &RunStart) -> HashMap<String, AttributeValue> {
     HashMap::from([
         (
-            "partition_date".into(),
+            LEDGER_HASH_KEY.into(),
             string(&run.partition_date.to_string()),
         ),
-        ("execution_sequence".into(), number(run.execution_sequence)),
+        (LEDGER_RANGE_KEY.into(), number(run.execution_sequence)),
     ])
 }
 
@@ -401,7 +409,11 @@ mod tests {
             ("chargebacks_table_id", string("id-1")),
         ];
         for missing in ["status", "chargebacks_table_id", "execution_sequence"] {
-            let partial: Vec<_> = base.iter().filter(|(k, _)| *k != missing).cloned().collect();
+            let partial: Vec<_> = base
+                .iter()
+                .filter(|(k, _)| *k != missing)
+                .cloned()
+                .collect();
             assert!(run_of(&item(&partial)).is_none(), "without {missing}");
         }
         let mut odd = base.to_vec();

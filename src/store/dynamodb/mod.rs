@@ -16,6 +16,7 @@ mod classify;
 pub(crate) mod events;
 mod layout;
 mod ledger;
+pub(crate) mod ledger_table;
 pub(crate) mod provision;
 mod reads;
 mod usage;
@@ -31,10 +32,10 @@ use tracing::warn;
 pub(crate) use self::batch_statement::BATCH_STATEMENT_LIMIT;
 pub(crate) use self::classify::classify;
 pub use self::layout::KeyReader;
-pub use self::ledger::DynamoLedger;
 pub(crate) use self::layout::{
     CREATED_AT_ATTRIBUTE, EXECUTION_ATTRIBUTE, PARTITION_DATE_ATTRIBUTE, TableLayout,
 };
+pub use self::ledger::DynamoLedger;
 use self::usage::Usage;
 pub(crate) use self::usage::WriteUnits;
 pub(crate) use self::writes::PreparedUpdate;

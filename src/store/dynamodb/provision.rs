@@ -237,7 +237,7 @@ async fn add_index(
 }
 
 /// Waits until the table (and the named index) are active: up to a minute.
-async fn wait_until_active(
+pub(super) async fn wait_until_active(
     client: &Client,
     table: &str,
     index_name: Option<&str>,

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::{count, positive_count};
-use consolidation_updater::app;
-use consolidation_updater::model::{ConsolidationEvent, EventParts, StampPlan};
+use consolidation_updater::app::{self, Ledger, RunDecision, Verdict};
+use consolidation_updater::model::{Completion, ConsolidationEvent, EventParts, StampPlan};
 use consolidation_updater::settings::Settings;
 
 #[derive(Debug, clap::Args)]
@@ -42,7 +42,8 @@ pub(super) struct BackfillArgs {
     #[arg(long)]
     dry_run: bool,
     /// Rewrite records already at this execution too (a rerun with the same
-    /// sequence but a new path); a newer execution is still never regressed.
+    /// sequence but a new path), even if the run ledger has the run
+    /// completed; a newer execution is still never regressed.
     #[arg(long)]
     force: bool,
 }
@@ -75,13 +76,40 @@ pub(super) async fn run(settings: &Settings, args: BackfillArgs) -> anyhow::Resu
         plan = plan.replacing_same_execution();
     }
     let (_, store) = app::connect(settings).await;
-    let mut fan_out = app::fan_out(settings, store, Arc::default());
+    // A dry run writes nothing, the ledger included.
+    let ledger = if args.dry_run {
+        Ledger::off()
+    } else {
+        app::ledger(settings, &store)
+    };
+    let request_id = format!("backfill-{}", std::process::id());
+    let (verdict, completion) = if args.force {
+        (Verdict::Ignore, Completion::Force)
+    } else {
+        (Verdict::Respect, Completion::Forward)
+    };
+    let run = ledger
+        .before_fan_out(store.as_ref(), &event, verdict, &request_id)
+        .await;
+    if let RunDecision::Superseded(by) = &run {
+        println!(
+            "{} is already done: the run ledger has execution {} completed with a cutoff at or after {}; nothing stamped (--force stamps anyway)",
+            event.partition_date, by.execution_sequence, plan.selection.created_before
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut fan_out = app::fan_out(settings, Arc::clone(&store), Arc::default());
     if args.dry_run {
         fan_out = fan_out.dry_run();
     }
     let control = Arc::new(consolidation_updater::app::InvocationControl::default());
     let report = match fan_out.stamp_partition(&plan, &control).await {
-        Ok(report) => report,
+        Ok(report) => {
+            ledger
+                .completed(&run, &report, completion, &request_id)
+                .await;
+            report
+        }
         Err(consolidation_updater::app::FanOutError::Store { error, .. }) => {
             anyhow::bail!("backfill failed: {error}")
         }

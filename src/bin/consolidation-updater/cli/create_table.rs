@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use super::{exit_code, with_setup_hint};
 use consolidation_updater::app::{self, KeyReader, load_sdk_config};
-use consolidation_updater::local::{Ensured, IndexProjection, TableShape, ensure_table};
+use consolidation_updater::local::{
+    Ensured, IndexProjection, TableShape, ensure_ledger_table, ensure_table,
+};
 use consolidation_updater::settings::Settings;
 
 pub(super) async fn run(
@@ -23,7 +25,7 @@ pub(super) async fn run(
         .await
         .map_err(|e| anyhow::anyhow!(with_setup_hint(&e.to_string())))?;
     // The same store, and the same check, as the function's at cold start.
-    let store = app::store(settings, &sdk, client);
+    let store = app::store(settings, &sdk, client.clone());
     let layout = store
         .layout()
         .await
@@ -52,5 +54,17 @@ pub(super) async fn run(
         "Table {table}: {what}; key {}{range}; {reader}",
         layout.hash_key
     );
+    if let Some(ledger) = settings.ledger_table.as_deref() {
+        let ensured = ensure_ledger_table(&client, ledger)
+            .await
+            .map_err(|e| anyhow::anyhow!(with_setup_hint(&e.to_string())))?;
+        println!(
+            "Run ledger {ledger}: {}; key partition_date + execution_sequence; TTL on expires_at",
+            match ensured {
+                Ensured::Created => "created",
+                _ => "already there",
+            }
+        );
+    }
     Ok(ExitCode::from(exit_code::DONE))
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::{ProjectionArg, batch_exit_code, local_request_id, positive_count, read_event};
 use consolidation_updater::app::{self, Invocation, Progress, load_sdk_config, local_client};
 use consolidation_updater::local::{
-    EmbeddedServer, SyntheticDay, TableShape, create_table, put_chargebacks,
+    EmbeddedServer, SyntheticDay, TableShape, create_table, ensure_ledger_table, put_chargebacks,
 };
 use consolidation_updater::model::{
     ConsolidationEvent, DecodedValue, MessageOutcome, decode_envelope, decode_value,
@@ -60,6 +60,13 @@ pub struct DemoArgs {
 }
 
 pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    // The demo always keeps a run ledger: LEDGER_TABLE_NAME's, or its own.
+    let mut settings = settings.clone();
+    let ledger_table = settings
+        .ledger_table
+        .get_or_insert_with(|| format!("{}-run-ledger", settings.table_name))
+        .clone();
+    let settings = &settings;
     let payload = match &args.event {
         Some(path) => read_event(path)?,
         None => serde_json::from_str(SAMPLE_EVENT).context("the bundled sample event")?,
@@ -112,6 +119,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
         };
         create_table(&client, table, &settings.date_index, shape).await?;
     }
+    ensure_ledger_table(&client, &ledger_table).await?;
     if empty {
         let seeding = Instant::now();
         let seeded = put_chargebacks(&client, table, day.chargebacks(), SEED_CONCURRENCY).await?;
@@ -169,7 +177,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
     let examined_before = progress.examined();
     let started = Instant::now();
     let outcome = handler
-        .handle(payload, &Invocation::unbounded(local_request_id()))
+        .handle(payload.clone(), &Invocation::unbounded(local_request_id()))
         .await?;
     let elapsed = started.elapsed();
     if args.interrupt_after_ms.is_some()
@@ -235,7 +243,44 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
         summary.messages_retried
     );
     println!("Response: {}", serde_json::to_string(&outcome.response())?);
+    if summary.messages_processed > 0
+        && summary.messages_retried == 0
+        && let Some(line) = redeliver(&handler, &store, &payload, &ledger_table).await?
+    {
+        println!("{line}");
+    }
     Ok(batch_exit_code(&summary))
+}
+
+/// Delivers the event once more, as Kafka may: a day the run ledger has
+/// completed is answered from it. What it cost, for the report.
+async fn redeliver(
+    handler: &Arc<app::BatchHandler<app::DynamoStore>>,
+    store: &app::DynamoStore,
+    payload: &Value,
+    ledger_table: &str,
+) -> anyhow::Result<Option<String>> {
+    let ledger_before = handler.ledger().requests_sent().unwrap_or(0);
+    let table_before = store.requests_sent();
+    let started = Instant::now();
+    let again = handler
+        .handle(payload.clone(), &Invocation::unbounded(local_request_id()))
+        .await?;
+    let elapsed = started.elapsed();
+    let ledger_requests = handler.ledger().requests_sent().unwrap_or(0) - ledger_before;
+    let table_requests = store.requests_sent() - table_before;
+    Ok(match again.outcomes.first() {
+        Some((_, MessageOutcome::Superseded { by_execution })) => Some(format!(
+            "Delivered again: answered from the run ledger ({ledger_table}: execution {by_execution} completed) in {:.1} ms with {ledger_requests} ledger {} and {table_requests} to the chargebacks table",
+            elapsed.as_secs_f64() * 1000.0,
+            plural(ledger_requests, "request", "requests"),
+        )),
+        Some((_, other)) => Some(format!(
+            "Delivered again: {} (the run ledger did not answer it; see the log)",
+            other.label()
+        )),
+        None => None,
+    })
 }
 
 /// The singular only for exactly one.

@@ -16,6 +16,7 @@ mod invoke;
 mod redrive;
 #[cfg(feature = "embedded")]
 mod serve;
+mod status;
 
 use consolidation_updater::local::IndexProjection;
 use consolidation_updater::observability::{self, Sink, XrayTracer};
@@ -23,7 +24,8 @@ use consolidation_updater::settings::{LogFormat, Settings};
 
 /// What the process's exit status says, for scripts.
 pub mod exit_code {
-    /// Every message done: applied, skipped (another event type) or dead-lettered.
+    /// Every message done: applied, superseded (the run ledger has its run
+    /// completed), skipped (another event type) or dead-lettered.
     pub const DONE: u8 = 0;
     /// The run failed: the event file is not a Kafka event, the command could
     /// not do its work (e.g. a table that does not follow the contract).
@@ -39,7 +41,8 @@ pub mod exit_code {
 
 const EXIT_CODES_HELP: &str = "\
 Exit status:
-  0  done: every message applied, skipped (another event type) or dead-lettered
+  0  done: every message applied, superseded (its run already completed, per the
+     run ledger), skipped (another event type) or dead-lettered
   1  failed: the run could not do its work (e.g. the event file is not a Kafka event)
   2  usage error or invalid setting (every invalid environment variable is named)
   3  some messages were handed back for a retry (invoke, demo), or some
@@ -77,7 +80,8 @@ enum Command {
     },
     /// Stamp a day by hand through the same code (e.g. after a Glue rerun).
     Backfill(backfill::BackfillArgs),
-    /// Create the chargebacks table and its date index per the table contract.
+    /// Create the chargebacks table and its date index per the table contract,
+    /// and the run ledger's table when LEDGER_TABLE_NAME names one.
     ///
     /// The table is DYNAMODB_TABLE_NAME, the index CHARGEBACK_DATE_INDEX, on
     /// the DynamoDB the environment configures (e.g. AWS_ENDPOINT_URL_DYNAMODB
@@ -88,6 +92,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ProjectionArg::KeysOnly)]
         index_projection: ProjectionArg,
     },
+    /// Show the runs of a day the run ledger (LEDGER_TABLE_NAME) holds: each
+    /// execution's status and counts beside the event's; or, with --since,
+    /// one line per day.
+    Status(status::StatusArgs),
     /// Run an event end to end on the embedded DynamoDB-compatible engine:
     /// create the table, seed a synthetic day, stamp it, report.
     #[cfg(feature = "embedded")]
@@ -170,6 +178,7 @@ pub async fn main() -> ExitCode {
             dry_run,
         } => redrive::run(&settings, &queue_url, max, dry_run).await,
         Command::Backfill(args) => backfill::run(&settings, args).await,
+        Command::Status(args) => status::run(&settings, args).await,
         Command::CreateTable { index_projection } => {
             create_table::run(&settings, index_projection.into()).await
         }
