@@ -3,8 +3,8 @@
 Every .tf file under infrastructure/terraform is parsed with python-hcl2, and
 the tests compare what is declared with what AWS documents: the execution
 role's exact (action, resource) pairs, the MSK event source mapping, the
-function, the dead-letter queue, the log group and the alarms of
-docs/operations.md. Nothing here needs the network, the AWS provider or
+function, the dead-letter queue, the log group, the run ledger table and the
+alarms of docs/operations.md. Nothing here needs the network, the AWS provider or
 credentials. Run: pytest infrastructure/tests (scripts/check-infra.sh does).
 """
 
@@ -192,6 +192,9 @@ def test_phase4_root_calls_the_module_with_the_build_output():
 
 # Written from AWS's documentation, group by group. Resources are the
 # Terraform references the policy must use (their values are checked below).
+# A dynamic statement's `statement.value` stands for each element of its
+# for_each, and is written as that expression.
+LEDGER_ARNS = "aws_dynamodb_table.ledger[*].arn"
 EXPECTED_IAM = {
     # The function's DynamoDB calls (README.md, "Table contract"): DescribeTable
     # at cold start, UpdateItem or PartiQL UPDATE, Scan when the index is
@@ -204,16 +207,27 @@ EXPECTED_IAM = {
     ("dynamodb:PartiQLUpdate", "local.table_arn"),
     # Query with IndexName is authorized on table/NAME/index/INDEX.
     ("dynamodb:Query", "local.index_arn"),
+    # The run ledger (ledger.tf): the four item-level actions of its contract,
+    # on the ledger table's ARN and nothing else (it has no index). The
+    # statement is a dynamic block over aws_dynamodb_table.ledger[*].arn: one
+    # statement per ledger table, none when run_ledger_enabled is false.
+    ("dynamodb:GetItem", LEDGER_ARNS),
+    ("dynamodb:Query", LEDGER_ARNS),
+    ("dynamodb:PutItem", LEDGER_ARNS),
+    ("dynamodb:UpdateItem", LEDGER_ARNS),
     # Dead letters (SendMessage) and the queue's size limit read at cold start
     # (GetQueueAttributes, README.md "Dead-letter body").
     ("sqs:SendMessage", "aws_sqs_queue.dlq.arn"),
     ("sqs:GetQueueAttributes", "aws_sqs_queue.dlq.arn"),
     ("sns:Publish", "aws_sns_topic.failures.arn"),
-    # Customer managed key of the queue, the topic and the bucket: SQS and SNS
-    # need kms:GenerateDataKey + kms:Decrypt, an S3 destination
-    # kms:GenerateDataKey (Lambda Developer Guide, "Capturing discarded batches
-    # for Amazon MSK and self-managed Apache Kafka event sources",
-    # docs.aws.amazon.com/lambda/latest/dg/kafka-on-failure.html).
+    # Customer managed key of the queue, the topic, the bucket and the ledger
+    # table: SQS and SNS need kms:GenerateDataKey + kms:Decrypt, an S3
+    # destination kms:GenerateDataKey (Lambda Developer Guide, "Capturing
+    # discarded batches for Amazon MSK and self-managed Apache Kafka event
+    # sources", docs.aws.amazon.com/lambda/latest/dg/kafka-on-failure.html); a
+    # DynamoDB table kms:Decrypt of its table key, which DynamoDB calls on
+    # behalf of the principal accessing the table (AWS KMS Developer Guide,
+    # "How Amazon DynamoDB uses AWS KMS", Decrypt).
     ("kms:GenerateDataKey", "aws_kms_key.data.arn"),
     ("kms:Decrypt", "aws_kms_key.data.arn"),
     # Logs: logs:CreateLogStream + logs:PutLogEvents (AWSLambdaVPCAccessExecutionRole
@@ -272,16 +286,30 @@ STAR_ALLOWED = {a for a, r in EXPECTED_IAM if r == "*"}
 
 
 def policy_statements(document: dict) -> list[dict]:
+    """The document's statements, static and dynamic. A dynamic statement
+    keeps its for_each (None for a static one), and its `statement.value`
+    resources are written as that for_each expression."""
+    blocks = [(st, None) for st in document.get("statement", [])]
+    for dynamic in document.get("dynamic", []):
+        for label, body in dynamic.items():
+            if label.startswith("__"):
+                continue
+            assert unquote(label) == "statement", f"a dynamic block other than statement: {label}"
+            blocks.append((one(body["content"]), ref(body["for_each"])))
     statements = []
-    for st in document.get("statement", []):
+    for st, for_each in blocks:
         assert "not_actions" not in st and "not_resources" not in st, st
+        resources = [ref(r) for r in st.get("resources", [])]
+        if for_each is not None:
+            resources = [for_each if r == "statement.value" else r for r in resources]
         statements.append(
             {
                 "sid": unquote(st.get("sid")),
                 "effect": unquote(st.get("effect", '"Allow"')),
                 "actions": [unquote(a) for a in st.get("actions", [])],
-                "resources": [ref(r) for r in st.get("resources", [])],
+                "resources": resources,
                 "conditions": st.get("condition", []),
+                "for_each": for_each,
             }
         )
     return statements
@@ -551,9 +579,12 @@ def split_top_level(text: str) -> list[str]:
 
 def function_environment(function: dict) -> tuple[dict, dict]:
     """A function's environment variables as (always, optional): always =
-    {NAME: expression} set on every apply; optional = {NAME: variable}, set
-    only when that module variable is not null
-    (`merge({...}, var.X == null ? {} : { NAME = tostring(var.X) })`)."""
+    {NAME: expression} set on every apply; optional = {NAME: (condition,
+    expression)}, set only when the condition holds. Two guards are
+    understood: a module variable that is not null
+    (`var.X == null ? {} : { NAME = tostring(var.X) }`, condition
+    `var.X != null`) and a boolean module variable
+    (`var.X ? { NAME = ..., ... } : {}`, condition `var.X`)."""
     variables = one(function["environment"])["variables"]
     if isinstance(variables, dict):
         return {k: v for k, v in variables.items() if not k.startswith("__")}, {}
@@ -561,19 +592,30 @@ def function_environment(function: dict) -> tuple[dict, dict]:
     assert m, f"the environment is a map or a merge() of maps: {variables}"
     always, optional = {}, {}
     for arg in split_top_level(m.group(1)):
-        guard = re.fullmatch(r"var\.(\w+) == null \? \{\} : \{(\w+) = (.+)\}", arg, re.S)
-        if guard:
-            variable, name, value = guard.groups()
-            assert value == f"tostring(var.{variable})", arg
-            assert name not in always and name not in optional, name
-            optional[name] = variable
+        null_guard = re.fullmatch(r"var\.(\w+) == null \? \{\} : \{(.+)\}", arg, re.S)
+        flag_guard = re.fullmatch(r"var\.(\w+) \? \{(.+)\} : \{\}", arg, re.S)
+        if null_guard or flag_guard:
+            variable, body = (null_guard or flag_guard).groups()
+            condition = f"var.{variable} != null" if null_guard else f"var.{variable}"
+            for item in split_top_level(body):
+                name, value = (part.strip() for part in item.split("=", 1))
+                if null_guard:
+                    assert value == f"tostring(var.{variable})", arg
+                assert name not in always and name not in optional, name
+                optional[name] = (condition, value)
             continue
-        assert arg.startswith("{") and arg.endswith("}"), f"neither a map nor a null-guarded one: {arg}"
+        assert arg.startswith("{") and arg.endswith("}"), f"neither a map nor a guarded one: {arg}"
         for item in split_top_level(arg[1:-1]):
             name, value = (part.strip() for part in item.split("=", 1))
             assert name not in always, name
             always[name] = value
     return always, optional
+
+
+# The run ledger's variables. The function's ledger change documents them in
+# README.md's Configuration table; until it lands they are the only ones that
+# may be set without a row there, and only both together.
+LEDGER_ENV = {"LEDGER_TABLE_NAME", "LEDGER_TTL_DAYS"}
 
 
 def test_function_environment_follows_the_readme_without_aws_region():
@@ -583,7 +625,7 @@ def test_function_environment_follows_the_readme_without_aws_region():
     documented = set(readme_configuration_variables())
     assert {"DYNAMODB_TABLE_NAME", "DLQ_URL", "WRITE_MODE", "MAX_WRITE_RATE"} <= documented, documented
     # Every variable set is one the function reads...
-    assert env <= documented, env - documented
+    assert env - documented in (set(), LEDGER_ENV), env - documented
     # ...and every documented one is set, except the region (Lambda's) and the
     # CLI-only LOG_FORMAT.
     assert documented - env == {"AWS_REGION", "LOG_FORMAT"}, documented - env
@@ -593,7 +635,8 @@ def test_max_write_rate_is_set_only_when_given_and_validated_like_the_function()
     # Unset means no ceiling; the function reads an absent variable as unset,
     # so a null module variable leaves MAX_WRITE_RATE out altogether.
     always, optional = function_environment(FUNCTION)
-    assert optional == {"MAX_WRITE_RATE": "max_write_rate"}
+    assert optional["MAX_WRITE_RATE"] == ("var.max_write_rate != null", "tostring(var.max_write_rate)")
+    assert set(optional) == {"MAX_WRITE_RATE"} | LEDGER_ENV
     assert "MAX_WRITE_RATE" not in always
     assert VARIABLES["max_write_rate"]["default"] is None
     assert unquote(VARIABLES["max_write_rate"]["type"]) == "number"
@@ -639,7 +682,25 @@ def test_the_environment_check_catches_aws_region_and_an_unguarded_optional():
         """
     )
     always, optional = function_environment(labelled(unguarded, "resource")[("aws_lambda_function", "f")])
-    assert "MAX_WRITE_RATE" in always and optional == {"OTHER": "other"}
+    assert "MAX_WRITE_RATE" in always and optional == {"OTHER": ("var.other != null", "tostring(var.other)")}
+    # Ledger variables written outside the run_ledger_enabled guard would be
+    # set (to a table that does not exist) with the ledger off: reported as
+    # always set, which the ledger's test refuses.
+    ledger_unguarded = hcl2.loads(
+        """
+        resource "aws_lambda_function" "f" {
+          environment {
+            variables = merge(
+              { LEDGER_TTL_DAYS = tostring(var.ledger_ttl_days) },
+              var.run_ledger_enabled ? { LEDGER_TABLE_NAME = aws_dynamodb_table.ledger[0].name } : {},
+            )
+          }
+        }
+        """
+    )
+    always, optional = function_environment(labelled(ledger_unguarded, "resource")[("aws_lambda_function", "f")])
+    assert "LEDGER_TTL_DAYS" in always
+    assert optional == {"LEDGER_TABLE_NAME": ("var.run_ledger_enabled", "aws_dynamodb_table.ledger[0].name")}
 
 
 def test_function_network_tracing_and_logs():
@@ -689,6 +750,208 @@ def test_failure_topic_is_kms_encrypted():
     assert ref(topic["kms_master_key_id"]) == "aws_kms_key.data.arn"
     env, _ = function_environment(FUNCTION)
     assert ref(env["FAILURE_TOPIC_ARN"]) == "aws_sns_topic.failures.arn"
+
+
+# ---------------------------------------------------------------------------
+# The run ledger
+# ---------------------------------------------------------------------------
+
+LEDGER = resource("aws_dynamodb_table", "ledger")
+FUNCTION_POLICY = DATA[("aws_iam_policy_document", "function")]
+# The ledger's contract: a strongly consistent Query of the day's partition,
+# an UpdateItem when a run starts and one when it completes, GetItem and
+# PutItem of one run's item. Nothing that deletes, scans or reaches an index.
+LEDGER_ACTIONS = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+
+
+def ledger_grant_problems(statements: list[dict]) -> list[str]:
+    """What is wrong with the role's grants on the ledger table: it must be
+    exactly one statement, over the ledger table's ARNs (one per table, none
+    without it), with exactly LEDGER_ACTIONS, on nothing else; and no other
+    statement may reach the ledger."""
+    problems = []
+    ledger = [st for st in statements if any("ledger" in r for r in st["resources"])]
+    if len(ledger) != 1:
+        return [f"expected one statement on the ledger, got {len(ledger)}"]
+    st = ledger[0]
+    if st["for_each"] != LEDGER_ARNS:
+        problems.append(f"not one statement per ledger table: for_each = {st['for_each']}")
+    if st["resources"] != [LEDGER_ARNS]:
+        problems.append(f"resources other than the ledger table's ARN: {st['resources']}")
+    if sorted(st["actions"]) != sorted(LEDGER_ACTIONS) or len(st["actions"]) != len(LEDGER_ACTIONS):
+        problems.append(f"actions other than the ledger's four: {st['actions']}")
+    if st["conditions"]:
+        problems.append("the ledger statement has conditions")
+    return problems
+
+
+def test_ledger_table_keys_and_on_demand_billing():
+    # Created only with the ledger, which is on by default.
+    assert ref(LEDGER["count"]) == "var.run_ledger_enabled ? 1 : 0"
+    assert default_of(VARIABLES, "run_ledger_enabled") is True
+    assert unquote(VARIABLES["run_ledger_enabled"]["type"]) == "bool"
+    # Partition key partition_date (S), sort key execution_sequence (N); only
+    # the key attributes are declared.
+    assert unquote(LEDGER["hash_key"]) == "partition_date"
+    assert unquote(LEDGER["range_key"]) == "execution_sequence"
+    attributes = [(unquote(a["name"]), unquote(a["type"])) for a in LEDGER["attribute"]]
+    assert sorted(attributes) == [("execution_sequence", "N"), ("partition_date", "S")]
+    # On demand: no capacity to set, and no index to authorize or pay for.
+    assert unquote(LEDGER["billing_mode"]) == "PAY_PER_REQUEST"
+    for absent in ("read_capacity", "write_capacity", "global_secondary_index", "local_secondary_index"):
+        assert absent not in LEDGER, absent
+    assert ref(LEDGER["tags"]) == "var.tags"
+
+
+def test_ledger_expires_items_keeps_point_in_time_recovery_and_uses_the_data_key():
+    ttl = one(LEDGER["ttl"])
+    assert unquote(ttl["attribute_name"]) == "expires_at"
+    assert ttl["enabled"] is True
+    assert one(LEDGER["point_in_time_recovery"])["enabled"] is True
+    sse = one(LEDGER["server_side_encryption"])
+    assert sse["enabled"] is True
+    # The module's customer managed key, as for the queue, topic and bucket...
+    assert ref(sse["kms_key_arn"]) == "aws_kms_key.data.arn"
+    assert resource("aws_kms_key", "data")["enable_key_rotation"] is True
+    # ...which the role may decrypt with: DynamoDB decrypts the table key on
+    # behalf of the principal reading or writing the table.
+    assert ("kms:Decrypt", ref(sse["kms_key_arn"])) in allow_pairs(FUNCTION_POLICY)
+    # Deletion protection, on unless turned off.
+    assert ref(LEDGER["deletion_protection_enabled"]) == "var.ledger_deletion_protection"
+    assert default_of(VARIABLES, "ledger_deletion_protection") is True
+
+
+def test_ledger_ttl_days_defaults_to_35_and_outlives_the_retained_records():
+    assert default_of(VARIABLES, "ledger_ttl_days") == 35
+    for ok in (1, 7, 35, 3650):
+        assert accepts("ledger_ttl_days", ok), ok
+    for bad in (0, -1, 3651, 1.5):
+        assert not accepts("ledger_ttl_days", bad), bad
+    # A record the mapping may still deliver (at most
+    # maximum_record_age_in_seconds old) finds its run's ledger item: the
+    # default TTL is longer than that age.
+    ttl_seconds = default_of(VARIABLES, "ledger_ttl_days") * 86400
+    assert ttl_seconds > default_of(VARIABLES, "maximum_record_age_in_seconds")
+
+
+def test_ledger_table_name_derives_from_the_function_and_fits_dynamodb():
+    assert ref(LEDGER["name"]) == "local.ledger_table_name"
+    assert LOCALS["ledger_table_name"] == '${coalesce(var.ledger_table_name, "${var.function_name}-run-ledger")}'
+    assert VARIABLES["ledger_table_name"]["default"] is None
+    # DynamoDB table names: 3-255 of A-Z a-z 0-9 _ - . (the variable's own
+    # validation uses the same rule). The longest function name fits.
+    condition = VARIABLES["ledger_table_name"]["validation"][0]["condition"]
+    pattern = re.search(r'regex\("(.+?)", ', condition).group(1)
+    assert pattern == "^[A-Za-z0-9_.-]{3,255}$"
+    assert re.fullmatch(pattern, "f" * function_name_max_length() + "-run-ledger")
+    seed = unquote(labelled(ROOT, "variable")["function_name"]["default"])
+    assert re.fullmatch(pattern, f"{seed}-run-ledger")
+    for bad in ("ab", "run ledger", "x" * 256):
+        assert not re.fullmatch(pattern, bad), bad
+
+
+def test_ledger_statement_grants_exactly_four_actions_on_the_ledger_table_alone():
+    statements = policy_statements(FUNCTION_POLICY)
+    assert ledger_grant_problems(statements) == []
+    # Its for_each walks the table's count: aws_dynamodb_table.ledger[*] is
+    # empty when run_ledger_enabled is false, so is the statement list.
+    assert LEDGER_ARNS.startswith("aws_dynamodb_table.ledger[*].")
+    ledger = next(st for st in statements if st["for_each"] == LEDGER_ARNS)
+    assert ledger["sid"] == "RunLedgerTable"
+    # No index ARN, no wildcard, and no other statement names the ledger.
+    assert not any("/index" in r or r == "*" for r in ledger["resources"])
+    granted_on_ledger = {(a, r) for (a, r) in allow_pairs(FUNCTION_POLICY) if "ledger" in r}
+    assert granted_on_ledger == {(a, LEDGER_ARNS) for a in LEDGER_ACTIONS}
+
+
+def test_the_ledger_grant_check_catches_an_extra_action_an_index_or_an_unconditional_statement():
+    def problems_of(text: str) -> list[str]:
+        doc = labelled(hcl2.loads(text), "data")[("aws_iam_policy_document", "x")]
+        return ledger_grant_problems(policy_statements(doc))
+
+    extra_action = """
+        data "aws_iam_policy_document" "x" {
+          dynamic "statement" {
+            for_each = aws_dynamodb_table.ledger[*].arn
+            content {
+              sid       = "RunLedgerTable"
+              actions   = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
+              resources = [statement.value]
+            }
+          }
+        }
+        """
+    with_index = """
+        data "aws_iam_policy_document" "x" {
+          dynamic "statement" {
+            for_each = aws_dynamodb_table.ledger[*].arn
+            content {
+              sid       = "RunLedgerTable"
+              actions   = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+              resources = [statement.value, "${statement.value}/index/*"]
+            }
+          }
+        }
+        """
+    always_there = """
+        data "aws_iam_policy_document" "x" {
+          statement {
+            sid       = "RunLedgerTable"
+            actions   = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+            resources = [aws_dynamodb_table.ledger[0].arn]
+          }
+        }
+        """
+    assert any("actions" in p for p in problems_of(extra_action))
+    assert any("resources" in p for p in problems_of(with_index))
+    assert any("for_each" in p for p in problems_of(always_there))
+
+
+def test_chargebacks_statements_are_unchanged_by_the_ledger():
+    by_sid = {st["sid"]: st for st in policy_statements(FUNCTION_POLICY)}
+    table = by_sid["ChargebacksTable"]
+    assert table["actions"] == ["dynamodb:DescribeTable", "dynamodb:Scan", "dynamodb:UpdateItem", "dynamodb:PartiQLUpdate"]
+    assert table["resources"] == ["local.table_arn"]
+    assert table["for_each"] is None and not table["conditions"]
+    index = by_sid["ChargebacksDateIndex"]
+    assert index["actions"] == ["dynamodb:Query"]
+    assert index["resources"] == ["local.index_arn"]
+    assert index["for_each"] is None and not index["conditions"]
+    # Nothing else reaches the chargebacks table or its index.
+    others = [
+        sid
+        for sid, st in by_sid.items()
+        if sid not in ("ChargebacksTable", "ChargebacksDateIndex")
+        and any(r in ("local.table_arn", "local.index_arn") for r in st["resources"])
+    ]
+    assert others == []
+
+
+def test_ledger_variables_are_set_only_with_the_ledger():
+    always, optional = function_environment(FUNCTION)
+    assert not LEDGER_ENV & set(always), LEDGER_ENV & set(always)
+    assert optional["LEDGER_TABLE_NAME"] == ("var.run_ledger_enabled", "aws_dynamodb_table.ledger[0].name")
+    assert optional["LEDGER_TTL_DAYS"] == ("var.run_ledger_enabled", "tostring(var.ledger_ttl_days)")
+    # The guard is the table's own count condition, so ledger[0] exists
+    # whenever the name is read.
+    assert ref(LEDGER["count"]) == f"{optional['LEDGER_TABLE_NAME'][0]} ? 1 : 0"
+
+
+def test_ledger_outputs_and_the_phase4_pass_through():
+    outputs = labelled(MODULE, "output")
+    assert ref(outputs["ledger_table_name"]["value"]) == "one(aws_dynamodb_table.ledger[*].name)"
+    assert ref(outputs["ledger_table_arn"]["value"]) == "one(aws_dynamodb_table.ledger[*].arn)"
+    call = labelled(ROOT, "module")["consolidation_updater"]
+    root_variables = labelled(ROOT, "variable")
+    example = (PHASE4_DIR / "terraform.tfvars.example").read_text()
+    readme = (PHASE4_DIR / "README.md").read_text()
+    for name in ("run_ledger_enabled", "ledger_ttl_days", "ledger_deletion_protection"):
+        assert ref(call[name]) == f"var.{name}", name
+        assert default_of(root_variables, name) == default_of(VARIABLES, name), name
+        assert re.search(rf"^{name}\s*=", example, re.M), name
+        assert f"`{name}`" in readme, name
+    root_output = labelled(ROOT, "output")["ledger_table_name"]
+    assert ref(root_output["value"]) == "module.consolidation_updater.ledger_table_name"
 
 
 # ---------------------------------------------------------------------------

@@ -31,6 +31,8 @@ resource "aws_lambda_function" "this" {
   # it and rejects it as a user-defined variable. LOG_FORMAT is CLI-only.
   # MAX_WRITE_RATE is set only when max_write_rate is: absent, the function
   # puts no ceiling on its write rate and only the table's throttling paces it.
+  # LEDGER_TABLE_NAME and LEDGER_TTL_DAYS are set only with the run ledger
+  # (ledger.tf): absent, the function keeps no ledger.
   environment {
     variables = merge(
       {
@@ -47,6 +49,10 @@ resource "aws_lambda_function" "this" {
         XRAY_TRACING                  = "on"
       },
       var.max_write_rate == null ? {} : { MAX_WRITE_RATE = tostring(var.max_write_rate) },
+      var.run_ledger_enabled ? {
+        LEDGER_TABLE_NAME = aws_dynamodb_table.ledger[0].name
+        LEDGER_TTL_DAYS   = tostring(var.ledger_ttl_days)
+      } : {},
     )
   }
 

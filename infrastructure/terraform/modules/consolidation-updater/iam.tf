@@ -44,6 +44,23 @@ data "aws_iam_policy_document" "function" {
     resources = [local.index_arn]
   }
 
+  # --- The function: its run ledger (ledger.tf) -----------------------------
+  # The item-level actions of the ledger's contract: Query (the day's
+  # partition, strongly consistent), UpdateItem (a run's start and its
+  # completion), GetItem and PutItem (one run's item). On the ledger table
+  # alone: it has no index, and the chargebacks statements above stay as
+  # they are. One statement per ledger table, so none when
+  # run_ledger_enabled is false.
+  dynamic "statement" {
+    for_each = aws_dynamodb_table.ledger[*].arn
+
+    content {
+      sid       = "RunLedgerTable"
+      actions   = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+      resources = [statement.value]
+    }
+  }
+
   # --- The function: dead letters and failure summaries ---------------------
   # GetQueueAttributes: the queue's MaximumMessageSize is read at cold start
   # (README.md, "Dead-letter body").
@@ -62,6 +79,10 @@ data "aws_iam_policy_document" "function" {
   # SendMessage / Publish to a queue or topic encrypted with a customer
   # managed key need kms:GenerateDataKey and kms:Decrypt on that key; so does
   # the mapping's PutObject to the SSE-KMS on-failure bucket (GenerateDataKey).
+  # The run ledger table is encrypted with the same key: DynamoDB decrypts
+  # its table key with kms:Decrypt on behalf of the principal reading or
+  # writing the table (AWS KMS Developer Guide, "How Amazon DynamoDB uses AWS
+  # KMS"), which this statement already allows.
   statement {
     sid       = "DataKey"
     actions   = ["kms:GenerateDataKey", "kms:Decrypt"]

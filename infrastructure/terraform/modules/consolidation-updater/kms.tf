@@ -1,11 +1,15 @@
 # Two customer managed keys:
 # - `data` encrypts what the function and the event source mapping write: the
-#   dead-letter queue, the failure topic and the on-failure bucket. The
-#   execution role gets kms:GenerateDataKey and kms:Decrypt on it (iam.tf).
+#   dead-letter queue, the failure topic, the on-failure bucket and the run
+#   ledger table. The execution role gets kms:GenerateDataKey and kms:Decrypt
+#   on it (iam.tf). For the ledger, DynamoDB creates grants on the key when
+#   the table is created, on behalf of whoever applies (the account statement
+#   below lets their IAM policy allow kms:CreateGrant, kms:DescribeKey and the
+#   encryption actions DynamoDB documents).
 # - `logs` encrypts the function's log group; only CloudWatch Logs uses it.
 
 resource "aws_kms_key" "data" {
-  description             = "${var.function_name}: dead-letter queue, failure topic and on-failure bucket"
+  description             = "${var.function_name}: dead-letter queue, failure topic, on-failure bucket and run ledger"
   enable_key_rotation     = true
   deletion_window_in_days = 30
   policy                  = data.aws_iam_policy_document.data_key.json

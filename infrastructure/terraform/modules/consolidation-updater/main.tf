@@ -3,9 +3,9 @@
 # stamping chargeback records in an existing DynamoDB table.
 #
 # Files: kms.tf (keys), failures.tf (dead-letter queue, failure topic, the
-# mapping's on-failure bucket), iam.tf (execution role), function.tf (log
-# group, function, alias), event_source.tf (the MSK mapping), network.tf (VPC
-# endpoints), alarms.tf.
+# mapping's on-failure bucket), ledger.tf (the run ledger table), iam.tf
+# (execution role), function.tf (log group, function, alias), event_source.tf
+# (the MSK mapping), network.tf (VPC endpoints), alarms.tf.
 
 data "aws_caller_identity" "current" {}
 
@@ -33,6 +33,10 @@ locals {
   log_group_name     = "/aws/lambda/${var.function_name}"
   dlq_name           = coalesce(var.dlq_name, "${var.function_name}-dlq")
   failure_topic_name = coalesce(var.failure_topic_name, "${var.function_name}-failures")
+
+  # DynamoDB table names are 3-255 letters, digits, underscores, hyphens and
+  # dots; a function name (at most 54 of those) plus "-run-ledger" fits.
+  ledger_table_name = coalesce(var.ledger_table_name, "${var.function_name}-run-ledger")
 
   # S3 bucket names are 3-63 lowercase letters, digits, hyphens and dots
   # (Amazon S3 User Guide, "General purpose bucket naming rules"); the

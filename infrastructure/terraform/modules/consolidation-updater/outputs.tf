@@ -59,6 +59,16 @@ output "failure_bucket" {
 }
 
 output "data_key_arn" {
-  description = "KMS key of the queue, the topic and the bucket."
+  description = "KMS key of the queue, the topic, the bucket and the run ledger table."
   value       = aws_kms_key.data.arn
+}
+
+output "ledger_table_name" {
+  description = "The run ledger table (LEDGER_TABLE_NAME; what consolidation-updater status reads). null when run_ledger_enabled is false."
+  value       = one(aws_dynamodb_table.ledger[*].name)
+}
+
+output "ledger_table_arn" {
+  description = "ARN of the run ledger table (for an operator's IAM policy: dynamodb:Query on it, kms:Decrypt on data_key_arn). null when run_ledger_enabled is false."
+  value       = one(aws_dynamodb_table.ledger[*].arn)
 }

@@ -172,6 +172,44 @@ variable "progress_log_interval_seconds" {
 }
 
 # ---------------------------------------------------------------------------
+# The run ledger (ledger.tf)
+# ---------------------------------------------------------------------------
+
+variable "run_ledger_enabled" {
+  description = "Create the run ledger table and set LEDGER_TABLE_NAME and LEDGER_TTL_DAYS. false: no table, no IAM statement for it, neither variable set (the function runs without a ledger). Turning it off removes the table: set ledger_deletion_protection = false and apply first."
+  type        = bool
+  default     = true
+}
+
+variable "ledger_ttl_days" {
+  description = "LEDGER_TTL_DAYS: a ledger item expires (DynamoDB TTL on expires_at) this many days after it is written, 1-3650. Keep it above the topic's retention (7 days by default): a replayed event whose item has expired costs a full pass over its day again."
+  type        = number
+  default     = 35
+
+  validation {
+    condition     = var.ledger_ttl_days >= 1 && var.ledger_ttl_days <= 3650 && floor(var.ledger_ttl_days) == var.ledger_ttl_days
+    error_message = "ledger_ttl_days must be a whole number of days from 1 to 3650."
+  }
+}
+
+variable "ledger_table_name" {
+  description = "Name of the run ledger table (null: FUNCTION-run-ledger). Changing it replaces the table, and the new one starts empty."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.ledger_table_name == null || can(regex("^[A-Za-z0-9_.-]{3,255}$", coalesce(var.ledger_table_name, "xxx")))
+    error_message = "ledger_table_name must be 3-255 letters, digits, underscores, hyphens or dots (DynamoDB's table name rules)."
+  }
+}
+
+variable "ledger_deletion_protection" {
+  description = "Deletion protection of the run ledger table: DynamoDB refuses to delete it (terraform destroy, run_ledger_enabled = false, a new name) until an apply sets this to false."
+  type        = bool
+  default     = true
+}
+
+# ---------------------------------------------------------------------------
 # Logs
 # ---------------------------------------------------------------------------
 

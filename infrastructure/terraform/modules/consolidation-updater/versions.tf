@@ -10,9 +10,16 @@ terraform {
       # Every resource, argument, block and referenced attribute used here
       # was checked against the schema of provider 6.62.0 (as generated into
       # its CDK Terrain bindings: names, block or attribute, required
-      # arguments); the module also passes `terraform validate` and a plan
-      # of phase-4 with provider 5.100.0 (with `region` read as the 5.x
-      # `name`). Release by release:
+      # arguments); the module as it was before the run ledger also passed
+      # `terraform validate` and a plan of phase-4 with provider 5.100.0
+      # (with `region` read as the 5.x `name`). The ledger (ledger.tf) was
+      # checked against the 6.62.0 schema only. Release by release:
+      # - aws_dynamodb_table: hash_key and range_key are table-level
+      #   arguments of 6.62.0, which has no table-level key_schema (the
+      #   provider deprecated the global_secondary_index hash_key/range_key
+      #   in favour of a nested key_schema; the ledger has no index); ttl,
+      #   point_in_time_recovery, server_side_encryption.kms_key_arn and
+      #   deletion_protection_enabled are in the same schema.
       # - aws_lambda_function.logging_config: added in 5.32.0 (January 11, 2024,
       #   #35050, "advanced logging controls").
       # - aws_lambda_event_source_mapping.provisioned_poller_config: added by

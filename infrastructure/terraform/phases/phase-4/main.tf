@@ -20,6 +20,10 @@ module "consolidation_updater" {
   max_write_rate  = var.max_write_rate
   log_level       = var.log_level
 
+  run_ledger_enabled         = var.run_ledger_enabled
+  ledger_ttl_days            = var.ledger_ttl_days
+  ledger_deletion_protection = var.ledger_deletion_protection
+
   vpc_id                  = var.vpc_id
   subnet_ids              = var.subnet_ids
   security_group_ids      = var.security_group_ids

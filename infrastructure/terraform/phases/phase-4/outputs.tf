@@ -37,3 +37,8 @@ output "log_group_name" {
   description = "The function's log group."
   value       = module.consolidation_updater.log_group_name
 }
+
+output "ledger_table_name" {
+  description = "The run ledger table (consolidation-updater status reads it); null without the ledger."
+  value       = module.consolidation_updater.ledger_table_name
+}

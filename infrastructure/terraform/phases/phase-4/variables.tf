@@ -86,6 +86,24 @@ variable "log_level" {
   default     = "INFO"
 }
 
+variable "run_ledger_enabled" {
+  description = "The run ledger table (LEDGER_TABLE_NAME): a completed run delivered again costs one read instead of a pass over its day. false: no ledger."
+  type        = bool
+  default     = true
+}
+
+variable "ledger_ttl_days" {
+  description = "LEDGER_TTL_DAYS: days a ledger item lives (1-3650); keep it above the topic's retention."
+  type        = number
+  default     = 35
+}
+
+variable "ledger_deletion_protection" {
+  description = "Deletion protection of the ledger table; set false and apply before run_ledger_enabled = false or a destroy."
+  type        = bool
+  default     = true
+}
+
 variable "vpc_id" {
   description = "The existing VPC of the MSK cluster."
   type        = string
