@@ -24,6 +24,7 @@ pub(super) async fn run(settings: &Settings, event: PathBuf) -> anyhow::Result<E
         dynamodb_requests = store.requests_sent(),
         table_write_units = units.table,
         index_write_units = units.indexes,
+        ledger_requests = handler.ledger().requests_sent(),
         "DynamoDB usage: {} requests; write units reported: {} on the table, {} on its indexes",
         store.requests_sent(),
         units.table,
