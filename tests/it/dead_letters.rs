@@ -470,7 +470,7 @@ fn b64_json(text: &str) -> Value {
     Value::from(BASE64.encode(text))
 }
 
-async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<u64> {
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<u64> {
     Ok(sqs
         .get_queue_attributes()
         .queue_url(url)
@@ -486,7 +486,7 @@ async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<u64
         .unwrap_or_default())
 }
 
-fn parked_letter(offset: i64, value: Value) -> anyhow::Result<String> {
+pub fn parked_letter(offset: i64, value: Value) -> anyhow::Result<String> {
     let event = raw_event(&[(offset, value)]);
     let batches = consolidation_updater::model::decode_envelope(event)?;
     let message = batches

@@ -45,6 +45,7 @@ mod debug_level;
 mod faults;
 mod fuzz_corpus;
 mod insights;
+mod ledger;
 mod observability;
 mod package;
 mod property;
@@ -204,6 +205,7 @@ fn main() -> ExitCode {
         scenarios::tests,
         faults::tests,
         dead_letters::tests,
+        ledger::tests,
         capacity_proxy::tests,
         fuzz_corpus::tests,
         property::tests,

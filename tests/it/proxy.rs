@@ -50,6 +50,7 @@ const STATEMENT_THROTTLED_MESSAGE: &str =
     "The level of configured provisioned throughput for the table was exceeded.";
 const VALIDATION_BODY: &str = r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"Item size to update has exceeded the maximum allowed size"}"#;
 const SERVER_ERROR_BODY: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"Internal server error"}"#;
+const ACCESS_DENIED_BODY: &str = r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"User: arn:aws:sts::123456789012:assumed-role/updater/fn is not authorized to perform this action on this resource because no identity-based policy allows it"}"#;
 const AMZ_JSON: &str = "application/x-amz-json-1.0";
 
 /// A table's write capacity as a token bucket: `rate` writes a second,
@@ -334,6 +335,11 @@ pub struct FaultProxy {
     pub update_delay_ms: AtomicU64,
     /// Reject, as DynamoDB does an invalid request, every update whose body contains this.
     pub reject_updates_containing: Mutex<Option<String>>,
+    /// Refuse with AccessDenied every request whose body contains this (a
+    /// role with no permission on one table).
+    pub deny_requests_containing: Mutex<Option<String>>,
+    /// Requests refused so.
+    pub denied: AtomicU64,
     pub throttling: AtomicBool,
     /// The table's write capacity, writes/s (0: unlimited).
     pub write_capacity: AtomicU64,
@@ -358,6 +364,8 @@ impl FaultProxy {
             down: AtomicBool::new(false),
             update_delay_ms: AtomicU64::new(0),
             reject_updates_containing: Mutex::default(),
+            deny_requests_containing: Mutex::default(),
+            denied: AtomicU64::new(0),
             throttling: AtomicBool::new(false),
             write_capacity: AtomicU64::new(0),
             updates_seen: AtomicU64::new(0),
@@ -470,6 +478,16 @@ async fn forward(State(proxy): State<Arc<FaultProxy>>, request: Request) -> Resp
     let is_update = operation != Operation::Other;
     if proxy.down.load(Ordering::SeqCst) {
         return amz_json(StatusCode::INTERNAL_SERVER_ERROR, SERVER_ERROR_BODY.into());
+    }
+    let denied = proxy
+        .deny_requests_containing
+        .lock()
+        .ok()
+        .and_then(|d| d.clone())
+        .is_some_and(|needle| String::from_utf8_lossy(&body).contains(&needle));
+    if denied {
+        proxy.denied.fetch_add(1, Ordering::SeqCst);
+        return amz_json(StatusCode::BAD_REQUEST, ACCESS_DENIED_BODY.into());
     }
     let rejected = proxy
         .reject_updates_containing

@@ -61,19 +61,21 @@ impl DynamoStore {
     }
 }
 
-/// The table's `TableId`; without one, what still changes when the table is
-/// recreated: its ARN (or name) and creation time.
+/// The table's `TableId`; without one (DynamoDB Local reports none), what
+/// still changes when the table is recreated: its ARN (or name) and creation
+/// time, to the fraction of a second the server gives.
 fn table_id_of(table: &TableDescription, table_name: &str) -> String {
     match table.table_id() {
         Some(id) => id.to_owned(),
-        None => format!(
-            "{}@{}",
-            table.table_arn().unwrap_or(table_name),
-            table
-                .creation_date_time()
-                .map(|at| at.secs())
-                .unwrap_or_default()
-        ),
+        None => {
+            let created = table.creation_date_time();
+            format!(
+                "{}@{}.{:09}",
+                table.table_arn().unwrap_or(table_name),
+                created.map(|at| at.secs()).unwrap_or_default(),
+                created.map(|at| at.subsec_nanos()).unwrap_or_default()
+            )
+        }
     }
 }
 
@@ -262,7 +264,7 @@ mod tests {
         assert_eq!(
             layout,
             TableLayout {
-                table_id: "chargebacks@0".into(),
+                table_id: "chargebacks@0.000000000".into(),
                 hash_key: "chargeback_id".into(),
                 range_key: Some(CREATED_AT_ATTRIBUTE.into()),
                 reader: KeyReader::Index {
@@ -286,21 +288,27 @@ mod tests {
     fn a_recreated_table_has_another_id() {
         let id =
             |table: TableDescription| layout_of(&table, "chargebacks", INDEX).unwrap().table_id;
-        let described = |id: Option<&str>, created: i64| {
+        let described = |id: Option<&str>, created: (i64, u32)| {
             TableDescription::builder()
                 .key_schema(key("chargeback_id", KeyType::Hash))
                 .set_table_id(id.map(str::to_owned))
                 .table_arn("arn:aws:dynamodb:sa-east-1:123456789012:table/chargebacks")
-                .creation_date_time(aws_sdk_dynamodb::primitives::DateTime::from_secs(created))
+                .creation_date_time(aws_sdk_dynamodb::primitives::DateTime::from_secs_and_nanos(
+                    created.0, created.1,
+                ))
                 .build()
         };
-        assert_eq!(id(described(Some("0a1b-2c3d"), 1)), "0a1b-2c3d");
+        assert_eq!(id(described(Some("0a1b-2c3d"), (1, 0))), "0a1b-2c3d");
         // A server without TableId: the ARN and the creation time.
         assert_eq!(
-            id(described(None, 1_700_000_000)),
-            "arn:aws:dynamodb:sa-east-1:123456789012:table/chargebacks@1700000000"
+            id(described(None, (1_700_000_000, 0))),
+            "arn:aws:dynamodb:sa-east-1:123456789012:table/chargebacks@1700000000.000000000"
         );
-        assert_ne!(id(described(None, 1)), id(described(None, 2)));
+        // Deleted and created again within the same second.
+        assert_ne!(
+            id(described(None, (1, 120_000_000))),
+            id(described(None, (1, 121_000_000)))
+        );
     }
 
     #[test]
