@@ -46,6 +46,7 @@ mod faults;
 mod fuzz_corpus;
 mod insights;
 mod ledger;
+mod ledger_cli;
 mod observability;
 mod package;
 mod property;
@@ -214,6 +215,7 @@ fn main() -> ExitCode {
         debug_level::tests,
         binary::tests,
         cli::tests,
+        ledger_cli::tests,
         package::tests,
     ]
     .iter()

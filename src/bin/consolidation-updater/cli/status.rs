@@ -1,5 +1,7 @@
 //! `status`: which runs of a day the run ledger holds, and which days are done.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
@@ -18,11 +20,11 @@ const MAX_DAYS: i64 = 3650;
 #[command(group = clap::ArgGroup::new("days").required(true))]
 pub(super) struct StatusArgs {
     /// The day whose runs to show, YYYY-MM-DD.
-    #[arg(long, group = "days")]
-    partition_date: Option<String>,
+    #[arg(long, group = "days", value_parser = day)]
+    partition_date: Option<PartitionDate>,
     /// Every day from this one to today (UTC), YYYY-MM-DD: one line each.
-    #[arg(long, group = "days")]
-    since: Option<String>,
+    #[arg(long, group = "days", value_parser = day)]
+    since: Option<PartitionDate>,
     /// One JSON document on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -36,9 +38,9 @@ pub(super) async fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result
         );
         return Ok(ExitCode::from(exit_code::USAGE));
     };
-    let days = match (&args.partition_date, &args.since) {
-        (Some(day), _) => vec![parse_day("--partition-date", day)?],
-        (None, Some(since)) => days_since(parse_day("--since", since)?)?,
+    let days = match (args.partition_date, args.since) {
+        (Some(day), _) => vec![day],
+        (None, Some(since)) => days_since(since)?,
         (None, None) => bail!("give --partition-date or --since"),
     };
     let (_, store) = app::connect(settings).await;
@@ -50,6 +52,7 @@ pub(super) async fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result
         let runs = read_day(&ledger, day).await?;
         found.push((day, runs));
     }
+    let mut out = String::new();
     if args.json {
         let days: Vec<_> = found
             .iter()
@@ -60,22 +63,32 @@ pub(super) async fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result
             "chargebacks_table": { "name": settings.table_name, "id": current },
             "days": days,
         });
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&document)?)?;
     } else if args.since.is_some() {
         for (day, runs) in &found {
-            println!("{}", day_line(*day, runs));
+            writeln!(out, "{}", day_line(*day, runs))?;
         }
     } else {
         for (day, runs) in &found {
-            print_day(*day, runs, &settings.table_name, current.as_deref());
+            print_day(
+                &mut out,
+                *day,
+                runs,
+                &settings.table_name,
+                current.as_deref(),
+            )?;
         }
     }
-    Ok(ExitCode::from(exit_code::DONE))
+    // A reader that stops early (`| head`) is not an error.
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::from(exit_code::DONE)),
+    }
 }
 
-fn parse_day(option: &str, value: &str) -> anyhow::Result<PartitionDate> {
-    PartitionDate::parse(value)
-        .map_err(|_| anyhow::anyhow!("{option} {value:?}: expected YYYY-MM-DD"))
+/// A day as the events name it.
+fn day(value: &str) -> Result<PartitionDate, String> {
+    PartitionDate::parse(value).map_err(|_| format!("{value:?} is not a day: expected YYYY-MM-DD"))
 }
 
 fn days_since(first: PartitionDate) -> anyhow::Result<Vec<PartitionDate>> {
@@ -154,17 +167,24 @@ fn execution_label(run: &Run) -> String {
 }
 
 /// `--partition-date`: each run, its counts beside the producer's.
-fn print_day(day: PartitionDate, runs: &[Run], table: &str, current: Option<&str>) {
+fn print_day(
+    out: &mut String,
+    day: PartitionDate,
+    runs: &[Run],
+    table: &str,
+    current: Option<&str>,
+) -> std::fmt::Result {
     if runs.is_empty() {
-        println!("{day}: no runs in the ledger");
-        return;
+        return writeln!(out, "{day}: no runs in the ledger");
     }
-    println!(
+    writeln!(
+        out,
         "{day}: {} run{}",
         runs.len(),
         if runs.len() == 1 { "" } else { "s" }
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  {:<9} {:<11} {:>9} {:>9} {:>9} {:>7} {:>9} {:>10} {:>10} {:>6} {:>10}  table",
         "execution",
         "status",
@@ -177,7 +197,7 @@ fn print_day(day: PartitionDate, runs: &[Run], table: &str, current: Option<&str
         "duplicates",
         "deliv.",
         "duration"
-    );
+    )?;
     for run in runs {
         let completed = run.status == RunStatus::Completed;
         let counted = |n: u64| if completed { n.to_string() } else { "-".into() };
@@ -205,7 +225,8 @@ fn print_day(day: PartitionDate, runs: &[Run], table: &str, current: Option<&str
         } else {
             &run.table.name
         };
-        println!(
+        writeln!(
+            out,
             "  {:<9} {:<11} {:>9} {:>9} {:>9} {:>7} {:>9} {:>10} {:>10} {:>6} {:>10}  {name}{whose}",
             execution_label(run),
             run.status.as_str(),
@@ -218,10 +239,11 @@ fn print_day(day: PartitionDate, runs: &[Run], table: &str, current: Option<&str
             optional(run.duplicates_removed),
             run.deliveries,
             duration,
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "  selected = stamped + already + gone; processed and duplicates are the event's \
          records_processed and duplicates_removed; difference = selected - processed"
-    );
+    )
 }
