@@ -320,8 +320,12 @@ pub async fn the_demo_reports_a_small_day_truthfully() -> anyhow::Result<()> {
         "Seeded 210 chargebacks in ",
         "Stamped 180 chargebacks of 2025-11-20 (execution 2 of 4)",
         "  created after 2025-11-20T06:30:00, left for the next execution: 20",
-        "  messages: 1 applied, 0 skipped, 0 dead-lettered, 0 handed back",
+        "  messages: 1 applied, 0 superseded, 0 skipped, 0 dead-lettered, 0 handed back",
         "Response: {\"batchItemFailures\":[]}",
+        // The same event again, answered from the demo's run ledger.
+        "Delivered again: answered from the run ledger (",
+        "execution 2 completed) in ",
+        " ms with 1 ledger request and 0 to the chargebacks table",
     ] {
         ensure!(stdout.contains(expected), "{expected:?} missing: {stdout}");
     }

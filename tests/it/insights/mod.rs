@@ -49,7 +49,7 @@ mod runbook;
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context as _, anyhow, ensure};
-use consolidation_updater::local::TableShape;
+use consolidation_updater::local::{TableShape, ensure_ledger_table};
 use consolidation_updater::model::DeadLetter;
 use libtest_mimic::Trial;
 use serde_json::{Value, json};
@@ -150,19 +150,32 @@ pub async fn runbook_queries_count_what_the_binary_logged() -> anyhow::Result<()
             &consolidation("2025-11-22", 4, 4, "2025-11-22T06:30:00"),
         ),
     ]);
-    // Lambda delivers partition 1 again from the first offset handed back.
-    let warm = kafka_event(&[poison(), blocked()]);
+    // Lambda delivers partition 1 again from the first offset handed back;
+    // partition 0 brings the day's first run, late: the run ledger has the
+    // day's second run completed, which covers it (superseded).
+    let warm = kafka_event(&[
+        poison(),
+        blocked(),
+        Message::json(
+            0,
+            12,
+            &consolidation("2025-11-20", 1, 4, "2025-11-20T03:00:00"),
+        ),
+    ]);
     let missing_table = kafka_event(&[Message::json(
         3,
         40,
         &consolidation("2025-11-23", 1, 2, "2025-11-23T06:30:00"),
     )]);
 
+    // A keeps a run ledger.
+    let ledger = format!("{}-runs", table.name);
+    ensure_ledger_table(&table.client, &ledger).await?;
     let a = run_environment(
         &table.endpoint,
         &table.name,
         vec![("req-cold".into(), cold), ("req-warm".into(), warm)],
-        &[],
+        &[("LEDGER_TABLE_NAME", &ledger)],
     )
     .await
     .context("environment A")?;
@@ -230,12 +243,13 @@ pub async fn runbook_queries_count_what_the_binary_logged() -> anyhow::Result<()
         "failed",
         "updated",
         "skipped",
+        "superseded",
         "dead_lettered",
         "handed_back",
         "invocations",
     ])?;
     ensure!(
-        totals == [2.0, 5.0, 5.0, 1.0, 0.0, 5.0, 3.0],
+        totals == [2.0, 5.0, 5.0, 1.0, 1.0, 0.0, 5.0, 3.0],
         "processing summary {totals:?}\n{}",
         dump()
     );
@@ -251,10 +265,13 @@ pub async fn runbook_queries_count_what_the_binary_logged() -> anyhow::Result<()
         "handed_back",
         "throttled",
         "cold_starts",
+        "runs_completed",
+        "runs_superseded",
         "invocations",
     ])?;
     ensure!(
-        emf == [2.0, 5.0, 5.0, 0.0, 5.0, 0.0, 2.0, 3.0],
+        // Runs completed: 2025-11-20's second and 2025-11-22's fourth (A).
+        emf == [2.0, 5.0, 5.0, 0.0, 5.0, 0.0, 2.0, 2.0, 1.0, 3.0],
         "metrics documents {emf:?}"
     );
     metrics.ensure_hourly_bins()?;
@@ -319,17 +336,20 @@ pub async fn runbook_queries_count_what_the_binary_logged() -> anyhow::Result<()
         .map(|r| r.text("message").unwrap_or_default())
         .collect();
     ensure!(
-        messages
-            == [
-                "message received",
-                "stamping the day's chargebacks",
-                "applied",
-                "message outcome: applied",
-            ],
+        messages.len() == 5
+            && messages[..3]
+                == [
+                    "message received",
+                    "stamping the day's chargebacks",
+                    "applied"
+                ]
+            && messages[3].starts_with("run completed: execution 2 of 2025-11-20, 3 selected")
+            && messages[4] == "message outcome: applied",
         "story of {STORY_ID}: {messages:?}"
     );
     ensure!(story.rows[2].num("written") == Some(3.0));
-    ensure!(story.rows[3].text("outcome").as_deref() == Some("applied"));
+    ensure!(story.rows[3].num("stamped") == Some(3.0));
+    ensure!(story.rows[4].text("outcome").as_deref() == Some("applied"));
     ensure!(
         story
             .rows
@@ -464,15 +484,15 @@ pub async fn runbook_queries_count_what_the_binary_logged() -> anyhow::Result<()
         counted.totals(&["lines", "with_kind", "outcomes"])?
             // error_kind: the two poison ERROR lines, the setup problem's
             // ERROR line and the outcome lines of the three messages that did
-            // not apply; every outcome line has handed_back.
-            == [group.events.len() as f64, 6.0, 8.0],
+            // not apply; every outcome line (9) has handed_back.
+            == [group.events.len() as f64, 6.0, 9.0],
         "count(field) counts only lines that have it: {:?}",
         counted.rows
     );
     let not_handed_back = group.run("filter handed_back = 0 | stats count(*) as n")?;
     ensure!(
-        not_handed_back.totals(&["n"])? == [3.0],
-        "handed_back = 0 matches only outcome lines (2 applied, 1 skipped)"
+        not_handed_back.totals(&["n"])? == [4.0],
+        "handed_back = 0 matches only outcome lines (2 applied, 1 skipped, 1 superseded)"
     );
     let as_text = group.run("filter handed_back = \"true\"")?;
     ensure!(as_text.rows.is_empty(), "booleans are 1 and 0, not text");

@@ -54,18 +54,30 @@ pub struct DemoArgs {
     /// then delivers it again and reports what the retry cost.
     #[arg(long, value_parser = positive_count, allow_negative_numbers = true)]
     interrupt_after_ms: Option<u64>,
+    /// No run ledger: a delivery of a day already stamped is then declined
+    /// record by record by the update's condition (with a KEYS_ONLY index, a
+    /// write unit each) instead of answered from the ledger.
+    #[arg(long)]
+    no_ledger: bool,
     /// The date index's projection, when the demo creates the table.
     #[arg(long, value_enum, default_value_t = ProjectionArg::KeysOnly)]
     index_projection: ProjectionArg,
 }
 
 pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
-    // The demo always keeps a run ledger: LEDGER_TABLE_NAME's, or its own.
+    // A run ledger unless --no-ledger: LEDGER_TABLE_NAME's, or its own.
     let mut settings = settings.clone();
-    let ledger_table = settings
-        .ledger_table
-        .get_or_insert_with(|| format!("{}-run-ledger", settings.table_name))
-        .clone();
+    let ledger_table = if args.no_ledger {
+        settings.ledger_table = None;
+        None
+    } else {
+        Some(
+            settings
+                .ledger_table
+                .get_or_insert_with(|| format!("{}-run-ledger", settings.table_name))
+                .clone(),
+        )
+    };
     let settings = &settings;
     let payload = match &args.event {
         Some(path) => read_event(path)?,
@@ -119,7 +131,9 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
         };
         create_table(&client, table, &settings.date_index, shape).await?;
     }
-    ensure_ledger_table(&client, &ledger_table).await?;
+    if let Some(ledger_table) = &ledger_table {
+        ensure_ledger_table(&client, ledger_table).await?;
+    }
     if empty {
         let seeding = Instant::now();
         let seeded = put_chargebacks(&client, table, day.chargebacks(), SEED_CONCURRENCY).await?;
@@ -236,16 +250,18 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode
         println!("  created after {after}, left for the next execution: {left}");
     }
     println!(
-        "  messages: {} applied, {} skipped, {} dead-lettered, {} handed back",
+        "  messages: {} applied, {} superseded, {} skipped, {} dead-lettered, {} handed back",
         summary.messages_processed,
+        summary.messages_superseded,
         summary.messages_skipped,
         summary.messages_dead_lettered,
         summary.messages_retried
     );
     println!("Response: {}", serde_json::to_string(&outcome.response())?);
-    if summary.messages_processed > 0
+    if let Some(ledger_table) = &ledger_table
+        && summary.messages_processed > 0
         && summary.messages_retried == 0
-        && let Some(line) = redeliver(&handler, &store, &payload, &ledger_table).await?
+        && let Some(line) = redeliver(&handler, &store, &payload, ledger_table).await?
     {
         println!("{line}");
     }
