@@ -409,6 +409,46 @@ mod tests {
     }
 
     #[test]
+    fn a_superseded_message_is_done_and_counted_apart() {
+        let id = |offset| MessageId {
+            partition: "t-0".into(),
+            offset,
+        };
+        let superseded = MessageOutcome::Superseded { by_execution: 4 };
+        assert!(!superseded.hands_back());
+        assert_eq!(
+            (superseded.label(), superseded.error_kind()),
+            ("superseded", None)
+        );
+        let outcome = BatchOutcome {
+            outcomes: vec![(id(1), superseded), (id(2), failed())],
+        };
+        let summary = outcome.summary();
+        assert_eq!(
+            (
+                summary.messages_superseded,
+                summary.messages_processed,
+                summary.messages_failed
+            ),
+            (1, 0, 1)
+        );
+        assert_eq!(listed(&outcome), [2]);
+        let notice = outcome.failure_notice("r").expect("a failure to tell");
+        assert_eq!((notice.superseded, notice.handed_back), (1, 1));
+        // The notice lists what failed, not what is done.
+        assert_eq!(notice.messages["t-0"].len(), 1);
+    }
+
+    fn listed(outcome: &BatchOutcome) -> Vec<i64> {
+        outcome
+            .response()
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.offset)
+            .collect()
+    }
+
+    #[test]
     fn what_a_handed_back_message_wrote_is_counted() {
         let id = |partition: &str, offset| MessageId {
             partition: partition.into(),
