@@ -43,7 +43,8 @@ pub(super) async fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result
         (None, Some(since)) => days_since(since)?,
         (None, None) => bail!("give --partition-date or --since"),
     };
-    let (_, store) = app::connect(settings).await;
+    let sdk = app::load_sdk_config(settings.region.as_deref()).await;
+    let store = app::store(settings, &sdk, aws_sdk_dynamodb::Client::new(&sdk));
     let ledger = store.ledger(ledger_table, settings.ledger_ttl_days);
     // Runs of another table (the chargebacks table recreated) are marked.
     let current = store.layout().await.ok().map(|l| l.table_id.clone());
