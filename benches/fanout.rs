@@ -650,8 +650,10 @@ const WRITE_UNITS_NOTE: &str = "write units: \"reported\" is what the server ret
     PartiQL, and a declined conditional UpdateItem reports nothing); \"computed\" is DynamoDB's \
     billing rule applied to the product's counts: 1 per conditional write attempted (items \
     under 1 KB), declined ones included (= written + already applied - skipped on read), plus \
-    1 on the index per stamp written when it projects consolidation_execution. Both count the \
-    chargebacks table only, not the ledger's own writes.";
+    1 on the index per stamp written when it projects consolidation_execution; a lower bound \
+    when a request outlived its attempt timeout and was retried (the lost attempt may have \
+    written too, and its retry is then counted as declined). Both count the chargebacks table \
+    only, not the ledger's own writes.";
 
 /// A fresh table (and ledger table, with the ledger on) of `--records`,
 /// stamped by a first pass and then delivered the same event again.
@@ -709,6 +711,7 @@ async fn measure_run(
         args.profile_with.as_deref(),
     )
     .await?;
+    progress("first pass", &first);
     // A request that outlives its attempt timeout is retried, and the
     // retry finds what the server applied meanwhile already applied:
     // every record is stamped either way.
@@ -730,6 +733,7 @@ async fn measure_run(
         None,
     )
     .await?;
+    progress("redelivery", &again);
     // One table's worth on the server at a time: the next run, and the
     // ceiling, start from the same state.
     drop_table(client, &table).await;
@@ -743,6 +747,19 @@ async fn measure_run(
         first,
         again,
     })
+}
+
+/// A pass's line as soon as it ends (a long run's report comes after all
+/// of its runs and the ceiling).
+fn progress(name: &str, pass: &Pass) {
+    println!(
+        "  {name}: {}, {:.1} s ({} ms in the handler); written {}, already applied {}",
+        pass.outcome(),
+        pass.wall.as_secs_f64(),
+        pass.handler_ms.map_or("-".to_owned(), |ms| ms.to_string()),
+        pass.written,
+        pass.already_applied
+    );
 }
 
 /// Runs `consolidation-updater invoke` on `event`, with the run ledger in
