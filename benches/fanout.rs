@@ -1,20 +1,41 @@
 //! The fan-out benchmark: how fast the product stamps a day, at what cost,
 //! and how close that is to what the server allows.
 //!
-//! For each write mode it seeds a fresh table with N records of one day on a
-//! DynamoDB-compatible server running in its own process (the embedded
-//! engine served by `consolidation-updater serve`, or DynamoDB Local), then
-//! runs the real binary's `invoke` on a consolidation event for that day:
-//! the real handler and DynamoDB adapter, in a process of their own, whose
-//! CPU time and peak RSS the kernel reports when it exits. The same event is
-//! then delivered again (a redelivery). On fresh records of another table, a
-//! raw load generator of its own (hyper, hand-written request bodies, none of
-//! the product's code) sends the same conditional updates at saturating
-//! concurrency: the server's ceiling. Last, cold start: process start to the
-//! first runtime-API poll against a local stub.
+//! For each write mode, index projection (`--index-projection`: keys-only,
+//! what the README recommends, by default; include-execution on request) and
+//! run-ledger setting (`--ledger`: off by default; on, or off,on side by
+//! side) it seeds a fresh table with N records of one day on a
+//! DynamoDB-compatible server running in its own process (a fresh embedded
+//! engine per run, served by `consolidation-updater serve`, or DynamoDB
+//! Local), then runs the real binary's `invoke` on a consolidation event for
+//! that day: the real handler and DynamoDB adapter, in a process of their
+//! own, whose CPU time and peak RSS the kernel reports when it exits. The
+//! same event is
+//! then delivered again (a redelivery), and the table dropped. With the
+//! ledger on, a fresh ledger table per run (`ensure_ledger_table`, same
+//! server) is named to the product by `LEDGER_TABLE_NAME`. On fresh records
+//! of another table, a raw load generator of its own (hyper, hand-written
+//! request bodies, none of the product's code) sends the same conditional
+//! updates at saturating concurrency: the server's ceiling (per write mode
+//! and projection). Last, cold start: process start to the first
+//! runtime-API poll against a local stub.
+//!
+//! Per pass it reports wall time (process start included) and the
+//! handler's own time (the batch summary line's `duration_ms`), the
+//! message's outcome (applied, superseded), requests to the chargebacks
+//! table and to the ledger, and write units twice: as the server reported
+//! them, and computed by DynamoDB's rule from the product's counts (1 per
+//! conditional write attempted, declined ones included; 1 more on an index
+//! projecting `consolidation_execution` per stamp written), since DynamoDB
+//! Local reports none for PartiQL and no server reports a declined
+//! condition. With the ledger on it checks its targets, PASS/FAIL rows that
+//! do not fail the bench: the first pass within 10% of the rate without the
+//! ledger and at most 5 ledger requests; the redelivery superseded, at most
+//! 5 requests in all, 0 write units on the chargebacks table, handled in
+//! under 100 ms.
 //!
 //! Three further measurements replace those when asked for (run the bench
-//! twice for both):
+//! twice for both), on one index projection and without the ledger:
 //! - `--write-capacity`: the product through a proxy that plays a table of R
 //!   writes/s (`tests/it/proxy.rs`, in a process of its own: this bench
 //!   re-executed with `--serve-capacity-proxy`): the rate it reaches once the
@@ -47,7 +68,7 @@ use chrono::{NaiveDate, TimeZone, Utc};
 use clap::{Parser, ValueEnum};
 use consolidation_updater::app::{load_sdk_config, local_client};
 use consolidation_updater::local::{
-    IndexProjection, SyntheticDay, TableShape, create_table, put_chargebacks,
+    IndexProjection, SyntheticDay, TableShape, create_table, ensure_ledger_table, put_chargebacks,
 };
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;
@@ -77,6 +98,13 @@ const TARGET_REACHED_SHARE: f64 = 0.90;
 const TARGET_THROTTLED_PER_RECORD: f64 = 0.05;
 /// How far from MAX_WRITE_RATE the kept rate may be.
 const TARGET_PACING_TOLERANCE: f64 = 0.05;
+/// Targets of the run ledger: the first pass's rate with it, as a share of
+/// the rate without it (within noise); the ledger requests of a first pass,
+/// and the requests in total of a redelivery of a completed run; the
+/// handler's time on that redelivery.
+const TARGET_LEDGER_RATE_SHARE: f64 = 0.90;
+const TARGET_LEDGER_REQUESTS: u64 = 5;
+const TARGET_REDELIVERY_HANDLER_MS: u64 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ServerKind {
@@ -101,6 +129,52 @@ impl Mode {
     }
 }
 
+/// The date index's projection (`create-table --index-projection`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Projection {
+    /// Keys only, what the README recommends: a redelivery is declined
+    /// record by record by the update's condition.
+    KeysOnly,
+    /// Keys plus `consolidation_execution`: a redelivery skips stamped
+    /// records on read, and each stamp also rewrites the index entry.
+    IncludeExecution,
+}
+
+impl Projection {
+    fn index(self) -> IndexProjection {
+        match self {
+            Self::KeysOnly => IndexProjection::KeysOnly,
+            Self::IncludeExecution => IndexProjection::IncludeExecution,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::KeysOnly => "keys-only",
+            Self::IncludeExecution => "include-execution",
+        }
+    }
+}
+
+/// Whether the product runs with the run ledger (`LEDGER_TABLE_NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LedgerSetting {
+    /// No `LEDGER_TABLE_NAME`: every delivery is stamped in full.
+    Off,
+    /// A fresh ledger table per run (`ensure_ledger_table`, on the same
+    /// server), named to the product by `LEDGER_TABLE_NAME`.
+    On,
+}
+
+impl LedgerSetting {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::On => "on",
+        }
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(about = "Measures the fan-out against a local DynamoDB-compatible server")]
 struct Args {
@@ -112,6 +186,22 @@ struct Args {
     /// Write modes to measure.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Mode::UpdateItem, Mode::BatchStatement])]
     write_mode: Vec<Mode>,
+    /// The date index's projection, one run each when both are listed
+    /// (comma-separated). keys-only is what the README recommends; with
+    /// include-execution a redelivery skips stamped records on read. The
+    /// measurements that replace the ordinary ones take a single value.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Projection::KeysOnly])]
+    index_projection: Vec<Projection>,
+    /// The run ledger: off, on (a fresh ledger table per run, named to the
+    /// product by LEDGER_TABLE_NAME), or off,on for both side by side. With
+    /// it on, its targets are checked (PASS/FAIL; a FAIL does not fail the
+    /// bench): first pass ≥ 0.90 × the rate without it (with off,on) and ≤ 5
+    /// ledger requests; the redelivery superseded, ≤ 5 requests in all, 0
+    /// write units on the chargebacks table, handled in < 100 ms. Off by
+    /// default (off,on doubles the runs). Only for the first pass and
+    /// redelivery measurements.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [LedgerSetting::Off])]
+    ledger: Vec<LedgerSetting>,
     /// Fresh records for the raw ceiling [default: --records, so that both
     /// write to tables of the same size (the embedded engine slows as its
     /// table grows); at most 100000 on DynamoDB Local, which seeds slowly].
@@ -270,7 +360,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let client = local_client(&load_sdk_config(Some(REGION)).await, &endpoint);
     if args.replaces_ordinary() {
-        println!("server: {:?} at {endpoint}", args.server);
+        ensure!(
+            args.ledger == [LedgerSetting::Off],
+            "--ledger applies to the first pass and redelivery measurements only, not to \
+             --write-capacity, --max-write-rate or --compare-binary"
+        );
+        ensure!(
+            args.index_projection.len() == 1,
+            "--write-capacity, --max-write-rate and --compare-binary take one --index-projection"
+        );
+        println!(
+            "server: {:?} at {endpoint}; index {}",
+            args.server,
+            args.index_projection[0].label()
+        );
         if let Some(rates) = &args.write_capacity {
             capacity_limited_runs(&args, rates, &client, &endpoint).await?;
         }
@@ -288,60 +391,64 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ServerKind::Embedded => args.records,
     });
     println!(
-        "server: {:?} at {endpoint}; {} records; MAX_CONCURRENCY {}; ceiling on {ceiling_records} fresh records at {} in flight",
-        args.server, args.records, args.max_concurrency, args.ceiling_concurrency
+        "server: {:?} at {endpoint}; {} records; MAX_CONCURRENCY {}; ceiling on {ceiling_records} fresh records at {} in flight; index {}; ledger {}",
+        args.server,
+        args.records,
+        args.max_concurrency,
+        args.ceiling_concurrency,
+        labels(args.index_projection.iter().map(|p| p.label())),
+        labels(args.ledger.iter().map(|l| l.label())),
     );
+    if args.server == ServerKind::Embedded {
+        println!("each run and each ceiling on a fresh embedded engine (cold start on the first)");
+    }
+    println!("{WRITE_UNITS_NOTE}");
 
+    let (mut passed, mut checked) = (0, 0);
     for mode in &args.write_mode {
-        let table = fresh_table(&client, &format!("bench-{}", mode.env())).await?;
-        let started = Instant::now();
-        seed(&client, &table, DAY, args.records).await?;
-        println!(
-            "\n{}: seeded {} records in {:.1} s",
-            mode.env(),
-            args.records,
-            started.elapsed().as_secs_f64()
-        );
-        let event = event_file(args.records)?;
-        let first = invoke(
-            &endpoint,
-            &table,
-            *mode,
-            args.max_concurrency,
-            &event,
-            args.profile_with.as_deref(),
-        )
-        .await?;
-        // A request that outlives its attempt timeout is retried, and the
-        // retry finds what the server applied meanwhile already applied:
-        // every record is stamped either way.
-        ensure!(
-            first.written + first.already_applied == args.records,
-            "the first pass stamped {} and found {} already applied, of {} records",
-            first.written,
-            first.already_applied,
-            args.records
-        );
-        let again = invoke(&endpoint, &table, *mode, args.max_concurrency, &event, None).await?;
+        for projection in distinct(&args.index_projection) {
+            let mut runs = Vec::new();
+            for ledger in distinct(&args.ledger) {
+                let on = RunServer::for_run(args.server, &endpoint, &client).await?;
+                runs.push(
+                    measure_run(&args, &on.client, &on.endpoint, *mode, projection, ledger).await?,
+                );
+            }
+            let on = RunServer::for_run(args.server, &endpoint, &client).await?;
+            let ceiling_table = fresh_table(
+                &on.client,
+                &format!("ceiling-{}-{}", mode.env(), projection.label()),
+                projection,
+            )
+            .await?;
+            let ids = seed(&on.client, &ceiling_table, "2025-11-21", ceiling_records).await?;
+            let ceiling = raw_ceiling(
+                &on.endpoint,
+                &ceiling_table,
+                *mode,
+                &ids,
+                args.ceiling_concurrency,
+            )
+            .await?;
+            drop_table(&on.client, &ceiling_table).await;
+            drop(on);
 
-        let ceiling_table = fresh_table(&client, &format!("ceiling-{}", mode.env())).await?;
-        let ids = seed(&client, &ceiling_table, "2025-11-21", ceiling_records).await?;
-        let ceiling = raw_ceiling(
-            &endpoint,
-            &ceiling_table,
-            *mode,
-            &ids,
-            args.ceiling_concurrency,
-        )
-        .await?;
-
-        report(args.records, &first, &again, &ceiling);
+            report(args.records, &runs, &ceiling);
+            if runs.iter().any(|r| r.ledger == LedgerSetting::On) {
+                let (p, c) = ledger_targets(&runs);
+                passed += p;
+                checked += c;
+            }
+        }
+    }
+    if checked > 0 {
+        println!("\n{passed} of {checked} run-ledger targets PASS");
     }
 
     if args.cold_starts > 0 {
         // An empty table: the embedded engine counts a table's items to
         // describe it, which real DynamoDB does not do per request.
-        let table = fresh_table(&client, "cold-start").await?;
+        let table = fresh_table(&client, "cold-start", args.index_projection[0]).await?;
         let samples = cold_starts(&endpoint, &table, args.cold_starts).await?;
         println!(
             "\ncold start (process start to the first runtime-API poll; DescribeTable on loopback \
@@ -355,6 +462,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     drop(server);
     Ok(())
+}
+
+/// The server of one run (or ceiling): with the embedded engine a fresh one,
+/// since an engine that has held a table serves the next one slower (of two
+/// runs of 50,000 records on one engine, the second took 30-40% longer,
+/// whichever ran first); DynamoDB Local's own, shared, otherwise.
+struct RunServer {
+    endpoint: String,
+    client: aws_sdk_dynamodb::Client,
+    _embedded: Option<EmbeddedProcess>,
+}
+
+impl RunServer {
+    async fn for_run(
+        kind: ServerKind,
+        endpoint: &str,
+        client: &aws_sdk_dynamodb::Client,
+    ) -> anyhow::Result<Self> {
+        Ok(match kind {
+            ServerKind::Embedded => {
+                let embedded = EmbeddedProcess::start().await?;
+                Self {
+                    endpoint: embedded.endpoint.clone(),
+                    client: local_client(&load_sdk_config(Some(REGION)).await, &embedded.endpoint),
+                    _embedded: Some(embedded),
+                }
+            }
+            ServerKind::DynamodbLocal => Self {
+                endpoint: endpoint.to_owned(),
+                client: client.clone(),
+                _embedded: None,
+            },
+        })
+    }
 }
 
 /// `consolidation-updater serve`: the embedded engine in a process of its own.
@@ -388,16 +529,34 @@ impl EmbeddedProcess {
     }
 }
 
-/// A table of the contract, its index projecting `consolidation_execution`
-/// so that a redelivery can skip stamped records on read.
-async fn fresh_table(client: &aws_sdk_dynamodb::Client, prefix: &str) -> anyhow::Result<String> {
+/// A table of the contract, its date index of `projection`.
+async fn fresh_table(
+    client: &aws_sdk_dynamodb::Client,
+    prefix: &str,
+    projection: Projection,
+) -> anyhow::Result<String> {
     let name = format!("{prefix}-{}", std::process::id());
     let shape = TableShape {
-        index: Some(IndexProjection::IncludeExecution),
+        index: Some(projection.index()),
         ..TableShape::default()
     };
     create_table(client, &name, INDEX, shape).await?;
     Ok(name)
+}
+
+/// The values of a comma-separated option, each once, in the order given.
+fn distinct<T: Copy + PartialEq>(values: &[T]) -> Vec<T> {
+    let mut seen = Vec::new();
+    for value in values {
+        if !seen.contains(value) {
+            seen.push(*value);
+        }
+    }
+    seen
+}
+
+fn labels<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    values.collect::<Vec<_>>().join(",")
 }
 
 /// Seeds `count` records of `date`, all created before the execution time;
@@ -469,18 +628,189 @@ struct Pass {
     user: Duration,
     system: Duration,
     peak_rss_kib: u64,
+    /// The "applied" line's counts (0 when the message was superseded).
     written: u64,
     already_applied: u64,
+    already_applied_on_read: u64,
+    /// Requests to the chargebacks table (the usage line's `dynamodb_requests`).
     requests: u64,
+    /// Requests to the run ledger (`ledger_requests`; `None` with the ledger off).
+    ledger_requests: Option<u64>,
     table_write_units: f64,
     index_write_units: f64,
+    /// The "message outcome" lines' `outcome`s (applied, superseded, ...).
+    outcomes: Vec<String>,
+    /// The batch summary line's `duration_ms`: the handler's own time, from
+    /// the event in hand to its response, without process start.
+    handler_ms: Option<u64>,
+    /// Whether the ledger said "run completed" (this pass completed its run).
+    run_completed: bool,
+    /// The WARN and ERROR lines' messages (but the one about DLQ_URL).
+    warnings: Vec<String>,
 }
 
-/// Runs `consolidation-updater invoke` on `event`; fails unless it stamped
-/// the day.
+impl Pass {
+    /// Requests to the chargebacks table and the ledger together.
+    fn total_requests(&self) -> u64 {
+        self.requests + self.ledger_requests.unwrap_or(0)
+    }
+
+    /// Conditional writes declined by their condition (attempted, billed,
+    /// not written): already applied, less those skipped on read.
+    fn declined(&self) -> u64 {
+        self.already_applied
+            .saturating_sub(self.already_applied_on_read)
+    }
+
+    /// Write units by DynamoDB's rule, from the product's counts: each
+    /// attempted conditional write 1 (items under 1 KB), declined ones
+    /// included; an index projecting `consolidation_execution` 1 more per
+    /// stamp written. (Table, index.)
+    fn computed_write_units(&self, projection: Projection) -> (u64, u64) {
+        let index = match projection {
+            Projection::KeysOnly => 0,
+            Projection::IncludeExecution => self.written,
+        };
+        (self.written + self.declined(), index)
+    }
+
+    fn outcome(&self) -> String {
+        if self.outcomes.is_empty() {
+            "-".to_owned()
+        } else {
+            self.outcomes.join(",")
+        }
+    }
+
+    fn superseded(&self) -> bool {
+        !self.outcomes.is_empty() && self.outcomes.iter().all(|o| o == "superseded")
+    }
+}
+
+/// What the write units columns mean.
+const WRITE_UNITS_NOTE: &str = "write units: \"reported\" is what the server returned as \
+    ConsumedCapacity, summed by the product (table + index; DynamoDB Local returns none for \
+    PartiQL, and a declined conditional UpdateItem reports nothing); \"computed\" is DynamoDB's \
+    billing rule applied to the product's counts: 1 per conditional write attempted (items \
+    under 1 KB), declined ones included (= written + already applied - skipped on read), plus \
+    1 on the index per stamp written when it projects consolidation_execution; a lower bound \
+    when a request outlived its attempt timeout and was retried (the lost attempt may have \
+    written too, and its retry is then counted as declined). Both count the chargebacks table \
+    only, not the ledger's own writes.";
+
+/// A fresh table (and ledger table, with the ledger on) of `--records`,
+/// stamped by a first pass and then delivered the same event again.
+struct Run {
+    mode: Mode,
+    projection: Projection,
+    ledger: LedgerSetting,
+    first: Pass,
+    again: Pass,
+}
+
+async fn measure_run(
+    args: &Args,
+    client: &aws_sdk_dynamodb::Client,
+    endpoint: &str,
+    mode: Mode,
+    projection: Projection,
+    ledger: LedgerSetting,
+) -> anyhow::Result<Run> {
+    let tag = format!(
+        "{}-{}-ledger-{}",
+        mode.env(),
+        projection.label(),
+        ledger.label()
+    );
+    let table = fresh_table(client, &format!("bench-{tag}"), projection).await?;
+    let started = Instant::now();
+    seed(client, &table, DAY, args.records).await?;
+    println!(
+        "\n{}, index {}, ledger {}: seeded {} records in {:.1} s",
+        mode.env(),
+        projection.label(),
+        ledger.label(),
+        args.records,
+        started.elapsed().as_secs_f64()
+    );
+    let ledger_table = match ledger {
+        LedgerSetting::Off => None,
+        LedgerSetting::On => {
+            let name = format!("ledger-{tag}-{}", std::process::id());
+            ensure_ledger_table(client, &name)
+                .await
+                .with_context(|| format!("creating the ledger table {name}"))?;
+            Some(name)
+        }
+    };
+    let event = event_file(args.records)?;
+    let first = invoke(
+        endpoint,
+        &table,
+        ledger_table.as_deref(),
+        mode,
+        args.max_concurrency,
+        &event,
+        args.profile_with.as_deref(),
+    )
+    .await?;
+    progress("first pass", &first);
+    // A request that outlives its attempt timeout is retried, and the
+    // retry finds what the server applied meanwhile already applied:
+    // every record is stamped either way.
+    ensure!(
+        first.written + first.already_applied == args.records,
+        "the first pass (outcome {}) stamped {} and found {} already applied, of {} records",
+        first.outcome(),
+        first.written,
+        first.already_applied,
+        args.records
+    );
+    let again = invoke(
+        endpoint,
+        &table,
+        ledger_table.as_deref(),
+        mode,
+        args.max_concurrency,
+        &event,
+        None,
+    )
+    .await?;
+    progress("redelivery", &again);
+    // One table's worth on the server at a time (DynamoDB Local serves
+    // every run; each embedded engine only this one).
+    drop_table(client, &table).await;
+    if let Some(ledger_table) = &ledger_table {
+        drop_table(client, ledger_table).await;
+    }
+    Ok(Run {
+        mode,
+        projection,
+        ledger,
+        first,
+        again,
+    })
+}
+
+/// A pass's line as soon as it ends (a long run's report comes after all
+/// of its runs and the ceiling).
+fn progress(name: &str, pass: &Pass) {
+    println!(
+        "  {name}: {}, {:.1} s ({} ms in the handler); written {}, already applied {}",
+        pass.outcome(),
+        pass.wall.as_secs_f64(),
+        pass.handler_ms.map_or("-".to_owned(), |ms| ms.to_string()),
+        pass.written,
+        pass.already_applied
+    );
+}
+
+/// Runs `consolidation-updater invoke` on `event`, with the run ledger in
+/// `ledger_table` if any; fails unless it exits done.
 async fn invoke(
     endpoint: &str,
     table: &str,
+    ledger_table: Option<&str>,
     mode: Mode,
     max_concurrency: usize,
     event: &Path,
@@ -494,7 +824,10 @@ async fn invoke(
         max_concurrency,
         event,
         profile_with,
-        env: Vec::new(),
+        env: ledger_table
+            .map(|name| ("LEDGER_TABLE_NAME", name.to_owned()))
+            .into_iter()
+            .collect(),
     }
     .run()
     .await?;
@@ -596,26 +929,63 @@ impl Finished {
         self.lines.iter().find(|l| l["message"] == message)
     }
 
-    /// What the run's "applied" line and usage line say (a run that stamped the day).
+    /// What the run's "applied", outcome, summary and usage lines say (a
+    /// run that stamped the day, or whose message was superseded).
     fn pass(&self) -> anyhow::Result<Pass> {
-        let applied = self
-            .said("applied")
-            .ok_or_else(|| anyhow!("the run did not apply: {}", self.log))?;
+        let outcomes: Vec<String> = self
+            .lines
+            .iter()
+            .filter(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("message outcome"))
+            })
+            .filter_map(|l| l["outcome"].as_str().map(str::to_owned))
+            .collect();
+        let applied = self.said("applied");
+        let superseded = !outcomes.is_empty() && outcomes.iter().all(|o| o == "superseded");
+        ensure!(
+            applied.is_some() || superseded,
+            "the run neither applied nor was superseded: {}",
+            self.log
+        );
+        let count = |field: &str| applied.and_then(|a| a[field].as_u64()).unwrap_or(0);
         let usage_line = self
             .lines
             .iter()
             .find(|l| l.get("dynamodb_requests").is_some())
             .ok_or_else(|| anyhow!("no usage line: {}", self.log))?;
+        let summary = self
+            .lines
+            .iter()
+            .find(|l| l.get("messages_superseded").is_some());
         Ok(Pass {
             wall: self.wall,
             user: self.usage.user,
             system: self.usage.system,
             peak_rss_kib: usage_line["peak_rss_kib"].as_u64().unwrap_or(0),
-            written: applied["written"].as_u64().unwrap_or(0),
-            already_applied: applied["already_applied"].as_u64().unwrap_or(0),
+            written: count("written"),
+            already_applied: count("already_applied"),
+            already_applied_on_read: count("already_applied_on_read"),
             requests: usage_line["dynamodb_requests"].as_u64().unwrap_or(0),
+            ledger_requests: usage_line["ledger_requests"].as_u64(),
             table_write_units: usage_line["table_write_units"].as_f64().unwrap_or(0.0),
             index_write_units: usage_line["index_write_units"].as_f64().unwrap_or(0.0),
+            outcomes,
+            handler_ms: summary.and_then(|s| s["duration_ms"].as_u64()),
+            run_completed: self.lines.iter().any(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("run completed"))
+            }),
+            warnings: self
+                .lines
+                .iter()
+                .filter(|l| l["level"] == "WARN" || l["level"] == "ERROR")
+                .map(|l| l["message"].as_str().unwrap_or_default().to_owned())
+                // The bench sets no dead-letter queue, on purpose.
+                .filter(|m| !m.starts_with("DLQ_URL is not set"))
+                .collect(),
         })
     }
 
@@ -867,35 +1237,208 @@ fn batch_statement_body(table: &str, ids: &[String]) -> String {
     json!({"Statements": statements}).to_string()
 }
 
-fn report(records: u64, first: &Pass, again: &Pass, ceiling: &Ceiling) {
-    let rate = records as f64 / first.wall.as_secs_f64();
+/// One write mode and projection: each run's rate against the ceiling and
+/// its costs per record, then both passes of every run side by side.
+fn report(records: u64, runs: &[Run], ceiling: &Ceiling) {
+    let Some(head) = runs.first() else {
+        return;
+    };
     println!(
-        "  first pass:  {records} written in {:.2} s = {rate:.0} records/s; ceiling {:.0} records/s \
-         (raw client CPU {:.1} µs/record); ratio {:.2}",
-        first.wall.as_secs_f64(),
+        "\n{}, index {}: ceiling {:.0} records/s (raw client CPU {:.1} µs/record)",
+        head.mode.env(),
+        head.projection.label(),
         ceiling.records_per_second,
         ceiling.cpu_per_record_us,
-        rate / ceiling.records_per_second
     );
-    for (name, pass) in [("first pass", first), ("redelivery", again)] {
-        let cpu = pass.user + pass.system;
-        let per_record = |x: f64| x / records as f64;
+    for run in runs {
+        let rate = records as f64 / run.first.wall.as_secs_f64();
         println!(
-            "  {name:<11} CPU {:.2} s (user {:.2}, system {:.2}) = {:.1} µs/record; peak RSS {:.1} MiB; \
-             {:.3} requests/record; write units/record reported: {:.3} table + {:.3} index \
-             (written {}, already applied {})",
-            cpu.as_secs_f64(),
-            pass.user.as_secs_f64(),
-            pass.system.as_secs_f64(),
-            per_record(cpu.as_secs_f64() * 1e6),
-            pass.peak_rss_kib as f64 / 1024.0,
-            per_record(pass.requests as f64),
-            per_record(pass.table_write_units),
-            per_record(pass.index_write_units),
-            pass.written,
-            pass.already_applied,
+            "  ledger {:<3} first pass:  {records} stamped in {:.2} s = {rate:.0} records/s; ratio to the ceiling {:.2}",
+            run.ledger.label(),
+            run.first.wall.as_secs_f64(),
+            rate / ceiling.records_per_second
         );
+        for (name, pass) in [("first pass", &run.first), ("redelivery", &run.again)] {
+            let cpu = pass.user + pass.system;
+            let per_record = |x: f64| x / records as f64;
+            println!(
+                "  ledger {:<3} {name:<11} CPU {:.2} s (user {:.2}, system {:.2}) = {:.1} µs/record; peak RSS {:.1} MiB; \
+                 {:.3} requests/record (table + ledger); write units/record reported: {:.3} table + {:.3} index \
+                 (written {}, already applied {}, of which skipped on read {})",
+                run.ledger.label(),
+                cpu.as_secs_f64(),
+                pass.user.as_secs_f64(),
+                pass.system.as_secs_f64(),
+                per_record(cpu.as_secs_f64() * 1e6),
+                pass.peak_rss_kib as f64 / 1024.0,
+                per_record(pass.total_requests() as f64),
+                per_record(pass.table_write_units),
+                per_record(pass.index_write_units),
+                pass.written,
+                pass.already_applied,
+                pass.already_applied_on_read,
+            );
+            for warning in &pass.warnings {
+                println!(
+                    "  ledger {:<3} {name:<11} WARN/ERROR: {}",
+                    run.ledger.label(),
+                    shorten(warning, 200)
+                );
+            }
+        }
     }
+    println!(
+        "  {:<11} {:<17} {:<6} {:<10} {:>9} {:>10} {:>9} {:>9} {:>6} {:>9} {:>19} {:>19}",
+        "pass",
+        "index",
+        "ledger",
+        "outcome",
+        "wall ms",
+        "handler ms",
+        "records/s",
+        "requests",
+        "ledger",
+        "total",
+        "WU reported tbl+idx",
+        "WU computed tbl+idx"
+    );
+    for (name, pass_of) in [
+        ("first pass", (|r: &Run| &r.first) as fn(&Run) -> &Pass),
+        ("redelivery", |r: &Run| &r.again),
+    ] {
+        for run in runs {
+            let pass = pass_of(run);
+            let (table_units, index_units) = pass.computed_write_units(run.projection);
+            println!(
+                "  {name:<11} {:<17} {:<6} {:<10} {:>9.1} {:>10} {:>9.0} {:>9} {:>6} {:>9} {:>19} {:>19}",
+                run.projection.label(),
+                run.ledger.label(),
+                pass.outcome(),
+                pass.wall.as_secs_f64() * 1e3,
+                pass.handler_ms.map_or("-".to_owned(), |ms| ms.to_string()),
+                records as f64 / pass.wall.as_secs_f64(),
+                pass.requests,
+                pass.ledger_requests
+                    .map_or("-".to_owned(), |n| n.to_string()),
+                pass.total_requests(),
+                format!(
+                    "{:.0} + {:.0}",
+                    pass.table_write_units, pass.index_write_units
+                ),
+                format!("{table_units} + {index_units}"),
+            );
+        }
+    }
+}
+
+/// The run ledger's targets for one write mode and projection, one
+/// PASS/FAIL row each (a FAIL does not fail the bench); returns (passed, checked).
+fn ledger_targets(runs: &[Run]) -> (usize, usize) {
+    let off = runs.iter().find(|r| r.ledger == LedgerSetting::Off);
+    let Some(on) = runs.iter().find(|r| r.ledger == LedgerSetting::On) else {
+        return (0, 0);
+    };
+    println!(
+        "  targets, ledger on ({}, index {}):",
+        on.mode.env(),
+        on.projection.label()
+    );
+    let (mut passed, mut checked) = (0, 0);
+    let mut row = |target: String, misses: Vec<String>| {
+        checked += 1;
+        println!("    {target:<100} {}", verdict(&misses, &mut passed));
+    };
+    let rate = |pass: &Pass| 1.0 / pass.wall.as_secs_f64();
+    match off {
+        Some(off) => {
+            let ratio = rate(&on.first) / rate(&off.first);
+            row(
+                format!(
+                    "first pass: rate with the ledger ≥ {TARGET_LEDGER_RATE_SHARE:.2} × without: {ratio:.3} ({:.2} s against {:.2} s)",
+                    on.first.wall.as_secs_f64(),
+                    off.first.wall.as_secs_f64()
+                ),
+                if ratio >= TARGET_LEDGER_RATE_SHARE {
+                    Vec::new()
+                } else {
+                    vec!["slower".to_owned()]
+                },
+            );
+        }
+        None => println!(
+            "    first pass: rate against the ledger off not measured (run --ledger off,on)"
+        ),
+    }
+    let ledger_requests = |pass: &Pass| {
+        pass.ledger_requests
+            .map_or("not reported".to_owned(), |n| n.to_string())
+    };
+    row(
+        format!(
+            "first pass: ledger requests ≤ {TARGET_LEDGER_REQUESTS}: {} (outcome {}, run completed: {})",
+            ledger_requests(&on.first),
+            on.first.outcome(),
+            if on.first.run_completed { "yes" } else { "no" }
+        ),
+        match on.first.ledger_requests {
+            Some(n) if n <= TARGET_LEDGER_REQUESTS => Vec::new(),
+            Some(_) => vec!["requests".to_owned()],
+            None => vec!["not reported".to_owned()],
+        },
+    );
+    let again = &on.again;
+    row(
+        format!(
+            "redelivery: answered by the ledger: outcome {}",
+            again.outcome()
+        ),
+        if again.superseded() {
+            Vec::new()
+        } else {
+            vec!["not superseded".to_owned()]
+        },
+    );
+    row(
+        format!(
+            "redelivery: requests in total ≤ {TARGET_LEDGER_REQUESTS}: {} ({} chargebacks table + {} ledger)",
+            again.total_requests(),
+            again.requests,
+            ledger_requests(again)
+        ),
+        if again.total_requests() <= TARGET_LEDGER_REQUESTS && again.ledger_requests.is_some() {
+            Vec::new()
+        } else {
+            vec!["requests".to_owned()]
+        },
+    );
+    let (table_units, index_units) = again.computed_write_units(on.projection);
+    let reported = again.table_write_units + again.index_write_units;
+    row(
+        format!(
+            "redelivery: write units on the chargebacks table = 0: reported {reported:.0}, computed {}",
+            table_units + index_units
+        ),
+        if reported == 0.0 && table_units + index_units == 0 {
+            Vec::new()
+        } else {
+            vec!["writes".to_owned()]
+        },
+    );
+    row(
+        format!(
+            "redelivery: handler time < {TARGET_REDELIVERY_HANDLER_MS} ms: {} (wall {:.1} ms, process start included)",
+            again
+                .handler_ms
+                .map_or("not reported".to_owned(), |ms| format!("{ms} ms")),
+            again.wall.as_secs_f64() * 1e3
+        ),
+        match again.handler_ms {
+            Some(ms) if ms < TARGET_REDELIVERY_HANDLER_MS => Vec::new(),
+            Some(_) => vec!["slow".to_owned()],
+            None => vec!["not reported".to_owned()],
+        },
+    );
+    (passed, checked)
 }
 
 /// Cold start, `runs` times: from spawning the binary as Lambda would to its
@@ -1038,7 +1581,12 @@ async fn capacity_limited_runs(
     for mode in &args.write_mode {
         for rate in rates.for_mode(*mode) {
             let records = args.capacity_records(rate);
-            let table = fresh_table(client, &format!("capacity-{}-{rate}", mode.env())).await?;
+            let table = fresh_table(
+                client,
+                &format!("capacity-{}-{rate}", mode.env()),
+                args.index_projection[0],
+            )
+            .await?;
             seed(client, &table, DAY, records).await?;
             let event = event_file(records)?;
             let proxy = ProxyProcess::start(endpoint, rate).await?;
@@ -1132,7 +1680,12 @@ async fn paced_runs(
     for mode in &args.write_mode {
         for &rate in &args.max_write_rate {
             let records = args.capacity_records(rate);
-            let table = fresh_table(client, &format!("paced-{}-{rate}", mode.env())).await?;
+            let table = fresh_table(
+                client,
+                &format!("paced-{}-{rate}", mode.env()),
+                args.index_projection[0],
+            )
+            .await?;
             seed(client, &table, DAY, records).await?;
             let event = event_file(records)?;
             let proxy = ProxyProcess::start(endpoint, 0).await?;
@@ -1229,7 +1782,12 @@ async fn compare_binaries(
                 let endpoint = fresh.as_ref().map_or(endpoint, |s| s.endpoint.as_str());
                 let fresh_client = fresh.as_ref().map(|s| local_client(&sdk, &s.endpoint));
                 let client = fresh_client.as_ref().unwrap_or(client);
-                let table = fresh_table(client, &format!("compare-{}-{which}", mode.env())).await?;
+                let table = fresh_table(
+                    client,
+                    &format!("compare-{}-{which}", mode.env()),
+                    args.index_projection[0],
+                )
+                .await?;
                 seed(client, &table, DAY, args.records).await?;
                 let run = Invoke {
                     binary,
