@@ -54,6 +54,31 @@ async fn under_a_capacity_limit(
     capacity: u64,
     seconds: u64,
 ) -> anyhow::Result<()> {
+    // A cold DynamoDB Local sharing two cores with the rest of the suite can
+    // be slower than the capacity (nothing to throttle) or time out (which
+    // lowers the concurrency limit, as it should): then the run did not test
+    // throttling, and runs again on the now warmer server. A product that
+    // fails the checks on a warm server fails all three.
+    let mut last = None;
+    for _ in 0..3 {
+        match capacity_run(backend.clone(), capacity, seconds).await? {
+            Ok(()) => return Ok(()),
+            Err(not_tested) => {
+                eprintln!("capacity {capacity}: {not_tested}; running again");
+                last = Some(not_tested);
+            }
+        }
+    }
+    Err(anyhow::anyhow!(last.unwrap_or_default()))
+}
+
+/// One run under the limit: `Err` for a failed check, `Ok(Err(why))` when
+/// the server, not the proxy, was the limit.
+async fn capacity_run(
+    backend: Backend,
+    capacity: u64,
+    seconds: u64,
+) -> anyhow::Result<Result<(), String>> {
     const CONCURRENCY: usize = 32;
     let table = TestTable::create(&backend, TableShape::default()).await?;
     let records = capacity * seconds;
@@ -89,28 +114,35 @@ async fn under_a_capacity_limit(
         "handed back under a capacity limit: {:?}",
         outcome.response()
     );
+    // Every selected record stamped by this one invocation: written, or
+    // found stamped by the retry of an attempt that timed out after the
+    // server applied it (a cold DynamoDB Local can take over 5 s).
     ensure!(
-        summary.chargebacks_updated == day.before_cutoff,
-        "updated {} of {}",
+        summary.chargebacks_updated + summary.chargebacks_already_applied == day.before_cutoff,
+        "updated {} and found {} stamped of {}",
         summary.chargebacks_updated,
+        summary.chargebacks_already_applied,
         day.before_cutoff
     );
-    ensure!(
-        stats.throttled_writes > 0,
-        "the proxy throttled nothing: the test did not test"
-    );
+    if stats.throttled_writes == 0 {
+        return Ok(Err(
+            "the proxy throttled nothing: the test did not test".into()
+        ));
+    }
     let limiter = handler.fan_out().limiter();
-    ensure!(
-        limiter.lowest_limit() == CONCURRENCY,
-        "throttling is paced by rate and leaves the concurrency limit alone: lowest {}",
-        limiter.lowest_limit()
-    );
+    if limiter.lowest_limit() != CONCURRENCY {
+        return Ok(Err(format!(
+            "throttling is paced by rate and leaves the concurrency limit alone: lowest {} \
+             (or the server timed out)",
+            limiter.lowest_limit()
+        )));
+    }
     ensure!(
         pacer.rate() <= 2.0 * capacity as f64,
         "the rate learned the capacity: {:.0}/s at the end",
         pacer.rate()
     );
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// A few seconds' worth of writes, on every backend and mode: 400 writes/s,
@@ -119,9 +151,11 @@ async fn under_a_capacity_limit(
 pub async fn under_a_capacity_limit_the_day_is_stamped_in_one_invocation(
     backend: Backend,
 ) -> anyhow::Result<()> {
+    // Well below what a cold DynamoDB Local sharing two cores with the rest
+    // of the suite stamps, so that the proxy, not the server, is the limit.
     let capacity = match backend.write_mode {
         WriteMode::UpdateItem => 100,
-        WriteMode::BatchStatement => 400,
+        WriteMode::BatchStatement => 200,
     };
     under_a_capacity_limit(backend, capacity, 5).await
 }
