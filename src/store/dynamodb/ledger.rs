@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use tracing::debug;
@@ -155,10 +154,7 @@ impl DynamoLedger {
             match started {
                 Ok(_) => return Ok(()),
                 Err(SdkError::ServiceError(service))
-                    if matches!(
-                        service.err(),
-                        UpdateItemError::ConditionalCheckFailedException(_)
-                    ) => {}
+                    if service.err().is_conditional_check_failed_exception() => {}
                 Err(other) => return Err(classify("UpdateItem", other)),
             }
             let item = self.fresh_item(run, now);
@@ -223,10 +219,7 @@ impl DynamoLedger {
         match completed {
             Ok(_) => Ok(Recorded::Completed),
             Err(SdkError::ServiceError(service))
-                if matches!(
-                    service.err(),
-                    UpdateItemError::ConditionalCheckFailedException(_)
-                ) =>
+                if service.err().is_conditional_check_failed_exception() =>
             {
                 Ok(Recorded::AlreadyCompleted)
             }

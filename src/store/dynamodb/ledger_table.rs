@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::classify;
-use super::provision::{Ensured, wait_until_active};
+use super::provision::{Ensured, describe_if_exists, wait_until_active};
 use crate::domain::failure::{ErrorClass, StoreError};
 
 pub(crate) const LEDGER_HASH_KEY: &str = "partition_date";
@@ -20,18 +20,7 @@ pub(crate) const LEDGER_TTL_ATTRIBUTE: &str = "expires_at";
 /// Creates the ledger table unless it exists (an existing one must have the
 /// contract's keys), and turns its TTL on unless it is on.
 pub async fn ensure_ledger_table(client: &Client, table: &str) -> Result<Ensured, StoreError> {
-    let described = match client.describe_table().table_name(table).send().await {
-        Ok(output) => output.table,
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) =>
-        {
-            None
-        }
-        Err(error) => return Err(classify("DescribeTable", error)),
-    };
-    let ensured = match described {
+    let ensured = match describe_if_exists(client, table).await? {
         Some(described) => {
             let key_named = |kind: KeyType| {
                 described

@@ -109,6 +109,24 @@ pub enum Ensured {
     IndexAdded,
 }
 
+/// The table's description, or `None` when there is no such table.
+pub(super) async fn describe_if_exists(
+    client: &Client,
+    table: &str,
+) -> Result<Option<aws_sdk_dynamodb::types::TableDescription>, StoreError> {
+    match client.describe_table().table_name(table).send().await {
+        Ok(output) => Ok(output.table),
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(classify("DescribeTable", error)),
+    }
+}
+
 /// Creates the chargebacks table and its date index per the table contract
 /// unless they exist; safe to run again, and against a table created by
 /// someone else (its own key schema and billing stay as they are). An index
@@ -120,18 +138,7 @@ pub async fn ensure_table(
     index_name: &str,
     shape: TableShape,
 ) -> Result<Ensured, StoreError> {
-    let described = match client.describe_table().table_name(table).send().await {
-        Ok(output) => output.table,
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) =>
-        {
-            None
-        }
-        Err(error) => return Err(classify("DescribeTable", error)),
-    };
-    let Some(described) = described else {
+    let Some(described) = describe_if_exists(client, table).await? else {
         return match create_table(client, table, index_name, shape).await {
             Ok(()) => Ok(Ensured::Created),
             // Created meanwhile by someone else: check it like any existing table.
