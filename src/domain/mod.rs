@@ -1,5 +1,6 @@
 //! The pure core: no AWS types, no I/O.
 
+pub(crate) mod backlog;
 pub(crate) mod dead_letter;
 pub(crate) mod event;
 pub(crate) mod failure;

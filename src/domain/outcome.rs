@@ -19,8 +19,9 @@ pub enum MessageOutcome {
     Applied(StampReport),
     /// Another event type: not ours.
     Skipped { event_type: String },
-    /// A completed run of the run ledger already did everything this event
-    /// asks (same table, an execution and a cutoff at least as new): no
+    /// A completed run already did everything this event asks (same table,
+    /// an execution and a cutoff at least as new): a run of the run ledger,
+    /// or a newer event of the same day earlier in this batch's plan. No
     /// fan-out, nothing read from the day or written.
     Superseded { by_execution: u64 },
     /// The message can never be applied; it is parked in the dead-letter
@@ -44,8 +45,10 @@ pub enum MessageOutcome {
         reason: StopReason,
         done: StampReport,
     },
-    /// Not attempted: an earlier message of the same partition was handed back,
-    /// and Kafka partitions are applied in offset order.
+    /// Handed back because an earlier message of the same partition was
+    /// (Lambda resumes a partition from its first listed message): not
+    /// attempted, or, rarely, run out of offset order before the earlier one
+    /// failed, in which case its redelivery finds it done.
     Blocked { behind: i64 },
 }
 
@@ -110,33 +113,53 @@ impl MessageOutcome {
     }
 }
 
-/// Runs a partition's messages in offset order. Once one is handed back, the
-/// rest are not attempted: Lambda resumes the partition from the first failure.
-/// `blocked` is told of each message not attempted, and the offset it is behind.
-pub(crate) async fn run_in_offset_order<F, Fut>(
+/// Runs a partition's messages: first, in offset order, every message that
+/// does not follow another of the batch (see [`super::backlog`]); then, in
+/// offset order, the followers, which wait for their leaders and so must not
+/// hold up the rest of their partition (the leader may sit behind it in
+/// another partition). Once a message is handed back, no message at a later
+/// offset starts (`blocked` is told of each, and the offset it is behind),
+/// and every later one is listed too: Lambda resumes a partition from its
+/// first listed message, so one that already ran out of offset order is
+/// listed anyway (`relisted` is told) and its redelivery finds it done.
+pub(crate) async fn run_partition<F, Fut>(
     batch: PartitionBatch,
+    follows: impl Fn(&MessageId) -> bool,
     mut process: F,
     mut blocked: impl FnMut(&KafkaMessage, i64),
+    mut relisted: impl FnMut(&MessageId, &MessageOutcome, i64),
 ) -> Vec<(MessageId, MessageOutcome)>
 where
     F: FnMut(KafkaMessage) -> Fut,
     Fut: Future<Output = MessageOutcome>,
 {
     let mut outcomes = Vec::with_capacity(batch.messages.len());
-    let mut stopped_at = None;
-    for message in batch.messages {
+    let (first, then): (Vec<_>, Vec<_>) = batch.messages.into_iter().partition(|m| !follows(&m.id));
+    let mut stopped_at: Option<i64> = None;
+    for message in first.into_iter().chain(then) {
         let id = message.id.clone();
         let outcome = match stopped_at {
-            Some(behind) => {
+            Some(behind) if behind < id.offset => {
                 blocked(&message, behind);
                 MessageOutcome::Blocked { behind }
             }
-            None => process(message).await,
+            _ => process(message).await,
         };
-        if stopped_at.is_none() && outcome.hands_back() {
-            stopped_at = Some(id.offset);
+        if outcome.hands_back() {
+            stopped_at = Some(stopped_at.map_or(id.offset, |s| s.min(id.offset)));
         }
         outcomes.push((id, outcome));
+    }
+    outcomes.sort_by_key(|(id, _)| id.offset);
+    if let Some(first_listed) = stopped_at {
+        for (id, outcome) in &mut outcomes {
+            if id.offset > first_listed && !outcome.hands_back() {
+                relisted(id, outcome, first_listed);
+                *outcome = MessageOutcome::Blocked {
+                    behind: first_listed,
+                };
+            }
+        }
     }
     outcomes
 }
@@ -335,8 +358,9 @@ mod tests {
     async fn after_a_handed_back_message_the_rest_of_its_partition_is_not_attempted() {
         let mut attempted = Vec::new();
         let mut told_blocked = Vec::new();
-        let outcomes = run_in_offset_order(
+        let outcomes = run_partition(
             batch(&[10, 11, 12, 13]),
+            |_| false,
             |m| {
                 attempted.push(m.id.offset);
                 let outcome = if m.id.offset == 11 {
@@ -347,6 +371,7 @@ mod tests {
                 async move { outcome }
             },
             |m, behind| told_blocked.push((m.id.offset, behind)),
+            |_, _, _| panic!("nothing ran out of order"),
         )
         .await;
         assert_eq!(attempted, [10, 11]);
@@ -372,8 +397,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_invalid_message_also_stops_its_partition() {
-        let outcomes = run_in_offset_order(
+        let outcomes = run_partition(
             batch(&[1, 2]),
+            |_| false,
             |_| async {
                 MessageOutcome::Invalid {
                     problem: DecodeError::MissingValue,
@@ -384,6 +410,7 @@ mod tests {
                 }
             },
             |_, _| {},
+            |_, _, _| {},
         )
         .await;
         assert_eq!(outcomes[1].1.label(), "blocked");
@@ -391,8 +418,9 @@ mod tests {
 
     #[tokio::test]
     async fn skipped_messages_do_not_stop_their_partition() {
-        let outcomes = run_in_offset_order(
+        let outcomes = run_partition(
             batch(&[1, 2]),
+            |_| false,
             |m| async move {
                 if m.id.offset == 1 {
                     MessageOutcome::Skipped {
@@ -403,9 +431,91 @@ mod tests {
                 }
             },
             |_, _| {},
+            |_, _, _| {},
         )
         .await;
         assert_eq!(outcomes[1].1.label(), "applied");
+    }
+
+    #[tokio::test]
+    async fn followers_run_after_the_rest_of_their_partition_in_offset_order() {
+        let mut attempted = Vec::new();
+        let outcomes = run_partition(
+            batch(&[1, 2, 3, 4]),
+            |id| id.offset == 1 || id.offset == 3,
+            |m| {
+                attempted.push(m.id.offset);
+                async { applied(1) }
+            },
+            |_, _| panic!("nothing handed back"),
+            |_, _, _| panic!("nothing handed back"),
+        )
+        .await;
+        assert_eq!(attempted, [2, 4, 1, 3]);
+        let offsets: Vec<_> = outcomes.iter().map(|(id, _)| id.offset).collect();
+        assert_eq!(offsets, [1, 2, 3, 4], "outcomes come back in offset order");
+    }
+
+    #[tokio::test]
+    async fn a_follower_handed_back_lists_every_later_message_even_those_done() {
+        let mut relisted = Vec::new();
+        let mut blocked = Vec::new();
+        let outcomes = run_partition(
+            batch(&[1, 2, 3, 4]),
+            |id| id.offset == 2,
+            |m| {
+                let outcome = match m.id.offset {
+                    2 | 4 => failed(),
+                    _ => applied(1),
+                };
+                async move { outcome }
+            },
+            |m, behind| blocked.push((m.id.offset, behind)),
+            |id, outcome, behind| relisted.push((id.offset, outcome.label(), behind)),
+        )
+        .await;
+        // 1 and 3 ran, 4 failed; then the follower 2 failed: 3 ran out of
+        // order and is listed behind it, 4 was already listed.
+        assert!(blocked.is_empty());
+        assert_eq!(relisted, [(3, "applied", 2)]);
+        let labels: Vec<_> = outcomes
+            .iter()
+            .map(|(id, o)| (id.offset, o.label()))
+            .collect();
+        assert_eq!(
+            labels,
+            [(1, "applied"), (2, "failed"), (3, "blocked"), (4, "failed")]
+        );
+        let listed: Vec<i64> = BatchOutcome { outcomes }
+            .response()
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.offset)
+            .collect();
+        assert_eq!(listed, [2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn after_a_handed_back_message_a_later_follower_is_blocked_not_run() {
+        let mut attempted = Vec::new();
+        let outcomes = run_partition(
+            batch(&[1, 2, 3]),
+            |id| id.offset == 3,
+            |m| {
+                attempted.push(m.id.offset);
+                let outcome = if m.id.offset == 1 {
+                    failed()
+                } else {
+                    applied(1)
+                };
+                async move { outcome }
+            },
+            |_, _| {},
+            |_, _, _| {},
+        )
+        .await;
+        assert_eq!(attempted, [1]);
+        assert_eq!(outcomes[2].1.label(), "blocked");
     }
 
     #[test]

@@ -9,12 +9,13 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
 use super::BatchHandler;
+use super::backlog::{Backlog, Follower, LeaderEnd};
 use super::events::{FanOutFinished, MessageFinished, NotParked};
 use crate::domain::dead_letter::Poison;
 use crate::domain::event::{ConsolidationEvent, DecodeError, DecodedValue, decode_value};
 use crate::domain::failure::{Disposition, StoreError};
 use crate::domain::forecast::Forecast;
-use crate::domain::kafka::KafkaMessage;
+use crate::domain::kafka::{KafkaMessage, MessageId};
 use crate::domain::outcome::MessageOutcome;
 use crate::domain::run::Completion;
 use crate::domain::stamp::{StampPlan, StampReport};
@@ -33,12 +34,16 @@ impl<S: ChargebackStore> BatchHandler<S> {
         message: KafkaMessage,
         control: &Arc<InvocationControl>,
         request_id: &str,
+        backlog: &Backlog,
     ) -> MessageOutcome {
         let span = message_span(&message);
+        let id = message.id.clone();
+        let follower = backlog.follower(&id);
         async {
             let outcome = self
-                .process_in_span(message, control, request_id, &span)
+                .process_in_span(message, control, request_id, follower, &span)
                 .await;
+            backlog.finished(&id, &outcome);
             // The last line of every message's story, whatever happened.
             span.record("outcome", outcome.label());
             MessageFinished(&outcome).emit();
@@ -53,6 +58,7 @@ impl<S: ChargebackStore> BatchHandler<S> {
         message: KafkaMessage,
         control: &Arc<InvocationControl>,
         request_id: &str,
+        follower: Option<Follower>,
         span: &Span,
     ) -> MessageOutcome {
         let decoded = decode_value(message.value.as_ref());
@@ -76,6 +82,33 @@ impl<S: ChargebackStore> BatchHandler<S> {
             "execution_sequence",
             xray::number(event.execution.sequence()),
         );
+        if let Some(follower) = follower {
+            let leader = follower.leader.clone();
+            match follower.leader_end().await {
+                LeaderEnd::Completed { by_execution } => {
+                    info!(
+                        superseded_by_execution = by_execution,
+                        leader_partition = %leader.partition,
+                        leader_offset = leader.offset,
+                        "already done: the newer event of this day at {}@{} in this batch \
+                         completed (execution {by_execution}); nothing read or written for \
+                         execution {}",
+                        leader.partition,
+                        leader.offset,
+                        event.execution.sequence()
+                    );
+                    return MessageOutcome::Superseded { by_execution };
+                }
+                LeaderEnd::NotCompleted => info!(
+                    leader_partition = %leader.partition,
+                    leader_offset = leader.offset,
+                    "the newer event of this day at {}@{} in this batch did not complete; \
+                     stamping this one as if it were alone",
+                    leader.partition,
+                    leader.offset
+                ),
+            }
+        }
         if let Some(reason) = control.stop_reason() {
             warn!(reason = %reason, "not started, handed back: {reason}");
             return MessageOutcome::Unfinished {
@@ -271,5 +304,24 @@ pub(super) fn log_blocked(message: &KafkaMessage, behind: i64) {
     info!(
         handed_back = true,
         behind, "message outcome: blocked behind offset {behind}, handed back in offset order"
+    );
+}
+
+/// A message that ran out of offset order (it did not wait for a follower
+/// before it) is listed all the same, behind the follower that was handed
+/// back: Lambda resumes a partition from its first listed message.
+pub(super) fn log_relisted(id: &MessageId, ended: &MessageOutcome, behind: i64) {
+    info!(
+        partition = %id.partition,
+        offset = id.offset,
+        outcome = "blocked",
+        ran_as = ended.label(),
+        handed_back = true,
+        behind,
+        "message {}@{} listed for redelivery behind offset {behind}, which ran after it and was \
+         handed back; it ended {} and its redelivery finds it done",
+        id.partition,
+        id.offset,
+        ended.label()
     );
 }

@@ -6,6 +6,7 @@
 //! `message` is one message's story, `parking` the dead-letter queue's side
 //! of it, `events` what the handler says about both.
 
+mod backlog;
 mod events;
 mod message;
 mod parking;
@@ -21,13 +22,14 @@ use tracing::{Instrument, Span, error, info, info_span, warn};
 use crate::config::DEFAULT_DEADLINE_MARGIN;
 use crate::domain::failure::{ErrorClass, StoreError};
 use crate::domain::kafka::{EnvelopeError, EventSource, MessageId, decode_envelope};
-use crate::domain::outcome::{BatchOutcome, MessageOutcome, run_in_offset_order};
+use crate::domain::outcome::{BatchOutcome, MessageOutcome, run_partition};
 use crate::domain::stamp::StampReport;
 use crate::fanout::FanOut;
 use crate::ledger::Ledger;
 use crate::ports::{ChargebackStore, DeadLetterSink, FailureNotifier};
 use crate::retry::InvocationControl;
 use crate::telemetry::xray;
+use backlog::Backlog;
 use events::BatchFinished;
 
 pub struct BatchHandler<S> {
@@ -153,6 +155,10 @@ impl<S: ChargebackStore> BatchHandler<S> {
         ));
         self.fan_out.pacer().begin_invocation();
 
+        // Several events of one day: the newest runs first, the others wait
+        // for it (side effects out of offset order; the response keeps it).
+        let backlog = Arc::new(Backlog::plan(&partitions));
+
         // Which messages each partition task holds, so that even a task that
         // ends abnormally cannot lose them: they are handed back.
         let mut held = HashMap::new();
@@ -161,13 +167,20 @@ impl<S: ChargebackStore> BatchHandler<S> {
             let ids: Vec<MessageId> = batch.messages.iter().map(|m| m.id.clone()).collect();
             let handler = Arc::clone(self);
             let control = Arc::clone(&control);
+            let backlog_of_task = Arc::clone(&backlog);
             let request_id = invocation.request_id.clone();
             let task = running.spawn(
                 async move {
-                    run_in_offset_order(
+                    let backlog = backlog_of_task;
+                    run_partition(
                         batch,
-                        |message| handler.process(message, &control, &request_id),
-                        message::log_blocked,
+                        |id| backlog.follows(id),
+                        |message| handler.process(message, &control, &request_id, &backlog),
+                        |message, behind| {
+                            backlog.release([&message.id]);
+                            message::log_blocked(message, behind);
+                        },
+                        message::log_relisted,
                     )
                     .await
                 }
@@ -178,10 +191,14 @@ impl<S: ChargebackStore> BatchHandler<S> {
         let mut outcome = BatchOutcome::default();
         while let Some(joined) = running.join_next_with_id().await {
             match joined {
-                Ok((_, outcomes)) => outcome.outcomes.extend(outcomes),
+                Ok((task, outcomes)) => {
+                    backlog.release(held.get(&task).into_iter().flatten());
+                    outcome.outcomes.extend(outcomes);
+                }
                 Err(join_error) => {
                     error!(error = %join_error, "a partition task ended abnormally; handing its messages back");
                     let ids = held.remove(&join_error.id()).unwrap_or_default();
+                    backlog.release(&ids);
                     outcome
                         .outcomes
                         .extend(ids.into_iter().map(|id| (id, lost_task_outcome())));
