@@ -67,7 +67,8 @@ pub mod model {
     pub use crate::domain::kafka::{EnvelopeError, decode_envelope};
     pub use crate::domain::outcome::{BatchOutcome, BatchSummary, FailureNotice, MessageOutcome};
     pub use crate::domain::run::{
-        Completion, Recorded, Run, RunCounts, RunStart, RunStatus, TableIdentity,
+        Checkpoint, Completion, IndexPosition, KeyPart, Recorded, Run, RunCounts, RunStart,
+        RunStatus, TableIdentity,
     };
     pub use crate::domain::stamp::{StampPlan, StampReport, StampResult, StampValues};
 }

@@ -7,7 +7,9 @@ use crate::domain::dead_letter::DeadLetter;
 use crate::domain::event::PartitionDate;
 use crate::domain::failure::{SinkError, StoreError};
 use crate::domain::outcome::FailureNotice;
-use crate::domain::run::{Completion, Recorded, Run, RunCounts, RunStart, TableIdentity};
+use crate::domain::run::{
+    Checkpoint, Completion, IndexPosition, Recorded, Run, RunCounts, RunStart, TableIdentity,
+};
 use crate::domain::stamp::{KeySelection, StampResult, StampValues};
 
 /// One page of keys to stamp and where the next one starts.
@@ -38,6 +40,18 @@ pub trait ChargebackStore: Send + Sync + 'static {
 
     /// How many independent key streams a selection is read through.
     fn key_streams(&self) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
+    /// Where `cursor` stands in the date index, for a run's checkpoint;
+    /// `None` when this store's cursors cannot resume a run (a scan).
+    fn position(&self, _cursor: &Self::Cursor) -> Option<IndexPosition> {
+        None
+    }
+
+    /// The cursor that resumes reading after `position`; `None` when this
+    /// store cannot (a scan): the selection is then read from its start.
+    fn cursor_at(&self, _position: &IndexPosition) -> Option<Self::Cursor> {
+        None
+    }
 
     fn key_page(
         &self,
@@ -110,6 +124,19 @@ pub trait FailureNotifier: Send + Sync {
     fn publish<'a>(&'a self, notice: &'a FailureNotice) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
+/// Where an unfinished fan-out says how far it got: the run ledger, through
+/// [`crate::ledger::Ledger`]. Saving never fails the fan-out.
+pub trait Checkpoints: Send + Sync {
+    /// The run's checkpoint, when a delivery resumes it: the fan-out reads
+    /// the selection after it.
+    fn resume_at(&self) -> Option<&IndexPosition>;
+
+    /// Every selected record up to `position` is done, and `done` counts
+    /// them, as far as this pass is concerned; `resumed`: this pass started
+    /// after the run's previous checkpoint (whose counts come first).
+    fn save(&self, position: IndexPosition, done: RunCounts, resumed: bool) -> BoxFuture<'_, ()>;
+}
+
 /// The run ledger: one item per (day, execution), written as a fan-out
 /// starts and when it completes, read before one starts. Its errors are
 /// never the invocation's: the caller stamps without it.
@@ -128,6 +155,16 @@ pub trait RunLedger: Send + Sync {
         counts: &'a RunCounts,
         rule: Completion,
     ) -> BoxFuture<'a, Result<Recorded, StoreError>>;
+
+    /// An unfinished fan-out of `run` got this far: every selected record up
+    /// to the checkpoint is done. Only forward (by `created_at`), only on an
+    /// in-progress run of the same table and cutoff: `Ok(false)` when the
+    /// ledger kept what it had.
+    fn save_checkpoint<'a>(
+        &'a self,
+        run: &'a RunStart,
+        checkpoint: &'a Checkpoint,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// Requests sent to the ledger so far, when the adapter counts them.
     fn requests_sent(&self) -> Option<u64> {

@@ -2,6 +2,8 @@
 //! rule that makes a completed run answer an event without a fan-out, and
 //! what a run records.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
@@ -67,6 +69,19 @@ impl RunCounts {
     }
 }
 
+impl RunCounts {
+    /// These counts, then `later`'s: a run resumed after a checkpoint counts
+    /// what lay before it, then what the resumed pass did.
+    pub fn then(&self, later: &Self) -> Self {
+        Self {
+            stamped: self.stamped + later.stamped,
+            already_applied: self.already_applied + later.already_applied,
+            gone: self.gone + later.gone,
+            left_for_next: later.left_for_next,
+        }
+    }
+}
+
 impl From<&StampReport> for RunCounts {
     fn from(report: &StampReport) -> Self {
         Self {
@@ -105,6 +120,9 @@ pub struct Run {
     pub finished_at: Option<DateTime<Utc>>,
     #[serde(serialize_with = "ledger_times")]
     pub updated_at: Option<DateTime<Utc>>,
+    /// While in progress: where a resumed delivery starts (`counts` are
+    /// those of the records up to it).
+    pub checkpoint: Option<IndexPosition>,
 }
 
 impl Run {
@@ -119,6 +137,27 @@ impl Run {
             && self
                 .execution_time
                 .is_some_and(|cutoff| cutoff >= event.execution_time)
+    }
+
+    /// Where a delivery of `event` resumes this run: an in-progress run of
+    /// the same table and cutoff with a checkpoint, and what lies before it.
+    pub fn resume_point(
+        &self,
+        event: &ConsolidationEvent,
+        table: &TableIdentity,
+    ) -> Option<Checkpoint> {
+        let resumable = self.status == RunStatus::InProgress
+            && self.table.id == table.id
+            && self.execution_sequence == event.execution.sequence()
+            && self.execution_time == Some(event.execution_time);
+        let position = self.checkpoint.clone().filter(|_| resumable)?;
+        Some(Checkpoint {
+            position,
+            counts: RunCounts {
+                left_for_next: None,
+                ..self.counts
+            },
+        })
     }
 
     /// From started to finished, when both are known.
@@ -137,6 +176,32 @@ pub(crate) fn superseding_run<'a>(
     runs.iter()
         .filter(|run| run.covers(event, table))
         .max_by_key(|run| run.execution_sequence)
+}
+
+/// One part of a key, typed as DynamoDB types key attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum KeyPart {
+    S(String),
+    N(String),
+    B(Vec<u8>),
+}
+
+/// A position in the date index: the key of one entry (the last of a page
+/// whose records, and every earlier page's, are done) and its `created_at`.
+/// The index's order among equal `created_at` values is not documented, so
+/// positions are compared on `created_at` only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IndexPosition {
+    pub created_at: String,
+    pub key: BTreeMap<String, KeyPart>,
+}
+
+/// How far an unfinished run got: every selected record up to `position`
+/// is done (written, already applied or gone), and `counts` counted them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub position: IndexPosition,
+    pub counts: RunCounts,
 }
 
 /// What the ledger records when a fan-out for `event` starts, and again
@@ -264,6 +329,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             updated_at: None,
+            checkpoint: None,
         }
     }
 
@@ -317,6 +383,93 @@ mod tests {
         ];
         let answered = superseding_run(&runs, &event(2, "2025-11-20T12:00:00"), &table("t1"));
         assert_eq!(answered.map(|r| r.execution_sequence), Some(4));
+    }
+
+    fn position(created_at: &str) -> IndexPosition {
+        IndexPosition {
+            created_at: created_at.into(),
+            key: BTreeMap::from([("chargeback_id".into(), KeyPart::S("cb-1".into()))]),
+        }
+    }
+
+    #[test]
+    fn only_an_in_progress_run_of_the_same_table_and_cutoff_resumes() {
+        let t1 = table("t1");
+        let at = "2025-11-20T12:00:00";
+        let mut open = run(2, at, RunStatus::InProgress, "t1");
+        open.counts = RunCounts {
+            stamped: 10,
+            already_applied: 2,
+            gone: 1,
+            left_for_next: Some(9),
+        };
+        assert_eq!(open.resume_point(&event(2, at), &t1), None, "no checkpoint");
+        open.checkpoint = Some(position("2025-11-20T03:00:00.000Z"));
+        let resume = open.resume_point(&event(2, at), &t1);
+        assert_eq!(
+            resume,
+            Some(Checkpoint {
+                position: position("2025-11-20T03:00:00.000Z"),
+                counts: RunCounts {
+                    stamped: 10,
+                    already_applied: 2,
+                    gone: 1,
+                    left_for_next: None,
+                },
+            })
+        );
+        let refused = [
+            (
+                open.clone(),
+                event(2, "2025-11-20T12:30:00"),
+                "another cutoff",
+            ),
+            (open.clone(), event(3, at), "another execution"),
+            (
+                Run {
+                    status: RunStatus::Completed,
+                    ..open.clone()
+                },
+                event(2, at),
+                "completed",
+            ),
+            (
+                Run {
+                    table: table("t0"),
+                    ..open.clone()
+                },
+                event(2, at),
+                "another table",
+            ),
+        ];
+        for (run, event, why) in refused {
+            assert_eq!(run.resume_point(&event, &t1), None, "{why}");
+        }
+    }
+
+    #[test]
+    fn a_resumed_run_counts_what_lay_before_its_checkpoint_then_the_rest() {
+        let before = RunCounts {
+            stamped: 10,
+            already_applied: 2,
+            gone: 1,
+            left_for_next: None,
+        };
+        let rest = RunCounts {
+            stamped: 5,
+            already_applied: 1,
+            gone: 0,
+            left_for_next: Some(3),
+        };
+        assert_eq!(
+            before.then(&rest),
+            RunCounts {
+                stamped: 15,
+                already_applied: 3,
+                gone: 1,
+                left_for_next: Some(3),
+            }
+        );
     }
 
     #[test]

@@ -143,6 +143,9 @@ pub struct StampReport {
     pub left_behind: Option<u64>,
     /// Writes DynamoDB refused for capacity and that were sent again.
     pub throttled_writes: u64,
+    /// The fan-out started after its run's checkpoint: the records before
+    /// it, done by earlier deliveries, are not read or counted here.
+    pub resumed: bool,
 }
 
 impl StampReport {

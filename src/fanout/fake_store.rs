@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::domain::event::PartitionDate;
 use crate::domain::failure::{ErrorClass, StoreError};
-use crate::domain::run::TableIdentity;
+use crate::domain::run::{IndexPosition, KeyPart, TableIdentity};
 use crate::domain::stamp::{KeySelection, StampResult, StampValues};
 use crate::ports::{ChargebackStore, KeyPage};
 
@@ -46,6 +46,13 @@ pub(crate) struct FakeStore {
     pub capacity: Option<Mutex<Capacity>>,
     /// Writes refused by `capacity`.
     pub refused: AtomicUsize,
+    /// Cursors are positions a run can resume from (as a date index's are).
+    pub resumable: bool,
+    /// Refuse the next read that starts at a cursor, as DynamoDB refuses a
+    /// start key from an index that changed.
+    pub refuse_start: std::sync::atomic::AtomicBool,
+    /// Key pages read.
+    pub pages_read: AtomicUsize,
 }
 
 pub(crate) struct Capacity {
@@ -105,12 +112,34 @@ impl ChargebackStore for FakeStore {
         Ok(self.streams)
     }
 
+    fn position(&self, cursor: &usize) -> Option<IndexPosition> {
+        self.resumable.then(|| IndexPosition {
+            created_at: format!("{cursor:08}"),
+            key: BTreeMap::from([("at".to_owned(), KeyPart::N(cursor.to_string()))]),
+        })
+    }
+
+    fn cursor_at(&self, position: &IndexPosition) -> Option<usize> {
+        match position.key.get("at") {
+            Some(KeyPart::N(at)) if self.resumable => at.parse().ok(),
+            _ => None,
+        }
+    }
+
     async fn key_page(
         &self,
         selection: &KeySelection,
         stream: u32,
         cursor: Option<usize>,
     ) -> Result<KeyPage<String, usize>, StoreError> {
+        if cursor.is_some() && self.refuse_start.swap(false, Ordering::Relaxed) {
+            return Err(StoreError::new(
+                ErrorClass::Permanent,
+                "Query",
+                "ValidationException: The provided starting key is invalid",
+            ));
+        }
+        self.pages_read.fetch_add(1, Ordering::Relaxed);
         let date = selection.partition_date.to_string();
         let selected: Vec<String> = self
             .records

@@ -7,6 +7,7 @@
 //! `running` keeps the requests in flight and judges how the fan-out ended,
 //! `progress` counts and reports; this module starts and joins them.
 
+mod checkpoint;
 pub(crate) mod events;
 mod paging;
 mod progress;
@@ -14,21 +15,23 @@ mod requests;
 mod running;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::field::Empty;
-use tracing::{Instrument, Span, info_span, warn};
+use tracing::{Instrument, Span, info, info_span, warn};
 
 use crate::domain::failure::{StopReason, StoreError};
+use crate::domain::run::IndexPosition;
 use crate::domain::stamp::{StampPlan, StampReport};
 use crate::pacing::WritePacer;
-use crate::ports::ChargebackStore;
+use crate::ports::{ChargebackStore, Checkpoints};
 use crate::retry::events::RequestsHeldBack;
 use crate::retry::{AdaptiveLimiter, InvocationControl, RetryPolicy};
 use crate::telemetry::xray;
-use paging::PageRead;
+use checkpoint::PageNumber;
+use paging::{KeysRead, PageRead, StartAt};
 pub(crate) use progress::Expected;
 pub use progress::Progress;
 use requests::Request;
@@ -49,6 +52,21 @@ pub enum FanOutError {
         reason: StopReason,
         report: StampReport,
     },
+}
+
+/// What a fan-out knows of its checkpoints while it runs.
+struct Marking<'a> {
+    checkpoints: Option<&'a dyn Checkpoints>,
+    /// The fan-out started after the run's checkpoint (and the store took it).
+    resumed: bool,
+    refused: Arc<AtomicBool>,
+    last_saved: Instant,
+}
+
+impl Marking<'_> {
+    fn resumed(&self) -> bool {
+        self.resumed && !self.refused.load(Ordering::Relaxed)
+    }
 }
 
 /// Applies stamp plans to a store.
@@ -139,6 +157,18 @@ impl<S: ChargebackStore> FanOut<S> {
         plan: &StampPlan,
         control: &Arc<InvocationControl>,
     ) -> Result<StampReport, FanOutError> {
+        self.stamp_tracked(plan, control, None).await
+    }
+
+    /// [`stamp_partition`](Self::stamp_partition) for a run of the ledger:
+    /// resumed after its checkpoint, saving new ones when it stops early and
+    /// at most once per progress-log interval while it runs.
+    pub async fn stamp_tracked(
+        &self,
+        plan: &StampPlan,
+        control: &Arc<InvocationControl>,
+        checkpoints: Option<&dyn Checkpoints>,
+    ) -> Result<StampReport, FanOutError> {
         // One X-Ray subsegment per fan-out, never one per record: its counts
         // and, when it fails, the failure that stopped it.
         let span = info_span!(
@@ -155,7 +185,7 @@ impl<S: ChargebackStore> FanOut<S> {
         );
         let live = Arc::new(Progress::default());
         let started = Instant::now();
-        let work = self.stamp_in_span(plan, control, &live);
+        let work = self.stamp_in_span(plan, control, &live, checkpoints);
         let result = match self.progress_log {
             Some(interval) => {
                 let expected = self.progress.expected(plan.values.records_in_consolidation);
@@ -187,6 +217,7 @@ impl<S: ChargebackStore> FanOut<S> {
         plan: &StampPlan,
         control: &Arc<InvocationControl>,
         live: &Arc<Progress>,
+        checkpoints: Option<&dyn Checkpoints>,
     ) -> Result<StampReport, FanOutError> {
         if let Some(reason) = control.stop_reason() {
             return Err(FanOutError::Stopped {
@@ -195,33 +226,110 @@ impl<S: ChargebackStore> FanOut<S> {
             });
         }
         let (stamp, streams) = self.prepare(plan, control).await?;
-        let (pages, mut readers) =
-            paging::start_key_readers(&self.store, &plan.selection, streams, self.policy, control);
+        let start = self.start_at(checkpoints.and_then(|c| c.resume_at()), streams);
+        let mut marking = Marking {
+            // A mark over pages of several interleaved streams (a parallel
+            // scan) would say nothing: those fan-outs save none.
+            checkpoints: checkpoints.filter(|_| streams == 1),
+            resumed: start.is_some(),
+            refused: Arc::new(AtomicBool::new(false)),
+            last_saved: Instant::now(),
+        };
+        let start = start.map(|cursor| StartAt {
+            cursor,
+            refused: Arc::clone(&marking.refused),
+        });
+        let (pages, mut readers) = paging::start_key_readers(
+            &self.store,
+            &plan.selection,
+            streams,
+            self.policy,
+            control,
+            start,
+        );
         let mut running = Running::default();
         let halted = self
-            .stamp_pages(pages, &stamp, control, live, &mut running)
+            .stamp_pages(pages, &stamp, control, live, &mut running, &mut marking)
             .await;
         if running.failure.is_some() || halted.is_some() {
             readers.abort_all();
         }
         running.wait_for_all(&self.progress, live).await;
         running.report.throttled_writes = live.throttled.load(Ordering::Relaxed);
+        running.report.resumed = marking.resumed();
         if let Some(error) = paging::join_key_readers(readers).await {
             running.failure.get_or_insert(error);
         }
-        let Running {
-            mut report,
-            failure,
-            stopped,
-            ..
-        } = running;
-        if let Some(unfinished) = Unfinished::judge(failure, halted.or(stopped), control) {
-            return Err(unfinished.with_report(report));
+        if let Some(unfinished) = Unfinished::judge(
+            running.failure.take(),
+            halted.or(running.stopped.take()),
+            control,
+        ) {
+            // How far it got, for the next delivery to resume from.
+            self.save_checkpoint(&mut running, &mut marking, control, true)
+                .await;
+            return Err(unfinished.with_report(running.report));
         }
+        let mut report = running.report;
         if plan.count_left_behind {
             report.left_behind = self.count_left_behind(plan, control).await;
         }
         Ok(report)
+    }
+
+    /// The cursor a resumed run starts at: its checkpoint, when the store
+    /// reads the selection as one stream it can resume (not a scan).
+    fn start_at(&self, resume_at: Option<&IndexPosition>, streams: u32) -> Option<S::Cursor> {
+        let position = resume_at?;
+        let cursor = (streams == 1)
+            .then(|| self.store.cursor_at(position))
+            .flatten();
+        if cursor.is_none() {
+            info!(
+                checkpoint_created_at = %position.created_at,
+                "the run's checkpoint cannot be used by this table's reads (no date index); \
+                 reading the day from its start"
+            );
+        }
+        cursor
+    }
+
+    /// Saves the fan-out's mark if it moved: `now` when it stops early,
+    /// else once the progress-log interval has passed since the last save.
+    /// Bounded by the time the invocation has left.
+    async fn save_checkpoint(
+        &self,
+        running: &mut Running<S::Cursor>,
+        marking: &mut Marking<'_>,
+        control: &InvocationControl,
+        now: bool,
+    ) {
+        let Some(checkpoints) = marking.checkpoints else {
+            return;
+        };
+        let due = now
+            || self
+                .progress_log
+                .is_some_and(|interval| marking.last_saved.elapsed() >= interval);
+        if !due || !running.marks.take_moved() {
+            return;
+        }
+        let Some((cursor, done)) = running.marks.mark() else {
+            return;
+        };
+        let Some(position) = self.store.position(cursor) else {
+            return;
+        };
+        marking.last_saved = Instant::now();
+        let save = checkpoints.save(position, done, marking.resumed());
+        match control.time_left() {
+            Some(left) => {
+                if tokio::time::timeout(left, save).await.is_err() {
+                    warn!("the checkpoint was not saved before the invocation's deadline");
+                }
+            }
+            None => save.await,
+        }
     }
 
     /// What every request needs: the stamp prepared for the store, and the
@@ -249,25 +357,30 @@ impl<S: ChargebackStore> FanOut<S> {
     }
 
     /// Sends the keys of each page as it comes, in requests of `batch` (one
-    /// per `UpdateItem`, up to 25 per `BatchExecuteStatement`), each holding
-    /// one limiter permit, until the pages end or no request may start.
-    /// Returns why new work stopped, if it did; a failure is in `running`.
+    /// per `UpdateItem`, up to 25 per `BatchExecuteStatement`) that never
+    /// mix pages, each holding one limiter permit, until the pages end or no
+    /// request may start. Returns why new work stopped, if it did; a failure
+    /// is in `running`.
     async fn stamp_pages(
         &self,
-        mut pages: mpsc::Receiver<PageRead<S::Key>>,
+        mut pages: mpsc::Receiver<PageRead<S::Key, S::Cursor>>,
         stamp: &Arc<S::PreparedStamp>,
         control: &Arc<InvocationControl>,
         live: &Arc<Progress>,
-        running: &mut Running,
+        running: &mut Running<S::Cursor>,
+        marking: &mut Marking<'_>,
     ) -> Option<StopReason> {
         let batch = if self.dry_run {
             1
         } else {
             self.store.batch_limit().max(1)
         };
-        let mut chunk = Vec::with_capacity(batch);
         while let Some(page) = pages.recv().await {
-            let (keys, already_applied) = match page {
+            let KeysRead {
+                keys,
+                already_applied,
+                next,
+            } = match page {
                 Ok(page) => page,
                 Err(error) => {
                     running.failure.get_or_insert(error);
@@ -278,37 +391,35 @@ impl<S: ChargebackStore> FanOut<S> {
             running.report.already_applied_on_read += already_applied;
             self.progress.record_read(already_applied);
             live.record_read(already_applied);
-            for key in keys {
-                chunk.push(key);
-                if chunk.len() < batch {
-                    continue;
-                }
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(batch));
-                if let Err(halt) = self.launch(full, stamp, control, live, running).await {
+            let page = running.marks.page_read(already_applied, next);
+            let mut keys = keys.into_iter().peekable();
+            while keys.peek().is_some() {
+                let request: Vec<S::Key> = keys.by_ref().take(batch).collect();
+                if let Err(halt) = self
+                    .launch(request, page, stamp, control, live, running)
+                    .await
+                {
                     return halt;
                 }
             }
+            running.marks.page_dispatched(page);
+            self.save_checkpoint(running, marking, control, false).await;
         }
-        // The last, partial request.
-        if chunk.is_empty() {
-            return None;
-        }
-        self.launch(chunk, stamp, control, live, running)
-            .await
-            .err()
-            .flatten()
+        None
     }
 
-    /// Starts one request's worth of updates once the limiter allows.
-    /// `Err` says no more should start: `Some` reason to stop, or `None`
-    /// when a request failed for good (`running.failure` says which).
+    /// Starts one request's worth of updates (keys of `page`) once the
+    /// limiter allows. `Err` says no more should start: `Some` reason to
+    /// stop, or `None` when a request failed for good (`running.failure`
+    /// says which).
     async fn launch(
         &self,
         keys: Vec<S::Key>,
+        page: PageNumber,
         stamp: &Arc<S::PreparedStamp>,
         control: &Arc<InvocationControl>,
         live: &Arc<Progress>,
-        running: &mut Running,
+        running: &mut Running<S::Cursor>,
     ) -> Result<(), Option<StopReason>> {
         let permit = match self.limiter.acquire().await {
             Ok(permit) => permit,
@@ -326,6 +437,7 @@ impl<S: ChargebackStore> FanOut<S> {
         if let Some(reason) = control.stop_reason().or_else(|| running.stopped.clone()) {
             return Err(Some(reason));
         }
+        running.marks.request_started(page);
         let store = Arc::clone(&self.store);
         let stamp = Arc::clone(stamp);
         let limiter = Arc::clone(&self.limiter);
@@ -346,7 +458,7 @@ impl<S: ChargebackStore> FanOut<S> {
             };
             let result = request.run_with_retries(keys).await;
             drop(permit);
-            result
+            (page, result)
         });
         Ok(())
     }

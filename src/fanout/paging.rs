@@ -3,11 +3,12 @@
 //! fan-out through a channel that holds a few pages ahead of the updates.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::field::Empty;
-use tracing::{Instrument, Span, info_span};
+use tracing::{Instrument, Span, info_span, warn};
 
 use crate::domain::failure::{ErrorClass, StoreError};
 use crate::domain::stamp::KeySelection;
@@ -19,21 +20,35 @@ use crate::telemetry::xray;
 /// while the next page is fetched, without holding many keys in memory.
 const PAGES_AHEAD_PER_STREAM: usize = 2;
 
-/// A page's keys to stamp, and how many records it showed already applied.
-pub(super) type KeysRead<K> = (Vec<K>, u64);
+/// A page's keys to stamp, how many records it showed already applied, and
+/// where reading resumes after it (`None`: its stream's last page).
+pub(super) struct KeysRead<K, C> {
+    pub(super) keys: Vec<K>,
+    pub(super) already_applied: u64,
+    pub(super) next: Option<C>,
+}
 
 /// What a key reader hands over: a page, or the failure that ended it.
-pub(super) type PageRead<K> = Result<KeysRead<K>, StoreError>;
+pub(super) type PageRead<K, C> = Result<KeysRead<K, C>, StoreError>;
 
-/// Starts one reader per key stream. The channel closes when every reader
-/// has finished; dropping it stops them at their next page.
+/// Where the one key stream of a resumed run starts, and whether the store
+/// refused it (then the stream starts over from the beginning).
+pub(super) struct StartAt<C> {
+    pub(super) cursor: C,
+    pub(super) refused: Arc<AtomicBool>,
+}
+
+/// Starts one reader per key stream (the first at `start`, when a run is
+/// resumed). The channel closes when every reader has finished; dropping it
+/// stops them at their next page.
 pub(super) fn start_key_readers<S: ChargebackStore>(
     store: &Arc<S>,
     selection: &KeySelection,
     streams: u32,
     policy: RetryPolicy,
     control: &Arc<InvocationControl>,
-) -> (mpsc::Receiver<PageRead<S::Key>>, JoinSet<()>) {
+    mut start: Option<StartAt<S::Cursor>>,
+) -> (mpsc::Receiver<PageRead<S::Key, S::Cursor>>, JoinSet<()>) {
     let (pages_tx, pages) =
         mpsc::channel(PAGES_AHEAD_PER_STREAM * usize::try_from(streams).unwrap_or(1));
     let mut readers = JoinSet::new();
@@ -43,6 +58,7 @@ pub(super) fn start_key_readers<S: ChargebackStore>(
                 Arc::clone(store),
                 selection.clone(),
                 stream,
+                start.take(),
                 policy,
                 Arc::clone(control),
                 pages_tx.clone(),
@@ -73,15 +89,20 @@ pub(super) async fn join_key_readers(mut readers: JoinSet<()>) -> Option<StoreEr
 }
 
 /// Reads one key stream to its end, or until the fan-out stops listening.
+/// A resumed stream whose start the store refuses for good (DynamoDB says
+/// `ValidationException` of a start key from an index that changed) starts
+/// over: a full pass costs writes, never the message.
 async fn read_key_stream<S: ChargebackStore>(
     store: Arc<S>,
     selection: KeySelection,
     stream: u32,
+    start: Option<StartAt<S::Cursor>>,
     policy: RetryPolicy,
     control: Arc<InvocationControl>,
-    pages: mpsc::Sender<PageRead<S::Key>>,
+    pages: mpsc::Sender<PageRead<S::Key, S::Cursor>>,
 ) {
-    let mut cursor: Option<S::Cursor> = None;
+    let mut refused = start.as_ref().map(|s| Arc::clone(&s.refused));
+    let mut cursor: Option<S::Cursor> = start.map(|s| s.cursor);
     loop {
         // One X-Ray subsegment per page read (retries included).
         let span = info_span!(
@@ -106,21 +127,33 @@ async fn read_key_stream<S: ChargebackStore>(
             Err(error) => xray::record_failure(&span, &error.to_string()),
         }
         drop(span);
+        // Only the first read can refuse the start.
+        let first_of_resumed = refused.take();
         match page {
             Ok(page) => {
-                let worth_sending = !page.keys.is_empty() || page.already_applied > 0;
-                if worth_sending
-                    && pages
-                        .send(Ok((page.keys, page.already_applied)))
-                        .await
-                        .is_err()
-                {
+                let last = page.next.is_none();
+                cursor.clone_from(&page.next);
+                let read = KeysRead {
+                    keys: page.keys,
+                    already_applied: page.already_applied,
+                    next: page.next,
+                };
+                if pages.send(Ok(read)).await.is_err() || last {
                     return;
                 }
-                match page.next {
-                    Some(next) => cursor = Some(next),
-                    None => return,
+            }
+            Err(error) if error.class == ErrorClass::Permanent && first_of_resumed.is_some() => {
+                warn!(
+                    error_kind = error.class.kind(),
+                    operation = error.operation,
+                    error = %error.message,
+                    "the run's checkpoint was refused as a start key (the index changed since, \
+                     or the key is stale); reading the day from its start instead"
+                );
+                if let Some(refused) = first_of_resumed {
+                    refused.store(true, Ordering::Relaxed);
                 }
+                cursor = None;
             }
             Err(error) => {
                 let _ = pages.send(Err(error)).await;

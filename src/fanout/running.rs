@@ -4,23 +4,37 @@
 use tokio::task::{JoinError, JoinSet};
 
 use super::FanOutError;
+use super::checkpoint::{PageNumber, Watermark};
 use super::progress::Progress;
 use super::requests::{RequestDone, RequestEnd};
 use crate::domain::failure::{ErrorClass, StopReason, StoreError};
 use crate::domain::stamp::{StampReport, StampResult};
 use crate::retry::InvocationControl;
 
-/// The updates in flight for one fan-out, and what finished ones reported.
-#[derive(Default)]
-pub(super) struct Running {
-    pub(super) updates: JoinSet<RequestDone>,
+/// The updates in flight for one fan-out (each with its page), and what
+/// finished ones reported.
+pub(super) struct Running<C> {
+    pub(super) updates: JoinSet<(PageNumber, RequestDone)>,
+    pub(super) marks: Watermark<C>,
     pub(super) report: StampReport,
     pub(super) failure: Option<StoreError>,
     /// A request that stopped waiting for its turn (the deadline came).
     pub(super) stopped: Option<StopReason>,
 }
 
-impl Running {
+impl<C> Default for Running<C> {
+    fn default() -> Self {
+        Self {
+            updates: JoinSet::new(),
+            marks: Watermark::default(),
+            report: StampReport::default(),
+            failure: None,
+            stopped: None,
+        }
+    }
+}
+
+impl<C: Clone> Running<C> {
     /// Waits for every request in flight, counting what each did.
     pub(super) async fn wait_for_all(&mut self, process: &Progress, live: &Progress) {
         while let Some(joined) = self.updates.join_next().await {
@@ -33,12 +47,13 @@ impl Running {
     /// this fan-out.
     pub(super) fn tally(
         &mut self,
-        joined: Result<RequestDone, JoinError>,
+        joined: Result<(PageNumber, RequestDone), JoinError>,
         process: &Progress,
         live: &Progress,
     ) {
         match joined {
-            Ok(RequestDone { results, end }) => {
+            Ok((page, RequestDone { results, end })) => {
+                self.marks.request_ended(page, &results, end.is_none());
                 // Whatever was written counts, however the request ended.
                 for result in results {
                     self.record(result, process, live);

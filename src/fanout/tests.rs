@@ -10,7 +10,9 @@ use super::fake_store::{Capacity, FakeRecord, FakeStore};
 use super::{FanOut, FanOutError};
 use crate::domain::event::PartitionDate;
 use crate::domain::failure::{ErrorClass, StopReason, StoreError};
+use crate::domain::run::{IndexPosition, KeyPart, RunCounts};
 use crate::domain::stamp::{KeySelection, StampPlan, StampValues};
+use crate::ports::{BoxFuture, ChargebackStore, Checkpoints};
 use crate::retry::{InvocationControl, RetryPolicy};
 use crate::telemetry::metrics::name::{THROTTLED_REQUESTS, THROTTLED_WRITES};
 
@@ -413,4 +415,141 @@ async fn waiting_for_the_write_rate_ends_unfinished_at_the_deadline_with_the_wor
         panic!("not stopped by the deadline: {error:?}");
     };
     assert!((1..200).contains(&report.written), "{report:?}");
+}
+
+/// Where a fan-out's checkpoints go, in a test: every save, in order.
+#[derive(Default)]
+struct SavedMarks {
+    resume: Option<IndexPosition>,
+    saves: std::sync::Mutex<Vec<(IndexPosition, RunCounts, bool)>>,
+}
+
+impl Checkpoints for SavedMarks {
+    fn resume_at(&self) -> Option<&IndexPosition> {
+        self.resume.as_ref()
+    }
+
+    fn save(&self, position: IndexPosition, done: RunCounts, resumed: bool) -> BoxFuture<'_, ()> {
+        self.saves.lock().unwrap().push((position, done, resumed));
+        Box::pin(async {})
+    }
+}
+
+fn at(position: &IndexPosition) -> usize {
+    match &position.key["at"] {
+        KeyPart::N(n) => n.parse().unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn resumable(records: Vec<(String, FakeRecord)>, page_size: usize) -> FakeStore {
+    let mut store = FakeStore::with_records(records);
+    store.resumable = true;
+    store.page_size = page_size;
+    store
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_fan_out_saves_its_low_water_mark_and_the_next_delivery_resumes_after_it() {
+    let mut store = resumable(day(300, 0), 10);
+    store.fail_on = Some("cb-0150".into());
+    let first = fan_out(store, 4);
+    let saved = SavedMarks::default();
+    let failed = first
+        .stamp_tracked(&plan(1, false), &unbounded(), Some(&saved))
+        .await;
+    assert!(
+        matches!(failed, Err(FanOutError::Store { .. })),
+        "{failed:?}"
+    );
+    let (position, done, resumed) = saved.saves.lock().unwrap().last().cloned().expect("saved");
+    let mark = at(&position);
+    assert!(!resumed);
+    // Every record before the mark is done, and counted; the failed key's
+    // page is not before it.
+    assert!((1..=150).contains(&mark), "mark {mark}");
+    assert_eq!(done.selected(), mark as u64);
+    for i in 0..mark {
+        assert_eq!(first.store().execution_of(&format!("cb-{i:04}")), Some(1));
+    }
+
+    // The next delivery (the record fixed) starts after the mark.
+    let records = first.store().records.lock().unwrap().clone();
+    let second = fan_out(resumable(records.into_iter().collect(), 10), 4);
+    let resume = SavedMarks {
+        resume: Some(position),
+        ..SavedMarks::default()
+    };
+    let report = second
+        .stamp_tracked(&plan(1, false), &unbounded(), Some(&resume))
+        .await
+        .unwrap();
+    assert!(report.resumed);
+    assert_eq!(report.examined(), (300 - mark) as u64);
+    assert_eq!(
+        second.store().pages_read.load(Ordering::SeqCst),
+        (300 - mark).div_ceil(10),
+        "only the pages after the mark are read"
+    );
+    for i in 0..300 {
+        assert_eq!(second.store().execution_of(&format!("cb-{i:04}")), Some(1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_only_move_forward_and_count_exactly_the_pages_before_them() {
+    let fan_out =
+        fan_out(resumable(day(95, 0), 10), 8).with_progress_log(std::time::Duration::from_nanos(1));
+    let saved = SavedMarks::default();
+    fan_out
+        .stamp_tracked(&plan(1, false), &unbounded(), Some(&saved))
+        .await
+        .unwrap();
+    let saves = saved.saves.lock().unwrap();
+    assert!(!saves.is_empty(), "saved while it ran");
+    let mut last = 0;
+    for (position, done, _) in saves.iter() {
+        let mark = at(position);
+        assert!(mark > last && mark % 10 == 0, "{mark} after {last}");
+        assert_eq!(done.selected(), mark as u64);
+        last = mark;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_the_store_refuses_falls_back_to_a_full_pass() {
+    let store = resumable(day(30, 0), 10);
+    store.refuse_start.store(true, Ordering::SeqCst);
+    let fan_out = fan_out(store, 4);
+    let resume = SavedMarks {
+        resume: fan_out.store().position(&20),
+        ..SavedMarks::default()
+    };
+    let report = fan_out
+        .stamp_tracked(&plan(1, false), &unbounded(), Some(&resume))
+        .await
+        .unwrap();
+    assert!(!report.resumed);
+    assert_eq!(report.written, 30);
+    assert_eq!(fan_out.store().pages_read.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_key_streams_neither_resume_nor_save_checkpoints() {
+    let mut store = resumable(day(40, 0), 5);
+    store.streams = 4;
+    let fan_out = fan_out(store, 8).with_progress_log(std::time::Duration::from_nanos(1));
+    let saved = SavedMarks {
+        resume: Some(IndexPosition {
+            created_at: "00000020".into(),
+            key: std::collections::BTreeMap::from([("at".into(), KeyPart::N("20".into()))]),
+        }),
+        ..SavedMarks::default()
+    };
+    let report = fan_out
+        .stamp_tracked(&plan(1, false), &unbounded(), Some(&saved))
+        .await
+        .unwrap();
+    assert_eq!((report.written, report.resumed), (40, false));
+    assert!(saved.saves.lock().unwrap().is_empty());
 }

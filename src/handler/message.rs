@@ -134,7 +134,11 @@ impl<S: ChargebackStore> BatchHandler<S> {
         SelectionMade(&plan).emit();
         self.forecast(&event, &plan, control);
         let started = Instant::now();
-        let stamped = self.fan_out.stamp_partition(&plan, control).await;
+        let checkpoints = self.ledger.checkpoints(&run, request_id);
+        let stamped = self
+            .fan_out
+            .stamp_tracked(&plan, control, checkpoints.as_ref().map(|c| c as _))
+            .await;
         FanOutFinished {
             result: &stamped,
             plan: &plan,

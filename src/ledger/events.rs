@@ -6,7 +6,7 @@ use tracing::{debug, info, warn};
 
 use crate::domain::event::ConsolidationEvent;
 use crate::domain::failure::StoreError;
-use crate::domain::run::{Run, RunCounts, RunStart, ledger_time};
+use crate::domain::run::{Checkpoint, Run, RunCounts, RunStart, ledger_time};
 use crate::telemetry::metrics;
 
 /// A completed run covers the event: no fan-out. (`RunsSuperseded` is
@@ -28,6 +28,54 @@ impl RunSuperseded<'_> {
             run.execution_sequence,
             run.partition_date,
             self.event.execution.sequence()
+        );
+    }
+}
+
+/// An in-progress run is picked up after its checkpoint.
+pub(crate) struct RunResumed<'a> {
+    pub(crate) checkpoint: &'a Checkpoint,
+}
+
+impl RunResumed<'_> {
+    pub(crate) fn emit(&self) {
+        let (position, counts) = (&self.checkpoint.position, &self.checkpoint.counts);
+        info!(
+            checkpoint_created_at = %position.created_at,
+            done_before = counts.selected(),
+            "resuming the run after its checkpoint (created_at {}): {} records before it are \
+             done ({} stamped, {} already applied, {} gone) and are not read again",
+            position.created_at,
+            counts.selected(),
+            counts.stamped,
+            counts.already_applied,
+            counts.gone
+        );
+    }
+}
+
+/// A fan-out saved how far it got (or the ledger had a position as far).
+pub(crate) struct CheckpointSaved<'a> {
+    pub(crate) run: &'a RunStart,
+    pub(crate) checkpoint: &'a Checkpoint,
+    pub(crate) moved: bool,
+}
+
+impl CheckpointSaved<'_> {
+    pub(crate) fn emit(&self) {
+        let (position, counts) = (&self.checkpoint.position, &self.checkpoint.counts);
+        debug!(
+            partition_date = %self.run.partition_date,
+            execution_sequence = self.run.execution_sequence,
+            checkpoint_created_at = %position.created_at,
+            done = counts.selected(),
+            moved = self.moved,
+            "{}",
+            if self.moved {
+                "checkpoint saved: every record up to it is done"
+            } else {
+                "checkpoint not moved: the ledger has one as far or the run is no longer in progress"
+            }
         );
     }
 }

@@ -18,10 +18,12 @@ use tracing::debug;
 
 use crate::domain::event::ConsolidationEvent;
 use crate::domain::failure::{ErrorClass, StoreError};
-use crate::domain::run::{Completion, Recorded, Run, RunCounts, RunStart, superseding_run};
+use crate::domain::run::{
+    Checkpoint, Completion, IndexPosition, Recorded, Run, RunCounts, RunStart, superseding_run,
+};
 use crate::domain::stamp::StampReport;
-use crate::ports::{ChargebackStore, RunLedger};
-use events::{LedgerUnavailable, RunCompleted, RunSuperseded};
+use crate::ports::{BoxFuture, ChargebackStore, Checkpoints, RunLedger};
+use events::{CheckpointSaved, LedgerUnavailable, RunCompleted, RunResumed, RunSuperseded};
 
 /// The longest one ledger call may take, its retries included: past it the
 /// message is stamped without the ledger.
@@ -43,8 +45,12 @@ pub enum RunDecision {
     Untracked,
     /// This completed run already did everything the event asks: no fan-out.
     Superseded(Box<Run>),
-    /// Stamp; the run is recorded as started, to be completed after.
-    Tracked(RunStart),
+    /// Stamp; the run is recorded as started, to be completed after. An
+    /// in-progress run with a checkpoint is `resume`d after it.
+    Tracked {
+        start: RunStart,
+        resume: Option<Checkpoint>,
+    },
 }
 
 /// The run ledger, when there is one, and what it has said in this invocation.
@@ -108,6 +114,7 @@ impl Ledger {
         let Ok(table) = store.table_identity().await else {
             return RunDecision::Untracked;
         };
+        let mut resume = None;
         if verdict == Verdict::Respect {
             let runs = match self.call(port.runs_of_day(event.partition_date)).await {
                 Ok(runs) => runs,
@@ -117,11 +124,35 @@ impl Ledger {
                 RunSuperseded { run, event }.emit();
                 return RunDecision::Superseded(Box::new(run.clone()));
             }
+            resume = runs.iter().find_map(|run| run.resume_point(event, &table));
         }
         let start = RunStart::for_event(event, table);
         match self.call(port.start(&start)).await {
-            Ok(()) => RunDecision::Tracked(start),
+            Ok(()) => {
+                if let Some(checkpoint) = &resume {
+                    RunResumed { checkpoint }.emit();
+                }
+                RunDecision::Tracked { start, resume }
+            }
             Err(error) => self.unavailable(&error, request_id),
+        }
+    }
+
+    /// Where the fan-out of a tracked run saves its checkpoints; `None`
+    /// without a ledger or a tracked run.
+    pub fn checkpoints<'a>(
+        &'a self,
+        decision: &'a RunDecision,
+        request_id: &'a str,
+    ) -> Option<RunCheckpoints<'a>> {
+        match decision {
+            RunDecision::Tracked { start, resume } => Some(RunCheckpoints {
+                ledger: self,
+                start,
+                resume: resume.as_ref(),
+                request_id,
+            }),
+            _ => None,
         }
     }
 
@@ -134,10 +165,14 @@ impl Ledger {
         rule: Completion,
         request_id: &str,
     ) {
-        let (RunDecision::Tracked(start), Some(port)) = (decision, &self.port) else {
+        let (RunDecision::Tracked { start, resume }, Some(port)) = (decision, &self.port) else {
             return;
         };
-        let counts = RunCounts::from(report);
+        let counts = counted(
+            resume.as_ref().map(|c| c.counts),
+            report.resumed,
+            report.into(),
+        );
         match self.call(port.complete(start, &counts, rule)).await {
             Ok(Recorded::Completed) => RunCompleted {
                 run: start,
@@ -193,6 +228,57 @@ impl Ledger {
         }
         .emit();
         RunDecision::Untracked
+    }
+}
+
+/// A run's checkpoints, saved as its fan-out goes.
+pub struct RunCheckpoints<'a> {
+    ledger: &'a Ledger,
+    start: &'a RunStart,
+    /// The checkpoint this delivery resumes after.
+    resume: Option<&'a Checkpoint>,
+    request_id: &'a str,
+}
+
+impl Checkpoints for RunCheckpoints<'_> {
+    fn resume_at(&self) -> Option<&IndexPosition> {
+        self.resume.map(|c| &c.position)
+    }
+
+    fn save(&self, position: IndexPosition, done: RunCounts, resumed: bool) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Some(port) = self.ledger.usable(self.request_id) else {
+                return;
+            };
+            let checkpoint = Checkpoint {
+                position,
+                counts: counted(self.resume.map(|c| c.counts), resumed, done),
+            };
+            match self
+                .ledger
+                .call(port.save_checkpoint(self.start, &checkpoint))
+                .await
+            {
+                Ok(moved) => CheckpointSaved {
+                    run: self.start,
+                    checkpoint: &checkpoint,
+                    moved,
+                }
+                .emit(),
+                Err(error) => {
+                    self.ledger.unavailable(&error, self.request_id);
+                }
+            }
+        })
+    }
+}
+
+/// A run's counts: the checkpoint's it resumed after (when the resumed
+/// pass did start there), then this pass's.
+fn counted(before: Option<RunCounts>, resumed: bool, this_pass: RunCounts) -> RunCounts {
+    match before {
+        Some(before) if resumed => before.then(&this_pass),
+        _ => this_pass,
     }
 }
 

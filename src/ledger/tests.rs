@@ -75,6 +75,7 @@ impl RunLedger for MemoryLedger {
                     started_at: None,
                     finished_at: None,
                     updated_at: None,
+                    checkpoint: None,
                 });
             entry.deliveries += 1;
             Ok(())
@@ -98,7 +99,32 @@ impl RunLedger for MemoryLedger {
             }
             entry.status = RunStatus::Completed;
             entry.counts = *counts;
+            entry.checkpoint = None;
             Ok(Recorded::Completed)
+        })
+    }
+
+    fn save_checkpoint<'a>(
+        &'a self,
+        run: &'a RunStart,
+        checkpoint: &'a Checkpoint,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.failure()?;
+            let mut runs = self.runs.lock().unwrap();
+            let Some(entry) = runs.get_mut(&(run.partition_date, run.execution_sequence)) else {
+                return Ok(false);
+            };
+            let forward = entry
+                .checkpoint
+                .as_ref()
+                .is_none_or(|c| c.created_at <= checkpoint.position.created_at);
+            if entry.status != RunStatus::InProgress || !forward {
+                return Ok(false);
+            }
+            entry.checkpoint = Some(checkpoint.position.clone());
+            entry.counts = checkpoint.counts;
+            Ok(true)
         })
     }
 }
@@ -144,7 +170,7 @@ async fn a_completed_run_answers_its_redelivery_and_older_executions() {
     let first = ledger
         .before_fan_out(&store, &event(2), Verdict::Respect, "r1")
         .await;
-    assert!(matches!(first, RunDecision::Tracked(_)), "{first:?}");
+    assert!(matches!(first, RunDecision::Tracked { .. }), "{first:?}");
     ledger
         .completed(&first, &report(7), Completion::Forward, "r1")
         .await;
@@ -167,7 +193,7 @@ async fn a_completed_run_answers_its_redelivery_and_older_executions() {
     let newer = ledger
         .before_fan_out(&store, &event(3), Verdict::Respect, "r2")
         .await;
-    assert!(matches!(newer, RunDecision::Tracked(_)), "{newer:?}");
+    assert!(matches!(newer, RunDecision::Tracked { .. }), "{newer:?}");
     assert_eq!(
         port.run(2).map(|r| r.deliveries),
         Some(1),
@@ -183,7 +209,10 @@ async fn an_unfinished_run_is_stamped_again_and_its_deliveries_counted() {
         let decision = ledger
             .before_fan_out(&store, &event(1), Verdict::Respect, request)
             .await;
-        assert!(matches!(decision, RunDecision::Tracked(_)), "{decision:?}");
+        assert!(
+            matches!(decision, RunDecision::Tracked { .. }),
+            "{decision:?}"
+        );
     }
     let run = port.run(1).expect("recorded");
     assert_eq!((run.status, run.deliveries), (RunStatus::InProgress, 2));
@@ -203,7 +232,7 @@ async fn forcing_ignores_the_verdict_but_records_the_run() {
     let forced = ledger
         .before_fan_out(&store, &event(1), Verdict::Ignore, "r2")
         .await;
-    assert!(matches!(forced, RunDecision::Tracked(_)), "{forced:?}");
+    assert!(matches!(forced, RunDecision::Tracked { .. }), "{forced:?}");
     // The start only: no read of the day's runs.
     assert_eq!(port.calls.load(Ordering::Relaxed), calls + 1);
     assert_eq!(port.run(1).map(|r| r.deliveries), Some(2));
@@ -230,7 +259,10 @@ async fn a_failing_ledger_is_left_alone_for_the_rest_of_the_invocation() {
     let decision = ledger
         .before_fan_out(&store, &event(1), Verdict::Respect, "r2")
         .await;
-    assert!(matches!(decision, RunDecision::Tracked(_)), "{decision:?}");
+    assert!(
+        matches!(decision, RunDecision::Tracked { .. }),
+        "{decision:?}"
+    );
 }
 
 #[tokio::test]
@@ -261,4 +293,122 @@ async fn no_ledger_means_no_decision() {
         .await;
     assert!(matches!(decision, RunDecision::Untracked));
     assert!(!ledger.is_on());
+}
+
+fn position(created_at: &str) -> IndexPosition {
+    IndexPosition {
+        created_at: created_at.into(),
+        key: std::collections::BTreeMap::from([(
+            "chargeback_id".into(),
+            crate::domain::run::KeyPart::S(format!("cb-{created_at}")),
+        )]),
+    }
+}
+
+fn counts(stamped: u64, already_applied: u64) -> RunCounts {
+    RunCounts {
+        stamped,
+        already_applied,
+        ..RunCounts::default()
+    }
+}
+
+#[tokio::test]
+async fn an_unfinished_run_resumes_after_its_checkpoint_and_counts_what_lay_before_it() {
+    let (port, ledger) = ledger();
+    let store = FakeStore::default();
+    let first = ledger
+        .before_fan_out(&store, &event(2), Verdict::Respect, "r1")
+        .await;
+    let saved = ledger.checkpoints(&first, "r1").expect("a tracked run");
+    assert!(saved.resume_at().is_none(), "nothing to resume yet");
+    saved
+        .save(position("2025-11-20T01:00:00"), counts(5, 1), false)
+        .await;
+    // Never backwards, by created_at.
+    saved
+        .save(position("2025-11-20T00:30:00"), counts(2, 0), false)
+        .await;
+    let run = port.run(2).expect("recorded");
+    assert_eq!(run.checkpoint, Some(position("2025-11-20T01:00:00")));
+    assert_eq!(run.counts, counts(5, 1));
+
+    // The next delivery resumes there; its own checkpoints and its
+    // completion add what lay before.
+    let second = ledger
+        .before_fan_out(&store, &event(2), Verdict::Respect, "r2")
+        .await;
+    let resumed = ledger.checkpoints(&second, "r2").expect("a tracked run");
+    assert_eq!(resumed.resume_at(), Some(&position("2025-11-20T01:00:00")));
+    resumed
+        .save(position("2025-11-20T02:00:00"), counts(3, 0), true)
+        .await;
+    assert_eq!(port.run(2).map(|r| r.counts), Some(counts(8, 1)));
+    let rest = StampReport {
+        written: 4,
+        already_applied: 2,
+        resumed: true,
+        ..StampReport::default()
+    };
+    ledger
+        .completed(&second, &rest, Completion::Forward, "r2")
+        .await;
+    let run = port.run(2).expect("recorded");
+    assert_eq!(
+        (run.status, run.counts),
+        (RunStatus::Completed, counts(9, 3))
+    );
+    assert_eq!(run.checkpoint, None);
+}
+
+#[tokio::test]
+async fn a_checkpoint_the_store_refused_counts_the_full_pass_alone() {
+    let (port, ledger) = ledger();
+    let store = FakeStore::default();
+    let first = ledger
+        .before_fan_out(&store, &event(2), Verdict::Respect, "r1")
+        .await;
+    if let Some(saved) = ledger.checkpoints(&first, "r1") {
+        saved
+            .save(position("2025-11-20T01:00:00"), counts(5, 0), false)
+            .await;
+    }
+    let second = ledger
+        .before_fan_out(&store, &event(2), Verdict::Respect, "r2")
+        .await;
+    // The fan-out read from the start (not resumed): its counts are all.
+    let full = StampReport {
+        written: 1,
+        already_applied: 5,
+        resumed: false,
+        ..StampReport::default()
+    };
+    ledger
+        .completed(&second, &full, Completion::Forward, "r2")
+        .await;
+    assert_eq!(port.run(2).map(|r| r.counts), Some(counts(1, 5)));
+}
+
+#[tokio::test]
+async fn forcing_or_another_cutoff_does_not_resume() {
+    let (_, ledger) = ledger();
+    let store = FakeStore::default();
+    let first = ledger
+        .before_fan_out(&store, &event(2), Verdict::Respect, "r1")
+        .await;
+    if let Some(saved) = ledger.checkpoints(&first, "r1") {
+        saved
+            .save(position("2025-11-20T01:00:00"), counts(5, 0), false)
+            .await;
+    }
+    let forced = ledger
+        .before_fan_out(&store, &event(2), Verdict::Ignore, "r2")
+        .await;
+    assert!(matches!(forced, RunDecision::Tracked { resume: None, .. }));
+    let mut later_cutoff = event(2);
+    later_cutoff.execution_time += chrono::Duration::minutes(5);
+    let other = ledger
+        .before_fan_out(&store, &later_cutoff, Verdict::Respect, "r3")
+        .await;
+    assert!(matches!(other, RunDecision::Tracked { resume: None, .. }));
 }

@@ -14,11 +14,13 @@ use tracing::debug;
 
 use super::classify::classify;
 use super::ledger_table::{LEDGER_HASH_KEY, LEDGER_RANGE_KEY};
+use super::position::{key_at, position_of};
 use super::usage::Usage;
 use crate::domain::event::PartitionDate;
 use crate::domain::failure::{ErrorClass, StoreError};
 use crate::domain::run::{
-    Completion, Recorded, Run, RunCounts, RunStart, RunStatus, TableIdentity, ledger_time,
+    Checkpoint, Completion, Recorded, Run, RunCounts, RunStart, RunStatus, TableIdentity,
+    ledger_time,
 };
 use crate::ports::{BoxFuture, RunLedger};
 
@@ -56,6 +58,17 @@ const COMPLETE: &str = "SET #status = :completed, stamped = :stamped, \
      completed_at = :completed_at, execution_time = :execution_time, \
      records_processed = :records_processed, duplicates_removed = :duplicates_removed, \
      finished_at = :now, updated_at = :now, expires_at = :expires_at";
+/// An unfinished fan-out's checkpoint, with the counts of what lies before it.
+const CHECKPOINT: &str = "SET checkpoint = :checkpoint, checkpoint_created_at = :checkpoint_created_at, \
+     stamped = :stamped, already_applied = :already_applied, gone = :gone, \
+     checkpoint_at = :now, updated_at = :now, expires_at = :expires_at";
+/// Only forward, judged on `created_at` alone (the index's order among
+/// equal values is not documented), and only on an in-progress run of this
+/// table and cutoff.
+const CHECKPOINT_FORWARD: &str = "chargebacks_table_id = :table_id AND #status = :in_progress \
+     AND execution_time = :execution_time AND (attribute_not_exists(checkpoint_created_at) \
+     OR checkpoint_created_at <= :checkpoint_created_at)";
+
 /// Only forward: an in-progress run, or a completed one with an earlier
 /// cutoff (the same one too, for `backfill --force`).
 const COMPLETE_FORWARD: &str = "chargebacks_table_id = :table_id AND \
@@ -194,13 +207,17 @@ impl DynamoLedger {
         values.insert(":gone".into(), number(counts.gone));
         values.remove(":table");
         let mut update = COMPLETE.to_owned();
+        // A completed run needs no place to resume from.
+        let mut removed = vec!["checkpoint", "checkpoint_created_at"];
         match counts.left_for_next {
             Some(left) => {
                 update.push_str(", left_for_next = :left_for_next");
                 values.insert(":left_for_next".into(), number(left));
             }
-            None => update.push_str(" REMOVE left_for_next"),
+            None => removed.push("left_for_next"),
         }
+        update.push_str(" REMOVE ");
+        update.push_str(&removed.join(", "));
         let condition = match rule {
             Completion::Forward => COMPLETE_FORWARD,
             Completion::Force => COMPLETE_FORCE,
@@ -222,6 +239,55 @@ impl DynamoLedger {
                 if service.err().is_conditional_check_failed_exception() =>
             {
                 Ok(Recorded::AlreadyCompleted)
+            }
+            Err(other) => Err(classify("UpdateItem", other)),
+        }
+    }
+
+    async fn record_checkpoint(
+        &self,
+        run: &RunStart,
+        checkpoint: &Checkpoint,
+    ) -> Result<bool, StoreError> {
+        let all = self.event_values(run, Utc::now());
+        let mut values: HashMap<String, AttributeValue> = all
+            .into_iter()
+            .filter(|(name, _)| {
+                matches!(
+                    name.as_str(),
+                    ":table_id" | ":in_progress" | ":execution_time" | ":now" | ":expires_at"
+                )
+            })
+            .collect();
+        let counts = &checkpoint.counts;
+        values.insert(
+            ":checkpoint".into(),
+            AttributeValue::M(key_at(&checkpoint.position)),
+        );
+        values.insert(
+            ":checkpoint_created_at".into(),
+            string(&checkpoint.position.created_at),
+        );
+        values.insert(":stamped".into(), number(counts.stamped));
+        values.insert(":already_applied".into(), number(counts.already_applied));
+        values.insert(":gone".into(), number(counts.gone));
+        let saved = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(run)))
+            .update_expression(CHECKPOINT)
+            .condition_expression(CHECKPOINT_FORWARD)
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match saved {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(service))
+                if service.err().is_conditional_check_failed_exception() =>
+            {
+                Ok(false)
             }
             Err(other) => Err(classify("UpdateItem", other)),
         }
@@ -293,6 +359,14 @@ impl RunLedger for DynamoLedger {
         Box::pin(self.record_completion(run, counts, rule))
     }
 
+    fn save_checkpoint<'a>(
+        &'a self,
+        run: &'a RunStart,
+        checkpoint: &'a Checkpoint,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.record_checkpoint(run, checkpoint))
+    }
+
     fn requests_sent(&self) -> Option<u64> {
         Some(self.usage.requests_sent())
     }
@@ -356,6 +430,10 @@ fn run_of(item: &HashMap<String, AttributeValue>) -> Option<Run> {
         started_at: time("started_at"),
         finished_at: time("finished_at"),
         updated_at: time("updated_at"),
+        checkpoint: item
+            .get("checkpoint")
+            .and_then(|v| v.as_m().ok())
+            .and_then(position_of),
     })
 }
 

@@ -17,6 +17,7 @@ pub(crate) mod events;
 mod layout;
 mod ledger;
 pub(crate) mod ledger_table;
+mod position;
 pub(crate) mod provision;
 mod reads;
 mod usage;
@@ -42,7 +43,7 @@ pub(crate) use self::writes::PreparedUpdate;
 use crate::config::WriteMode;
 use crate::domain::event::PartitionDate;
 use crate::domain::failure::StoreError;
-use crate::domain::run::TableIdentity;
+use crate::domain::run::{IndexPosition, TableIdentity};
 use crate::domain::stamp::{KeySelection, StampResult, StampValues};
 use crate::ports::{ChargebackStore, KeyPage};
 
@@ -135,6 +136,21 @@ impl ChargebackStore for DynamoStore {
             KeyReader::Index { .. } => 1,
             KeyReader::Scan { segments } => segments,
         })
+    }
+
+    /// A date-index cursor only: a scan segment's cannot resume a run.
+    fn position(&self, cursor: &ItemKey) -> Option<IndexPosition> {
+        match self.layout.get()?.reader {
+            KeyReader::Index { .. } => position::position_of(cursor),
+            KeyReader::Scan { .. } => None,
+        }
+    }
+
+    fn cursor_at(&self, position: &IndexPosition) -> Option<ItemKey> {
+        match self.layout.get()?.reader {
+            KeyReader::Index { .. } => Some(position::key_at(position)),
+            KeyReader::Scan { .. } => None,
+        }
     }
 
     async fn key_page(

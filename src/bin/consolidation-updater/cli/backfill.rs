@@ -103,7 +103,11 @@ pub(super) async fn run(settings: &Settings, args: BackfillArgs) -> anyhow::Resu
         fan_out = fan_out.dry_run();
     }
     let control = Arc::new(consolidation_updater::app::InvocationControl::default());
-    let report = match fan_out.stamp_partition(&plan, &control).await {
+    let checkpoints = ledger.checkpoints(&run, &request_id);
+    let stamped = fan_out
+        .stamp_tracked(&plan, &control, checkpoints.as_ref().map(|c| c as _))
+        .await;
+    let report = match stamped {
         Ok(report) => {
             ledger
                 .completed(&run, &report, completion, &request_id)
