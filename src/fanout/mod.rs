@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tracing::field::Empty;
 use tracing::{Instrument, Span, info, info_span, warn};
 
@@ -31,7 +30,7 @@ use crate::retry::events::RequestsHeldBack;
 use crate::retry::{AdaptiveLimiter, InvocationControl, RetryPolicy};
 use crate::telemetry::xray;
 use checkpoint::PageNumber;
-use paging::{KeysRead, PageRead, StartAt};
+use paging::{KeysRead, Pages, StartAt};
 pub(crate) use progress::Expected;
 pub use progress::Progress;
 use requests::Request;
@@ -363,7 +362,7 @@ impl<S: ChargebackStore> FanOut<S> {
     /// is in `running`.
     async fn stamp_pages(
         &self,
-        mut pages: mpsc::Receiver<PageRead<S::Key, S::Cursor>>,
+        mut pages: Pages<S>,
         stamp: &Arc<S::PreparedStamp>,
         control: &Arc<InvocationControl>,
         live: &Arc<Progress>,

@@ -31,6 +31,10 @@ pub(super) struct KeysRead<K, C> {
 /// What a key reader hands over: a page, or the failure that ended it.
 pub(super) type PageRead<K, C> = Result<KeysRead<K, C>, StoreError>;
 
+/// The pages the readers hand over, in the order they are read.
+pub(super) type Pages<S> =
+    mpsc::Receiver<PageRead<<S as ChargebackStore>::Key, <S as ChargebackStore>::Cursor>>;
+
 /// Where the one key stream of a resumed run starts, and whether the store
 /// refused it (then the stream starts over from the beginning).
 pub(super) struct StartAt<C> {
@@ -48,7 +52,7 @@ pub(super) fn start_key_readers<S: ChargebackStore>(
     policy: RetryPolicy,
     control: &Arc<InvocationControl>,
     mut start: Option<StartAt<S::Cursor>>,
-) -> (mpsc::Receiver<PageRead<S::Key, S::Cursor>>, JoinSet<()>) {
+) -> (Pages<S>, JoinSet<()>) {
     let (pages_tx, pages) =
         mpsc::channel(PAGES_AHEAD_PER_STREAM * usize::try_from(streams).unwrap_or(1));
     let mut readers = JoinSet::new();

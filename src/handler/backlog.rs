@@ -6,7 +6,7 @@
 //! wait, and followers run after every leader of their partition.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::watch;
 use tracing::info;
@@ -25,12 +25,15 @@ pub(super) enum LeaderEnd {
     NotCompleted,
 }
 
+/// A leader's execution, and where its end is published.
+type Leader = (u64, watch::Sender<Option<LeaderEnd>>);
+
 /// One batch's leaders and followers.
 #[derive(Default)]
 pub(super) struct Backlog {
     /// Each leader's execution and the channel its end is published on;
     /// removed once published or released.
-    leaders: Mutex<HashMap<MessageId, (u64, watch::Sender<Option<LeaderEnd>>)>>,
+    leaders: Mutex<HashMap<MessageId, Leader>>,
     followers: HashMap<MessageId, Follower>,
 }
 
@@ -73,7 +76,7 @@ impl Backlog {
         let leaders = backlog
             .leaders
             .get_mut()
-            .map_or_else(|e| e.into_inner(), |l| l);
+            .unwrap_or_else(PoisonError::into_inner);
         for (id, role) in &roles {
             if *role == Role::Leads {
                 let (tx, rx) = watch::channel(None);
@@ -135,10 +138,10 @@ impl Backlog {
         }
     }
 
-    fn take(&self, id: &MessageId) -> Option<(u64, watch::Sender<Option<LeaderEnd>>)> {
-        match self.leaders.lock() {
-            Ok(mut leaders) => leaders.remove(id),
-            Err(poisoned) => poisoned.into_inner().remove(id),
-        }
+    fn take(&self, id: &MessageId) -> Option<Leader> {
+        self.leaders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id)
     }
 }

@@ -48,8 +48,8 @@ pub enum RunDecision {
     /// Stamp; the run is recorded as started, to be completed after. An
     /// in-progress run with a checkpoint is `resume`d after it.
     Tracked {
-        start: RunStart,
-        resume: Option<Checkpoint>,
+        start: Box<RunStart>,
+        resume: Option<Box<Checkpoint>>,
     },
 }
 
@@ -124,7 +124,10 @@ impl Ledger {
                 RunSuperseded { run, event }.emit();
                 return RunDecision::Superseded(Box::new(run.clone()));
             }
-            resume = runs.iter().find_map(|run| run.resume_point(event, &table));
+            resume = runs
+                .iter()
+                .find_map(|run| run.resume_point(event, &table))
+                .map(Box::new);
         }
         let start = RunStart::for_event(event, table);
         match self.call(port.start(&start)).await {
@@ -132,7 +135,10 @@ impl Ledger {
                 if let Some(checkpoint) = &resume {
                     RunResumed { checkpoint }.emit();
                 }
-                RunDecision::Tracked { start, resume }
+                RunDecision::Tracked {
+                    start: Box::new(start),
+                    resume,
+                }
             }
             Err(error) => self.unavailable(&error, request_id),
         }
@@ -149,7 +155,7 @@ impl Ledger {
             RunDecision::Tracked { start, resume } => Some(RunCheckpoints {
                 ledger: self,
                 start,
-                resume: resume.as_ref(),
+                resume: resume.as_deref(),
                 request_id,
             }),
             _ => None,
