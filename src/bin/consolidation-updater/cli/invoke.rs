@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tracing::info;
 
@@ -10,14 +11,19 @@ use super::{batch_exit_code, local_request_id, peak_rss_kib, read_event, with_se
 use consolidation_updater::app::{self, Invocation};
 use consolidation_updater::settings::Settings;
 
-pub(super) async fn run(settings: &Settings, event: PathBuf) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(
+    settings: &Settings,
+    event: PathBuf,
+    timeout: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
     let payload = read_event(&event)?;
     let (sdk, store) = app::connect(settings).await;
     let handler = Arc::new(app::handler(settings, &sdk, store, Arc::default()).await);
     let store = Arc::clone(handler.fan_out().store());
-    let outcome = handler
-        .handle(payload, &Invocation::unbounded(local_request_id()))
-        .await?;
+    let mut invocation = Invocation::unbounded(local_request_id());
+    // Counted from here, as Lambda counts from the invocation's start.
+    invocation.deadline = timeout.map(|t| Instant::now() + t);
+    let outcome = handler.handle(payload, &invocation).await?;
     let units = store.reported_write_units();
     info!(
         peak_rss_kib = peak_rss_kib(),

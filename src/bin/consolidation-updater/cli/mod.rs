@@ -64,6 +64,13 @@ enum Command {
         /// A Lambda Kafka event (MSK or self-managed), e.g. events/sample-msk-event.json.
         #[arg(long)]
         event: PathBuf,
+        /// Give the invocation a deadline this many seconds after it starts,
+        /// as Lambda's function timeout does (up to 900; fractions allowed):
+        /// new work stops DEADLINE_SAFETY_MARGIN_MS before it, unfinished
+        /// messages are handed back, and a run of the ledger saves its
+        /// checkpoint. Without it the invocation has no deadline.
+        #[arg(long, value_parser = timeout_seconds, value_name = "SECONDS")]
+        timeout: Option<std::time::Duration>,
     },
     /// Replay dead-lettered messages from the SQS queue through the same
     /// decoding and stamping; delete each only after it succeeded.
@@ -142,6 +149,18 @@ fn positive_count(value: &str) -> Result<u64, String> {
     }
 }
 
+/// A function timeout: more than 0 and at most Lambda's 900 seconds.
+fn timeout_seconds(value: &str) -> Result<std::time::Duration, String> {
+    match value.trim().parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= 900.0 => {
+            Ok(std::time::Duration::from_secs_f64(seconds))
+        }
+        _ => Err(format!(
+            "{value:?} is not a timeout: expected seconds, more than 0 and at most 900 (e.g. 2.5)"
+        )),
+    }
+}
+
 /// A count of zero or more.
 fn count(value: &str) -> Result<u64, String> {
     value
@@ -171,7 +190,7 @@ pub async fn main() -> ExitCode {
         tracer.as_ref(),
     );
     let result = match cli.command {
-        Command::Invoke { event } => invoke::run(&settings, event).await,
+        Command::Invoke { event, timeout } => invoke::run(&settings, event, timeout).await,
         Command::Redrive {
             queue_url,
             max,
