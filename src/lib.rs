@@ -91,7 +91,7 @@ pub mod testing {
     pub use crate::domain::exercise_decoders;
     pub use crate::notify::sns::SnsNotifier;
     pub use crate::ports::{
-        BoxFuture, ChargebackStore, DeadLetterSink, FailureNotifier, RunLedger,
+        BoxFuture, ChargebackStore, Checkpoints, DeadLetterSink, FailureNotifier, RunLedger,
     };
     pub use crate::queue::sqs::{DEFAULT_MESSAGE_LIMIT, SqsDeadLetters};
     pub use crate::retry::RetryPolicy;

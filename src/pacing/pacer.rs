@@ -20,6 +20,11 @@ const LONGEST_NAP: Duration = Duration::from_millis(20);
 /// real clock.
 pub struct WritePacer {
     controller: Mutex<RateController>,
+    /// Requests wait their turn in order (a fair, first-come lock): none is
+    /// passed over again and again while later ones go, so the pages of a
+    /// fan-out finish in about the order they were read and its checkpoint
+    /// keeps up.
+    turn: tokio::sync::Mutex<()>,
     ceiling: Option<u32>,
     /// DEBUG lines of its cuts: a few per second, however many there are.
     cut_lines: LineBudget,
@@ -29,6 +34,7 @@ impl WritePacer {
     pub fn new(ceiling: Option<u32>) -> Self {
         Self {
             controller: Mutex::new(RateController::new(ceiling, Instant::now())),
+            turn: tokio::sync::Mutex::new(()),
             ceiling,
             cut_lines: LineBudget::new(REPEATED_LINE_INTERVAL),
         }
@@ -63,6 +69,7 @@ impl WritePacer {
         writes: usize,
         control: &InvocationControl,
     ) -> Result<Ticket, StopReason> {
+        let _turn = self.turn.lock().await;
         loop {
             let wait = match self.with(|c| c.try_take(Instant::now(), writes)) {
                 Some(Ok(ticket)) => return Ok(ticket),

@@ -45,14 +45,14 @@ pub fn tests(backends: &Backends) -> Vec<Trial> {
 }
 
 /// A chargebacks table with its ledger table beside it on the same server.
-struct Tables {
-    chargebacks: TestTable,
-    ledger_table: String,
-    store: Arc<DynamoStore>,
+pub(crate) struct Tables {
+    pub(crate) chargebacks: TestTable,
+    pub(crate) ledger_table: String,
+    pub(crate) store: Arc<DynamoStore>,
 }
 
 impl Tables {
-    async fn create(backend: &Backend) -> anyhow::Result<Self> {
+    pub(crate) async fn create(backend: &Backend) -> anyhow::Result<Self> {
         let chargebacks = TestTable::create(backend, TableShape::default()).await?;
         let ledger_table = format!("{}-ledger", chargebacks.name);
         ensure_ledger_table(&chargebacks.client, &ledger_table).await?;
@@ -64,7 +64,7 @@ impl Tables {
         })
     }
 
-    fn ledger(&self) -> Arc<DynamoLedger> {
+    pub(crate) fn ledger(&self) -> Arc<DynamoLedger> {
         Arc::new(DynamoLedger::new(
             &self.chargebacks.client,
             &self.ledger_table,
@@ -80,14 +80,14 @@ impl Tables {
         )
     }
 
-    async fn runs(&self) -> anyhow::Result<Vec<Run>> {
+    pub(crate) async fn runs(&self) -> anyhow::Result<Vec<Run>> {
         let mut runs = self.ledger().runs(day()).await?;
         runs.sort_by_key(|r| r.execution_sequence);
         Ok(runs)
     }
 }
 
-fn day() -> PartitionDate {
+pub(crate) fn day() -> PartitionDate {
     PartitionDate::parse("2025-11-20").unwrap_or_else(|_| unreachable!("a valid date"))
 }
 
@@ -109,7 +109,7 @@ async fn handle(
         .await?)
 }
 
-fn only_outcome(outcome: &BatchOutcome) -> anyhow::Result<&MessageOutcome> {
+pub(crate) fn only_outcome(outcome: &BatchOutcome) -> anyhow::Result<&MessageOutcome> {
     match outcome.outcomes.as_slice() {
         [(_, one)] => Ok(one),
         all => Err(anyhow!("expected one outcome, got {all:?}")),
@@ -218,7 +218,7 @@ pub async fn a_completed_run_answers_its_redelivery_with_one_read(
     Ok(())
 }
 
-async fn raw_item(
+pub(crate) async fn raw_item(
     tables: &Tables,
     sequence: u64,
 ) -> anyhow::Result<std::collections::HashMap<String, AttributeValue>> {
@@ -239,7 +239,7 @@ async fn raw_item(
         .context("no ledger item")
 }
 
-fn start_of(
+pub(crate) fn start_of(
     sequence: u64,
     execution_time: &str,
     table: &TableIdentity,
@@ -259,7 +259,7 @@ fn start_of(
     ))
 }
 
-fn counts(stamped: u64) -> RunCounts {
+pub(crate) fn counts(stamped: u64) -> RunCounts {
     RunCounts {
         stamped,
         ..RunCounts::default()

@@ -51,6 +51,7 @@ mod observability;
 mod package;
 mod property;
 mod proxy;
+mod resume;
 mod runtime_api;
 mod runtime_api_stub;
 mod scenarios;
@@ -207,6 +208,7 @@ fn main() -> ExitCode {
         faults::tests,
         dead_letters::tests,
         ledger::tests,
+        resume::tests,
         capacity_proxy::tests,
         fuzz_corpus::tests,
         property::tests,

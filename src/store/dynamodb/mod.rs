@@ -58,6 +58,8 @@ pub struct DynamoStore {
     index: String,
     layout: OnceCell<TableLayout>,
     write_mode: WriteMode,
+    /// Keys per page read (`Limit`).
+    keys_per_page: i32,
     usage: Usage,
 }
 
@@ -71,6 +73,7 @@ impl DynamoStore {
             index: index.into(),
             layout: OnceCell::new(),
             write_mode: WriteMode::default(),
+            keys_per_page: reads::KEYS_PER_PAGE,
             usage,
         }
     }
@@ -82,6 +85,13 @@ impl DynamoStore {
 
     pub fn with_write_mode(mut self, mode: WriteMode) -> Self {
         self.write_mode = mode;
+        self
+    }
+
+    /// Reads pages of at most `keys` keys (default 2,000; at least 1): a
+    /// run's checkpoint moves a page at a time.
+    pub fn with_keys_per_page(mut self, keys: u16) -> Self {
+        self.keys_per_page = i32::from(keys.max(1));
         self
     }
 

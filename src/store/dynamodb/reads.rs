@@ -22,7 +22,7 @@ use crate::ports::KeyPage;
 /// each a map of a few attributes once decoded: the benchmark's peak RSS grew
 /// with those pages. This many keep a page near a megabyte of memory for one
 /// read request per 2,000 records.
-const KEYS_PER_PAGE: i32 = 2_000;
+pub(super) const KEYS_PER_PAGE: i32 = 2_000;
 
 /// The records a message selects: its day, created before the cutoff.
 const SELECTION_KEY_CONDITION: &str = "#date = :date AND #created < :before";
@@ -70,7 +70,7 @@ impl DynamoStore {
                     .table_name(&self.table)
                     .index_name(&self.index)
                     .key_condition_expression(SELECTION_KEY_CONDITION)
-                    .limit(KEYS_PER_PAGE)
+                    .limit(self.keys_per_page)
                     .projection_expression(projection)
                     .set_expression_attribute_names(Some(names))
                     .set_expression_attribute_values(Some(values))
@@ -88,7 +88,7 @@ impl DynamoStore {
                     .segment(i32::try_from(stream).unwrap_or(0))
                     .total_segments(i32::try_from(segments).unwrap_or(1))
                     .filter_expression(SELECTION_KEY_CONDITION)
-                    .limit(KEYS_PER_PAGE)
+                    .limit(self.keys_per_page)
                     .projection_expression(projection)
                     .set_expression_attribute_names(Some(names))
                     .set_expression_attribute_values(Some(values))
