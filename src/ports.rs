@@ -124,8 +124,8 @@ pub trait FailureNotifier: Send + Sync {
     fn publish<'a>(&'a self, notice: &'a FailureNotice) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
-/// Where an unfinished fan-out says how far it got: the run ledger, through
-/// [`crate::ledger::Ledger`]. Saving never fails the fan-out.
+/// Where an unfinished fan-out says how far it got: the run ledger's item of
+/// its run. Saving never fails the fan-out.
 pub trait Checkpoints: Send + Sync {
     /// The run's checkpoint, when a delivery resumes it: the fan-out reads
     /// the selection after it.

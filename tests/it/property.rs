@@ -2,22 +2,28 @@
 //! DynamoDB adapter on the embedded engine through the fault-injecting proxy.
 //!
 //! Property: after any sequence of deliveries of a set of events, with
-//! duplicates, reordering across partitions, server errors and outages that
-//! hand messages back for Lambda to deliver again, every record's
-//! consolidation attributes end exactly as if each event had been applied
-//! once, in order of execution (`updated_at` aside).
+//! duplicates, backlogs (several executions of a day in one batch),
+//! reordering across partitions, server errors, outages and deadlines that
+//! hand messages back for Lambda to deliver again, with and without a run
+//! ledger (checkpoints, resumes), every record's consolidation attributes
+//! end exactly as if each event had been applied once, in order of
+//! execution (`updated_at` aside). And after every delivery, no message is
+//! reported done (applied or superseded) whose effect is not in the table:
+//! every record it selects is at its execution or newer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure};
 use consolidation_updater::app::{
-    BatchHandler, DynamoStore, FanOut, Invocation, load_sdk_config, local_client,
+    BatchHandler, DynamoLedger, DynamoStore, FanOut, Invocation, Ledger, load_sdk_config,
+    local_client,
 };
-use consolidation_updater::local::{Chargeback, TableShape};
-use consolidation_updater::testing::RetryPolicy;
+use consolidation_updater::local::{Chargeback, TableShape, ensure_ledger_table};
+use consolidation_updater::model::MessageOutcome;
+use consolidation_updater::testing::{RetryPolicy, RunLedger};
 use libtest_mimic::Trial;
 use serde_json::Value;
 
@@ -45,28 +51,39 @@ struct Event {
 
 pub async fn deliveries_with_faults_end_as_if_each_event_applied_once_in_order()
 -> anyhow::Result<()> {
-    let mut handed_back = 0;
-    let mut deliveries = 0;
+    let mut seen = Seen::default();
     for seed in 0..CASES {
-        let (delivered, back) = one_case(seed)
+        one_case(seed, &mut seen)
             .await
             .map_err(|e| anyhow!("seed {seed}: {e:#}"))?;
-        deliveries += delivered;
-        handed_back += back;
     }
-    eprintln!(
-        "property: {CASES} cases, {deliveries} deliveries, {handed_back} messages handed back and redelivered"
-    );
-    // The faults must actually have bitten, or the property says nothing.
+    eprintln!("property: {CASES} cases, {seen:?}");
+    // The faults and backlogs must actually have bitten, or the property
+    // says nothing.
     ensure!(
-        handed_back > CASES as usize,
-        "only {handed_back} messages were handed back"
+        seen.handed_back > CASES as usize,
+        "only {} messages were handed back",
+        seen.handed_back
+    );
+    ensure!(
+        seen.superseded > 0 && seen.stopped_by_deadline > 0,
+        "no backlog superseded or no deadline stop: {seen:?}"
     );
     Ok(())
 }
 
-/// Returns how many deliveries the case took and how many messages were handed back.
-async fn one_case(seed: u64) -> anyhow::Result<(usize, usize)> {
+/// What the cases went through, to prove the property was exercised.
+#[derive(Debug, Default)]
+struct Seen {
+    deliveries: usize,
+    handed_back: usize,
+    superseded: usize,
+    stopped_by_deadline: usize,
+    resumed: usize,
+}
+
+/// Half the cases keep runs in a ledger (through the same faulty proxy).
+async fn one_case(seed: u64, seen: &mut Seen) -> anyhow::Result<()> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     let records: Vec<Chargeback> = DATES
@@ -111,21 +128,30 @@ async fn one_case(seed: u64) -> anyhow::Result<(usize, usize)> {
 
     let (proxy, endpoint) = FaultProxy::start(&table.endpoint).await?;
     let client = local_client(&load_sdk_config(Some(REGION)).await, &endpoint);
-    let store = Arc::new(DynamoStore::new(client, &table.name, INDEX));
+    // Pages of 5 keys: a day is several pages, so checkpoints move.
+    let store =
+        Arc::new(DynamoStore::new(client.clone(), &table.name, INDEX).with_keys_per_page(5));
     let fast = RetryPolicy {
         max_attempts: 3,
         base_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(4),
         ..RetryPolicy::default()
     };
-    let handler = Arc::new(BatchHandler::new(
-        FanOut::new(store, 8, Arc::default()).with_retry_policy(fast),
-    ));
+    let margin = Duration::from_millis(20);
+    let mut handler =
+        BatchHandler::new(FanOut::new(store, 8, Arc::default()).with_retry_policy(fast))
+            .with_deadline_margin(margin);
+    if seed % 2 == 0 {
+        let ledger_table = format!("{}-ledger", table.name);
+        ensure_ledger_table(&table.client, &ledger_table).await?;
+        let ledger = Arc::new(DynamoLedger::new(&client, &ledger_table, 35));
+        handler = handler.with_ledger(Ledger::new(ledger as Arc<dyn RunLedger>, &ledger_table));
+    }
+    let handler = Arc::new(handler);
 
     // Lambda's side: a committed offset per partition, batches from there.
     let mut committed: HashMap<i64, usize> = HashMap::new();
     let mut deliveries = 0;
-    let mut handed_back = 0;
     loop {
         let done = logs
             .iter()
@@ -157,13 +183,51 @@ async fn one_case(seed: u64) -> anyhow::Result<(usize, usize)> {
             }
         }
         rng.shuffle(&mut messages);
-        let outcome = handler
-            .handle(
-                kafka_event(&messages),
-                &Invocation::unbounded(format!("delivery-{deliveries}")),
-            )
-            .await?;
-        handed_back += outcome.response().batch_item_failures.len();
+        let mut invocation = Invocation::unbounded(format!("delivery-{deliveries}"));
+        // Some deliveries run out of time part way.
+        if rng.u8(0..4) == 0 {
+            invocation.deadline =
+                Some(Instant::now() + margin + Duration::from_millis(rng.u64(0..15)));
+        }
+        let outcome = handler.handle(kafka_event(&messages), &invocation).await?;
+        seen.deliveries += 1;
+        seen.handed_back += outcome.response().batch_item_failures.len();
+        // Done means done: what every applied or superseded message selects
+        // is at its execution or newer, now.
+        let stamped = table_executions(&table).await?;
+        for (id, ended) in &outcome.outcomes {
+            match ended {
+                MessageOutcome::Superseded { .. } => seen.superseded += 1,
+                MessageOutcome::Unfinished { done, .. } => {
+                    seen.stopped_by_deadline += 1;
+                    seen.resumed += usize::from(done.resumed);
+                    continue;
+                }
+                MessageOutcome::Applied(report) => seen.resumed += usize::from(report.resumed),
+                _ => continue,
+            }
+            let message = messages
+                .iter()
+                .find(|m| {
+                    format!("{TOPIC}-{}", m.partition) == id.partition && m.offset == id.offset
+                })
+                .ok_or_else(|| anyhow!("no message {id:?}"))?;
+            let event = &events[logs[&message.partition][message.offset as usize]];
+            for record in records
+                .iter()
+                .filter(|r| r.partition_date == event.date && r.created_at < event.cutoff)
+            {
+                let at = stamped.get(&record.chargeback_id).copied().flatten();
+                ensure!(
+                    at >= Some(event.sequence),
+                    "delivery {deliveries}: {id:?} (execution {} of {}) reported {} but {} is at {at:?}",
+                    event.sequence,
+                    event.date,
+                    ended.label(),
+                    record.chargeback_id
+                );
+            }
+        }
         let failed: HashMap<i64, i64> = outcome
             .response()
             .batch_item_failures
@@ -238,5 +302,33 @@ async fn one_case(seed: u64) -> anyhow::Result<(usize, usize)> {
             }
         }
     }
-    Ok((deliveries, handed_back))
+    Ok(())
+}
+
+/// Every record's `consolidation_execution`, by id, in one scan.
+async fn table_executions(table: &TestTable) -> anyhow::Result<HashMap<String, Option<u64>>> {
+    let mut found = HashMap::new();
+    let mut start = None;
+    loop {
+        let page = table
+            .client
+            .scan()
+            .table_name(&table.name)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        for item in page.items() {
+            if let Some(id) = item.get("chargeback_id").and_then(text) {
+                found.insert(
+                    id.to_owned(),
+                    item.get("consolidation_execution").and_then(number),
+                );
+            }
+        }
+        match page.last_evaluated_key() {
+            Some(key) if !key.is_empty() => start = Some(key.clone()),
+            _ => return Ok(found),
+        }
+    }
 }

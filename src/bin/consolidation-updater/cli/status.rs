@@ -201,7 +201,19 @@ fn print_day(
     )?;
     for run in runs {
         let completed = run.status == RunStatus::Completed;
-        let counted = |n: u64| if completed { n.to_string() } else { "-".into() };
+        // In progress with a checkpoint: the counts of the records before it.
+        let resumes_after = run
+            .checkpoint
+            .as_ref()
+            .filter(|_| !completed)
+            .map(|c| format!("  resumes after created_at {}", c.created_at));
+        let counted = |n: u64| {
+            if completed || resumes_after.is_some() {
+                n.to_string()
+            } else {
+                "-".into()
+            }
+        };
         let difference = match (completed, run.records_processed) {
             (true, Some(processed)) => {
                 format!(
@@ -228,7 +240,7 @@ fn print_day(
         };
         writeln!(
             out,
-            "  {:<9} {:<11} {:>9} {:>9} {:>9} {:>7} {:>9} {:>10} {:>10} {:>6} {:>10}  {name}{whose}",
+            "  {:<9} {:<11} {:>9} {:>9} {:>9} {:>7} {:>9} {:>10} {:>10} {:>6} {:>10}  {name}{whose}{}",
             execution_label(run),
             run.status.as_str(),
             counted(run.counts.selected()),
@@ -240,11 +252,13 @@ fn print_day(
             optional(run.duplicates_removed),
             run.deliveries,
             duration,
+            resumes_after.as_deref().unwrap_or_default(),
         )?;
     }
     writeln!(
         out,
-        "  selected = stamped + already + gone; processed and duplicates are the event's \
-         records_processed and duplicates_removed; difference = selected - processed"
+        "  selected = stamped + already + gone (in progress: up to its checkpoint); processed \
+         and duplicates are the event's records_processed and duplicates_removed; difference \
+         = selected - processed"
     )
 }
