@@ -177,11 +177,12 @@ pub async fn create_table_invoke_status_and_backfill_keep_one_ledger() -> anyhow
 pub async fn a_ledger_that_cannot_be_used_is_said_once_per_invocation() -> anyhow::Result<()> {
     let table = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
     table.seed(sample_day(20).chargebacks()).await?;
+    // Two days: each message asks the ledger (one day's would follow the other).
     let event = kafka_event(&[
         Message::json(
             0,
             1,
-            &consolidation("2025-11-20", 1, 4, "2025-11-20T03:00:00"),
+            &consolidation("2025-11-21", 1, 4, "2025-11-21T03:00:00"),
         ),
         Message::json(
             0,
