@@ -141,7 +141,7 @@ async fn one_case(seed: u64, seen: &mut Seen) -> anyhow::Result<()> {
     let mut handler =
         BatchHandler::new(FanOut::new(store, 8, Arc::default()).with_retry_policy(fast))
             .with_deadline_margin(margin);
-    if seed % 2 == 0 {
+    if seed.is_multiple_of(2) {
         let ledger_table = format!("{}-ledger", table.name);
         ensure_ledger_table(&table.client, &ledger_table).await?;
         let ledger = Arc::new(DynamoLedger::new(&client, &ledger_table, 35));
