@@ -18,6 +18,7 @@ pub fn tests(_: &Backends) -> Vec<Trial> {
     trials!("ledger_cli";
         create_table_invoke_status_and_backfill_keep_one_ledger,
         a_ledger_that_cannot_be_used_is_said_once_per_invocation,
+        invoke_with_a_timeout_leaves_a_checkpoint_and_the_next_invoke_resumes,
     )
 }
 
@@ -215,6 +216,102 @@ pub async fn a_ledger_that_cannot_be_used_is_said_once_per_invocation() -> anyho
     ensure!(
         stderr.matches("message outcome: applied").count() == 2,
         "{stderr}"
+    );
+    Ok(())
+}
+
+/// `invoke --timeout`: a day of three index pages (2,000 keys each) at 500
+/// writes/s stops near 3,000 records: the run stays `in_progress` with a
+/// checkpoint `status` shows, and the next `invoke` resumes after it and
+/// completes the run with every selected record counted once.
+pub async fn invoke_with_a_timeout_leaves_a_checkpoint_and_the_next_invoke_resumes()
+-> anyhow::Result<()> {
+    let server = TestTable::create(&Backend::embedded(), TableShape::default()).await?;
+    let day = sample_day(5_000);
+    let selected = day.before_cutoff;
+    put_chargebacks(&server.client, &server.name, day.chargebacks(), 8).await?;
+    let ledger = format!("{}-runs", server.name);
+    let with_ledger = || {
+        let mut command = cli_command(&server.endpoint, &server.name);
+        command
+            .env("LEDGER_TABLE_NAME", &ledger)
+            .env("MAX_WRITE_RATE", "500")
+            .env("DEADLINE_SAFETY_MARGIN_MS", "1000");
+        command
+    };
+    expect_exit(with_ledger().arg("create-table"), 0).await?;
+    let event = kafka_event(&[Message::json(
+        0,
+        7,
+        &consolidation("2025-11-20", 2, 4, "2025-11-20T06:30:00"),
+    )]);
+    let path = std::env::temp_dir().join(format!("{}.json", unique("resume-event")));
+    std::fs::write(&path, event.to_string())?;
+
+    let (bad, _) = expect_exit(
+        with_ledger()
+            .args(["invoke", "--timeout", "0", "--event"])
+            .arg(&path),
+        2,
+    )
+    .await
+    .map(|(out, err)| (format!("{out}{err}"), ()))?;
+    ensure!(bad.contains("is not a timeout"), "{bad}");
+
+    // New work stops 6 s in: about 3,000 records, page 1 done.
+    let (_, stopped) = expect_exit(
+        with_ledger()
+            .args(["invoke", "--timeout", "7", "--event"])
+            .arg(&path),
+        3,
+    )
+    .await?;
+    ensure!(stopped.contains("deadline"), "{stopped}");
+    let (status, _) = expect_exit(
+        with_ledger().args(["status", "--partition-date", "2025-11-20"]),
+        0,
+    )
+    .await?;
+    ensure!(
+        status.contains("in_progress") && status.contains("resumes after created_at 2025-11-20T"),
+        "{status}"
+    );
+    let (json, _) = expect_exit(
+        with_ledger().args(["status", "--partition-date", "2025-11-20", "--json"]),
+        0,
+    )
+    .await?;
+    let json: Value = serde_json::from_str(&json)?;
+    let run = &json["days"][0]["runs"][0];
+    let before = run["counts"]["stamped"].as_u64().context("stamped")?
+        + run["counts"]["already_applied"]
+            .as_u64()
+            .context("already")?;
+    ensure!(
+        run["checkpoint"]["created_at"].is_string() && before % 2_000 == 0 && before > 0,
+        "{run}"
+    );
+
+    let (_, resumed) = expect_exit(with_ledger().args(["invoke", "--event"]).arg(&path), 0).await?;
+    let _ = std::fs::remove_file(&path);
+    ensure!(
+        resumed.contains("resuming the run after its checkpoint"),
+        "{resumed}"
+    );
+    let (json, _) = expect_exit(
+        with_ledger().args(["status", "--partition-date", "2025-11-20", "--json"]),
+        0,
+    )
+    .await?;
+    let json: Value = serde_json::from_str(&json)?;
+    let run = &json["days"][0]["runs"][0];
+    let counted = ["stamped", "already_applied", "gone"]
+        .iter()
+        .map(|k| run["counts"][k].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    ensure!(
+        run["status"] == "completed" && counted == selected && run["checkpoint"].is_null(),
+        "{run}"
     );
     Ok(())
 }

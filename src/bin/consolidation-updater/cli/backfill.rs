@@ -141,5 +141,10 @@ pub(super) async fn run(settings: &Settings, args: BackfillArgs) -> anyhow::Resu
         },
         report.missing,
     );
+    if report.resumed {
+        println!(
+            "(resumed after the run's checkpoint in the ledger: the records before it were done by an earlier delivery and are not counted above)"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

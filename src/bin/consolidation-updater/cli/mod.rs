@@ -24,8 +24,9 @@ use consolidation_updater::settings::{LogFormat, Settings};
 
 /// What the process's exit status says, for scripts.
 pub mod exit_code {
-    /// Every message done: applied, superseded (the run ledger has its run
-    /// completed), skipped (another event type) or dead-lettered.
+    /// Every message done: applied, superseded (a newer event of its day in
+    /// the batch, or the run ledger, has its day done), skipped (another
+    /// event type) or dead-lettered.
     pub const DONE: u8 = 0;
     /// The run failed: the event file is not a Kafka event, the command could
     /// not do its work (e.g. a table that does not follow the contract).
