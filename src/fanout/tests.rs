@@ -510,7 +510,10 @@ async fn checkpoints_only_move_forward_and_count_exactly_the_pages_before_them()
     let mut last = 0;
     for (position, done, _) in saves.iter() {
         let mark = at(position);
-        assert!(mark > last && mark.is_multiple_of(10), "{mark} after {last}");
+        assert!(
+            mark > last && mark.is_multiple_of(10),
+            "{mark} after {last}"
+        );
         assert_eq!(done.selected(), mark as u64);
         last = mark;
     }
