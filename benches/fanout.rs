@@ -34,8 +34,9 @@
 //! 5 requests in all, 0 write units on the chargebacks table, handled in
 //! under 100 ms.
 //!
-//! Three further measurements replace those when asked for (run the bench
-//! twice for both), on one index projection and without the ledger:
+//! Five further measurements replace those when asked for (run the bench
+//! twice for both), on one index projection and, but for `--backlog`,
+//! without the ledger:
 //! - `--write-capacity`: the product through a proxy that plays a table of R
 //!   writes/s (`tests/it/proxy.rs`, in a process of its own: this bench
 //!   re-executed with `--serve-capacity-proxy`): the rate it reaches once the
@@ -44,13 +45,38 @@
 //!   engine, the proxy only counting its writes: the rate it keeps.
 //! - `--compare-binary`: another build of the product against this one,
 //!   interleaved, on the unlimited engine.
+//! - `--resume-after-deadline`, the deadline control (`resume.rs`), on a
+//!   keys-only index: a delivery stopped about halfway by its deadline
+//!   (`invoke --timeout`, `DEADLINE_SAFETY_MARGIN_MS=1000`), then the same
+//!   event again without one; with the run ledger, whose checkpoint the
+//!   second delivery should resume after, and without it (today's
+//!   behaviour: a full second pass). Where the first stops is calibrated by
+//!   an undeadlined pass over the same table just before (half its handler
+//!   time), or given (`--resume-stop-after`). Per delivery: records written,
+//!   declined, requests, index pages read (the product's DEBUG "key page
+//!   read" lines), write units computed; the run's ledger item (checkpoint,
+//!   counts) read with the SDK. PASS: the second delivery writes at most the
+//!   records left after the checkpoint, one index page (2,000) and what may
+//!   have been in flight at the stop (MAX_CONCURRENCY × the batch), and reads
+//!   at most the index pages after the checkpoint plus one.
+//! - `--backlog` (`backlog.rs`), on a keys-only index: one Lambda event
+//!   holding executions 1 to 4 of one day (cutoffs a quarter, half, three
+//!   quarters and all of the day), beside today's behaviour, the four as
+//!   four invocations in order. PASS: the one batch costs at most 1.02 ×
+//!   execution 4's selection in write units.
 //!
 //! `scripts/bench.sh` runs it; `cargo bench --bench fanout -- --help` lists
 //! the options.
 
+#[path = "fanout/backlog.rs"]
+mod backlog;
+#[path = "fanout/delivery.rs"]
+mod delivery;
 #[allow(dead_code)]
 #[path = "../tests/it/proxy.rs"]
 mod proxy;
+#[path = "fanout/resume.rs"]
+mod resume;
 #[allow(dead_code)]
 #[path = "../tests/it/runtime_api_stub.rs"]
 mod runtime_api_stub;
@@ -199,7 +225,7 @@ struct Args {
     /// ledger requests; the redelivery superseded, ≤ 5 requests in all, 0
     /// write units on the chargebacks table, handled in < 100 ms. Off by
     /// default (off,on doubles the runs). Only for the first pass and
-    /// redelivery measurements.
+    /// redelivery measurements, and --backlog.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [LedgerSetting::Off])]
     ledger: Vec<LedgerSetting>,
     /// Fresh records for the raw ceiling [default: --records, so that both
@@ -246,6 +272,39 @@ struct Args {
     /// Runs of each binary with --compare-binary.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// The deadline control, instead of the measurements above: per
+    /// --write-mode, on a KEYS_ONLY index, N records of one day stamped by a
+    /// delivery that its deadline stops about halfway (`invoke --timeout`,
+    /// DEADLINE_SAFETY_MARGIN_MS=1000), then the same event delivered again
+    /// without a deadline; with the run ledger (a fresh ledger table: the
+    /// second delivery should resume after the first's checkpoint) and
+    /// without it (today's behaviour: the second delivery reads and writes
+    /// the whole day). PASS (with the ledger): the second delivery costs at
+    /// most the records left after the checkpoint + one index page (2,000) +
+    /// what may have been in flight at the stop (MAX_CONCURRENCY × 25 for
+    /// batch-statement, × 1 for update-item) write units, and reads at most
+    /// the index pages after the checkpoint + 1. Where it stops: see
+    /// --resume-stop-after.
+    #[arg(long)]
+    resume_after_deadline: bool,
+    /// With --resume-after-deadline: new work stops this many seconds into
+    /// the first delivery (its --timeout is this plus the 1 s margin)
+    /// [default: calibrated per run: half the handler time of an undeadlined
+    /// pass of an earlier execution over the same table just before, which
+    /// rewrites every record as the measured delivery does].
+    #[arg(long, value_name = "SECONDS", value_parser = stop_after_seconds, requires = "resume_after_deadline")]
+    resume_stop_after: Option<f64>,
+    /// A backlog in one batch, instead of the measurements above: per
+    /// --write-mode and --ledger, on a KEYS_ONLY index, N records of one day
+    /// whose created_at spread over the day, and ONE Lambda event holding
+    /// executions 1, 2, 3 and 4 of that day (cutoffs 06:00:00, 12:00:00,
+    /// 18:00:00, 23:59:59: about a quarter, half, three quarters and all of
+    /// the records), older ones first in their partitions; beside it today's
+    /// behaviour, the four delivered as four invocations in order on a fresh
+    /// table (about 2.5 × the day in write units). PASS: the one batch costs
+    /// at most 1.02 × execution 4's selection in write units.
+    #[arg(long)]
+    backlog: bool,
     /// LOG_LEVEL of the product in --write-capacity and --max-write-rate runs.
     #[arg(long, default_value = "info")]
     product_log_level: String,
@@ -271,6 +330,8 @@ impl Args {
         self.write_capacity.is_some()
             || !self.max_write_rate.is_empty()
             || self.compare_binary.is_some()
+            || self.resume_after_deadline
+            || self.backlog
     }
 
     fn capacity_records(&self, rate: u64) -> u64 {
@@ -288,6 +349,20 @@ enum Rates {
     /// Each write mode's own list.
     Default,
     Listed(Vec<u64>),
+}
+
+/// `--resume-stop-after`: seconds, more than 0, leaving the first
+/// delivery's `--timeout` (this plus the margin) within Lambda's 900.
+fn stop_after_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds + resume::MARGIN.as_secs_f64() <= 900.0 => {
+            Ok(seconds)
+        }
+        _ => Err(format!(
+            "{text:?} is not a time to stop after: expected seconds, more than 0 and at most {}",
+            900.0 - resume::MARGIN.as_secs_f64()
+        )),
+    }
 }
 
 impl Rates {
@@ -360,14 +435,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let client = local_client(&load_sdk_config(Some(REGION)).await, &endpoint);
     if args.replaces_ordinary() {
+        let others_than_backlog = args.write_capacity.is_some()
+            || !args.max_write_rate.is_empty()
+            || args.compare_binary.is_some()
+            || args.resume_after_deadline;
         ensure!(
-            args.ledger == [LedgerSetting::Off],
-            "--ledger applies to the first pass and redelivery measurements only, not to \
-             --write-capacity, --max-write-rate or --compare-binary"
+            args.ledger == [LedgerSetting::Off] || !others_than_backlog,
+            "--ledger applies to the first pass and redelivery measurements and to --backlog \
+             only, not to --write-capacity, --max-write-rate, --compare-binary or \
+             --resume-after-deadline (which runs with and without the ledger by itself)"
         );
         ensure!(
             args.index_projection.len() == 1,
-            "--write-capacity, --max-write-rate and --compare-binary take one --index-projection"
+            "--write-capacity, --max-write-rate, --compare-binary, --resume-after-deadline and \
+             --backlog take one --index-projection"
+        );
+        ensure!(
+            !(args.resume_after_deadline || args.backlog)
+                || args.index_projection[0] == Projection::KeysOnly,
+            "--resume-after-deadline and --backlog are measured on a keys-only index"
         );
         println!(
             "server: {:?} at {endpoint}; index {}",
@@ -382,6 +468,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         if let Some(baseline) = &args.compare_binary {
             compare_binaries(&args, baseline, &client, &endpoint).await?;
+        }
+        if args.resume_after_deadline {
+            resume::deadline_runs(&args, &client, &endpoint).await?;
+        }
+        if args.backlog {
+            backlog::backlog_runs(&args, &client, &endpoint).await?;
         }
         drop(server);
         return Ok(());
@@ -567,56 +659,109 @@ async fn seed(
     date: &str,
     count: u64,
 ) -> anyhow::Result<Vec<String>> {
+    let day = seeded_day(date, count)?;
+    let ids = day.chargebacks().map(|c| c.chargeback_id).collect();
+    put_chargebacks(client, table, day.chargebacks(), 16).await?;
+    Ok(ids)
+}
+
+/// The records `seed` puts in: `count` of `date`, their `created_at` spread
+/// over the whole day.
+fn seeded_day(date: &str, count: u64) -> anyhow::Result<SyntheticDay> {
     let date: NaiveDate = date.parse()?;
     let end_of_day = Utc.from_utc_datetime(
         &date
             .and_hms_opt(23, 59, 59)
             .ok_or_else(|| anyhow!("time"))?,
     );
-    let day = SyntheticDay {
+    Ok(SyntheticDay {
         date,
         execution_time: end_of_day,
         before_cutoff: count,
         after_cutoff: 0,
         other_dates: 0,
-    };
-    let ids = day.chargebacks().map(|c| c.chargeback_id).collect();
-    put_chargebacks(client, table, day.chargebacks(), 16).await?;
-    Ok(ids)
+    })
 }
 
 /// The consolidation event of the day, as a Lambda MSK event file.
 fn event_file(records: u64) -> anyhow::Result<PathBuf> {
-    let event = json!({
-        "event_type": "consolidation_completed",
-        "partition_date": DAY,
-        "execution_sequence": 1,
-        "total_executions": 4,
-        "records_processed": records,
-        "duplicates_removed": 0,
-        "output_files": 4,
-        "output_format": "parquet",
-        "output_path": format!("s3://chargebacks-bucket/consolidated/{DAY}/run=1"),
-        "execution_time": format!("{DAY}T23:59:59"),
-        "completed_at": format!("{DAY}T23:59:59.500000+00:00"),
-        "job_name": "poc-chargeback-dev-chargebacks-consolidation"
-    });
+    kafka_event_file(
+        "event",
+        &[EventAt {
+            partition: 0,
+            offset: 1,
+            execution: 1,
+            execution_time: "23:59:59",
+            records,
+        }],
+    )
+}
+
+/// One consolidation event of the day `DAY` (execution `execution` of 4,
+/// cut off at `execution_time` of the day), at a place in a Kafka topic.
+#[derive(Debug, Clone, Copy)]
+struct EventAt {
+    partition: u32,
+    offset: i64,
+    execution: u64,
+    /// `HH:MM:SS`.
+    execution_time: &'static str,
+    /// The event's `records_processed`.
+    records: u64,
+}
+
+impl EventAt {
+    /// The Kafka record's value: the event as the consolidation job sends it.
+    fn value(&self) -> Value {
+        let execution = self.execution;
+        json!({
+            "event_type": "consolidation_completed",
+            "partition_date": DAY,
+            "execution_sequence": execution,
+            "total_executions": 4,
+            "records_processed": self.records,
+            "duplicates_removed": 0,
+            "output_files": 4,
+            "output_format": "parquet",
+            "output_path": format!("s3://chargebacks-bucket/consolidated/{DAY}/run={execution}"),
+            "execution_time": format!("{DAY}T{}", self.execution_time),
+            "completed_at": format!("{DAY}T{}.500000+00:00", self.execution_time),
+            "job_name": "poc-chargeback-dev-chargebacks-consolidation"
+        })
+    }
+}
+
+/// A Lambda MSK event holding `events` (each in its partition, in the
+/// order given), written to a file of this process named after `name`.
+fn kafka_event_file(name: &str, events: &[EventAt]) -> anyhow::Result<PathBuf> {
     use base64::Engine as _;
-    let value = base64::engine::general_purpose::STANDARD.encode(event.to_string());
-    let envelope = json!({
-        "eventSource": "aws:kafka",
-        "eventSourceArn": "arn:aws:kafka:sa-east-1:123456789012:cluster/bench/abc",
-        "records": {"chargeback-consolidation-events-0": [{
-            "topic": "chargeback-consolidation-events",
-            "partition": 0,
-            "offset": 1,
+    let topic = "chargeback-consolidation-events";
+    let mut records = serde_json::Map::new();
+    for event in events {
+        let value = base64::engine::general_purpose::STANDARD.encode(event.value().to_string());
+        let record = json!({
+            "topic": topic,
+            "partition": event.partition,
+            "offset": event.offset,
             "timestamp": 1_763_683_199_000_i64,
             "timestampType": "CREATE_TIME",
             "value": value,
             "headers": []
-        }]}
+        });
+        match records
+            .entry(format!("{topic}-{}", event.partition))
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
+            Value::Array(partition) => partition.push(record),
+            _ => bail!("not a partition's list"),
+        }
+    }
+    let envelope = json!({
+        "eventSource": "aws:kafka",
+        "eventSourceArn": "arn:aws:kafka:sa-east-1:123456789012:cluster/bench/abc",
+        "records": records
     });
-    let path = std::env::temp_dir().join(format!("bench-event-{}.json", std::process::id()));
+    let path = std::env::temp_dir().join(format!("bench-{name}-{}.json", std::process::id()));
     std::fs::write(&path, envelope.to_string())?;
     Ok(path)
 }
@@ -824,6 +969,7 @@ async fn invoke(
         max_concurrency,
         event,
         profile_with,
+        timeout: None,
         env: ledger_table
             .map(|name| ("LEDGER_TABLE_NAME", name.to_owned()))
             .into_iter()
@@ -849,6 +995,8 @@ struct Invoke<'a> {
     max_concurrency: usize,
     event: &'a Path,
     profile_with: Option<&'a str>,
+    /// `invoke --timeout`: the invocation's deadline, as Lambda's.
+    timeout: Option<Duration>,
     /// Settings beyond the bench's own (LOG_LEVEL, MAX_WRITE_RATE).
     env: Vec<(&'static str, String)>,
 }
@@ -878,10 +1026,13 @@ impl Invoke<'_> {
             }
             None => std::process::Command::new(self.binary),
         };
+        command.arg("invoke").arg("--event").arg(self.event);
+        if let Some(timeout) = self.timeout {
+            command
+                .arg("--timeout")
+                .arg(format!("{:.3}", timeout.as_secs_f64()));
+        }
         command
-            .arg("invoke")
-            .arg("--event")
-            .arg(self.event)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("AWS_REGION", REGION)
@@ -1551,6 +1702,35 @@ async fn count_stamped(client: &aws_sdk_dynamodb::Client, table: &str) -> anyhow
     }
 }
 
+/// Records of `table` stamped by `execution`, counted on the server itself.
+async fn count_at_execution(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    execution: u64,
+) -> anyhow::Result<u64> {
+    let mut counted = 0;
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .filter_expression("consolidation_execution = :execution")
+            .expression_attribute_values(
+                ":execution",
+                aws_sdk_dynamodb::types::AttributeValue::N(execution.to_string()),
+            )
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        counted += u64::try_from(page.count()).unwrap_or(0);
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return Ok(counted);
+        }
+    }
+}
+
 /// Drops a run's table, so that the server holds one table's worth at a time.
 async fn drop_table(client: &aws_sdk_dynamodb::Client, table: &str) {
     if let Err(e) = client.delete_table().table_name(table).send().await {
@@ -1598,6 +1778,7 @@ async fn capacity_limited_runs(
                 max_concurrency: args.max_concurrency,
                 event: &event,
                 profile_with: None,
+                timeout: None,
                 env: vec![("LOG_LEVEL", args.product_log_level.clone())],
             }
             .run()
@@ -1697,6 +1878,7 @@ async fn paced_runs(
                 max_concurrency: args.max_concurrency,
                 event: &event,
                 profile_with: None,
+                timeout: None,
                 env: vec![
                     ("LOG_LEVEL", args.product_log_level.clone()),
                     ("MAX_WRITE_RATE", rate.to_string()),
@@ -1797,6 +1979,7 @@ async fn compare_binaries(
                     max_concurrency: args.max_concurrency,
                     event: &event,
                     profile_with: None,
+                    timeout: None,
                     env: Vec::new(),
                 }
                 .run()

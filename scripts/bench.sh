@@ -17,11 +17,12 @@
 #       --ceiling-records 20000 --cold-starts 0   # the day, a smaller ceiling
 #   scripts/bench.sh --help                # every option
 #
-# Three measurements replace the ones above when asked for (first pass,
+# Five measurements replace the ones above when asked for (first pass,
 # redelivery, ceiling and cold start are then skipped; run the script twice
 # for both). Each prints one row per run with PASS/FAIL against its targets;
 # a FAIL does not fail the script. They take one --index-projection
-# (keys-only by default) and run without the ledger.
+# (keys-only by default; the last two only keys-only) and run without the
+# ledger, but for the last two.
 #
 #   scripts/bench.sh --write-capacity default      # or 500,1000; the product through a
 #       proxy playing a table of R writes/s (default: 100..5000 batch-statement,
@@ -32,6 +33,15 @@
 #       engine: the rate kept, first write to last. PASS: within 5% of R.
 #   scripts/bench.sh --compare-binary PATH --repeats 5   # another build against this
 #       one, interleaved, --records each: records/s and CPU per record per run, medians, ratios.
+#   scripts/bench.sh --resume-after-deadline       # the deadline control: a delivery stopped
+#       about halfway by `invoke --timeout` (calibrated by an undeadlined pass just before, or
+#       --resume-stop-after SECONDS), then delivered again, with the run ledger (resumed after
+#       its checkpoint) and without (today: the whole day again). PASS: the second delivery
+#       writes <= the records left after the checkpoint + 2,000 + MAX_CONCURRENCY x batch,
+#       and reads <= the index pages after the checkpoint + 1.
+#   scripts/bench.sh --backlog --ledger off,on     # executions 1-4 of a day in ONE Lambda
+#       event, beside the four as four invocations (today: about 2.5 x the day in write
+#       units). PASS: the one event costs <= 1.02 x execution 4's selection in write units.
 #
 # --capacity-records sets the records of the first two (default 20,000; 3,000
 # at R <= 100).
