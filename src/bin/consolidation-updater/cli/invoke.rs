@@ -17,6 +17,16 @@ pub(super) async fn run(
     timeout: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
     let payload = read_event(&event)?;
+    if let Some(timeout) = timeout.filter(|t| *t <= settings.deadline_margin) {
+        eprintln!(
+            "consolidation-updater: --timeout {} s is not longer than DEADLINE_SAFETY_MARGIN_MS \
+             ({} ms): no new work will start and every message will be handed back, as in \
+             Lambda; set DEADLINE_SAFETY_MARGIN_MS lower (at least 1000) to see part of the day \
+             stamped",
+            timeout.as_secs_f64(),
+            settings.deadline_margin.as_millis()
+        );
+    }
     let (sdk, store) = app::connect(settings).await;
     let handler = Arc::new(app::handler(settings, &sdk, store, Arc::default()).await);
     let store = Arc::clone(handler.fan_out().store());
