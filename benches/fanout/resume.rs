@@ -431,6 +431,20 @@ fn report(args: &Args, mode: Mode, on: &Scenario, off: &Scenario) {
                 .as_deref()
                 .map_or(String::new(), |why| format!(": {}", shorten(why, 160)))
         );
+        // Lambda ends an invocation at its deadline: whatever came after
+        // (the checkpoint's save, the response) would not have happened.
+        let deadline_ms = scenario.timeout.as_millis() as u64;
+        if let Some(over) = scenario
+            .first
+            .handler_ms
+            .and_then(|ms| ms.checked_sub(deadline_ms))
+            .filter(|over| *over > 0)
+        {
+            println!(
+                "  ledger {:<3}: the 1st delivery's handler ran {over} ms past its deadline                  ({deadline_ms} ms): Lambda would have ended the invocation there",
+                scenario.ledger.label()
+            );
+        }
     }
     match &on.after_first {
         Some(item) => {
