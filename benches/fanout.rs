@@ -1703,15 +1703,28 @@ async fn count_stamped(client: &aws_sdk_dynamodb::Client, table: &str) -> anyhow
 }
 
 /// Records of `table` stamped by `execution`, counted on the server itself.
+/// A scan page of a large table can take DynamoDB Local longer than the
+/// product's 5 s attempt timeout: this count waits up to a minute.
 async fn count_at_execution(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     execution: u64,
 ) -> anyhow::Result<u64> {
+    let patient = aws_sdk_dynamodb::Client::from_conf(
+        client
+            .config()
+            .to_builder()
+            .timeout_config(
+                aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_secs(60))
+                    .build(),
+            )
+            .build(),
+    );
     let mut counted = 0;
     let mut start = None;
     loop {
-        let page = client
+        let page = patient
             .scan()
             .table_name(table)
             .filter_expression("consolidation_execution = :execution")
@@ -1722,7 +1735,8 @@ async fn count_at_execution(
             .select(aws_sdk_dynamodb::types::Select::Count)
             .set_exclusive_start_key(start)
             .send()
-            .await?;
+            .await
+            .with_context(|| format!("counting the records at execution {execution} of {table}"))?;
         counted += u64::try_from(page.count()).unwrap_or(0);
         start = page.last_evaluated_key;
         if start.is_none() {

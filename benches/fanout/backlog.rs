@@ -140,7 +140,9 @@ async fn deliver(
     let how = if one_batch { "one-batch" } else { "four" };
     let tag = format!("backlog-{}-{how}-ledger-{}", mode.env(), ledger.label());
     let table = fresh_table(&server.client, &tag, Projection::KeysOnly).await?;
-    seed(&server.client, &table, DAY, args.records).await?;
+    seed(&server.client, &table, DAY, args.records)
+        .await
+        .with_context(|| format!("seeding {table}"))?;
     let ledger_table = match ledger {
         LedgerSetting::Off => None,
         LedgerSetting::On => {

@@ -142,7 +142,9 @@ async fn scenario(
     let tag = format!("resume-{}-ledger-{}", mode.env(), ledger.label());
     let table = fresh_table(&server.client, &tag, Projection::KeysOnly).await?;
     let started = Instant::now();
-    seed(&server.client, &table, DAY, args.records).await?;
+    seed(&server.client, &table, DAY, args.records)
+        .await
+        .with_context(|| format!("seeding {table}"))?;
     println!(
         "\n{}, ledger {}: seeded {} records in {:.1} s",
         mode.env(),
