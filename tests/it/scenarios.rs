@@ -121,13 +121,18 @@ async fn the_sample_event_stamps_every_record_created_up_to_the_execution_time(
         outcome.response()
     );
     ensure!(summary.messages_processed == 1);
+    // Every selected record once. (On a DynamoDB Local whose JVM is still
+    // cold, a timed-out attempt can have been applied: its retry then finds
+    // the record stamped, as the README says; the table was fresh.)
     ensure!(
-        summary.chargebacks_updated == day.before_cutoff + included.len() as u64,
-        "updated {} of {}",
+        summary.chargebacks_updated + summary.chargebacks_already_applied
+            == day.before_cutoff + included.len() as u64,
+        "updated {} and found {} already applied of {}",
         summary.chargebacks_updated,
+        summary.chargebacks_already_applied,
         day.before_cutoff + 3
     );
-    ensure!(summary.chargebacks_already_applied == 0);
+    ensure!(summary.chargebacks_missing == 0);
 
     let records: Vec<Chargeback> = day.chargebacks().collect();
     let stamped = records
