@@ -252,6 +252,14 @@ impl<S: ChargebackStore> FanOut<S> {
             .await;
         if running.failure.is_some() || halted.is_some() {
             readers.abort_all();
+            while let Some(joined) = running.updates.try_join_next() {
+                running.tally(joined, &self.progress, live);
+            }
+            // The mark as of the stop is already a valid checkpoint: saved
+            // now, before waiting for the requests in flight, which can
+            // outlast the deadline (each attempt may take seconds).
+            self.save_checkpoint(&mut running, &mut marking, control, true)
+                .await;
         }
         running.wait_for_all(&self.progress, live).await;
         running.report.throttled_writes = live.throttled.load(Ordering::Relaxed);
