@@ -222,7 +222,24 @@ impl DynamoLedger {
             Completion::Forward => COMPLETE_FORWARD,
             Completion::Force => COMPLETE_FORCE,
         };
-        let completed = self
+        let completed = self.update_if(run, &update, condition, values).await?;
+        Ok(if completed {
+            Recorded::Completed
+        } else {
+            Recorded::AlreadyCompleted
+        })
+    }
+
+    /// One conditional `UpdateItem` of `run`'s item: `Ok(false)` when the
+    /// condition declined it (the ledger kept what it had).
+    async fn update_if(
+        &self,
+        run: &RunStart,
+        update: &str,
+        condition: &str,
+        values: HashMap<String, AttributeValue>,
+    ) -> Result<bool, StoreError> {
+        let updated = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -233,12 +250,12 @@ impl DynamoLedger {
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        match completed {
-            Ok(_) => Ok(Recorded::Completed),
+        match updated {
+            Ok(_) => Ok(true),
             Err(SdkError::ServiceError(service))
                 if service.err().is_conditional_check_failed_exception() =>
             {
-                Ok(Recorded::AlreadyCompleted)
+                Ok(false)
             }
             Err(other) => Err(classify("UpdateItem", other)),
         }
@@ -271,26 +288,8 @@ impl DynamoLedger {
         values.insert(":stamped".into(), number(counts.stamped));
         values.insert(":already_applied".into(), number(counts.already_applied));
         values.insert(":gone".into(), number(counts.gone));
-        let saved = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key_of(run)))
-            .update_expression(CHECKPOINT)
-            .condition_expression(CHECKPOINT_FORWARD)
-            .expression_attribute_names("#status", "status")
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
-        match saved {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(service))
-                if service.err().is_conditional_check_failed_exception() =>
-            {
-                Ok(false)
-            }
-            Err(other) => Err(classify("UpdateItem", other)),
-        }
+        self.update_if(run, CHECKPOINT, CHECKPOINT_FORWARD, values)
+            .await
     }
 
     /// A new in-progress run, in place of another table's.
