@@ -4,14 +4,16 @@
 use std::process::Output;
 
 use anyhow::{Context as _, ensure};
-use aws_sdk_dynamodb::types::{KeyType, ProjectionType};
+use aws_sdk_dynamodb::types::{
+    GlobalSecondaryIndexDescription, IndexStatus, KeyType, ProjectionType,
+};
 
 /// The exit statuses the README and `--help` promise.
 mod exit_code {
     pub const USAGE: u8 = 2;
     pub const HANDED_BACK: u8 = 3;
 }
-use consolidation_updater::app::{load_sdk_config, local_client};
+use consolidation_updater::app::load_sdk_config;
 use consolidation_updater::local::{TableShape, create_table};
 use libtest_mimic::Trial;
 use tokio::process::Command;
@@ -278,31 +280,108 @@ pub async fn create_table_makes_the_contract_and_can_run_again(
         index.projection().and_then(|p| p.projection_type()) == Some(&ProjectionType::KeysOnly)
     );
 
-    // A table made without the index gets it.
+    // A table made without the index gets it, waited for until active. On
+    // DynamoDB Local under its own access key, i.e. its own database: the
+    // server builds an added index on a pool of 10 threads it shares with a
+    // TTL job per TTL-enabled table (every ledger table of the suite), which
+    // can hold the build back for many minutes.
+    let isolated = |command: &mut Command| {
+        command.env("AWS_ACCESS_KEY_ID", ISOLATED_ACCESS_KEY);
+    };
+    let client = isolated_client(&server.endpoint).await;
     let bare = unique("chargebacks-bare");
-    let sdk = load_sdk_config(Some(REGION)).await;
-    let client = local_client(&sdk, &server.endpoint);
-    create_table(
-        &client,
-        &bare,
-        INDEX,
-        TableShape {
-            index: None,
-            ..TableShape::default()
-        },
-    )
-    .await?;
-    let output = cli_command(&server.endpoint, &bare)
+    create_table(&client, &bare, INDEX, no_index()).await?;
+    let mut command = cli_command(&server.endpoint, &bare);
+    isolated(&mut command);
+    let output = command
         .args(["create-table", "--index-projection", "include-execution"])
         .output()
         .await?;
     let stdout = text(&output.stdout);
     ensure!(output.status.success(), "{}", text(&output.stderr));
     ensure!(
-        stdout.contains("date index added") && stdout.contains("projects consolidation_execution"),
+        stdout.contains("already there; date index added")
+            && stdout.contains("projects consolidation_execution"),
         "{stdout}"
     );
+    ensure!(
+        index_of(&client, &bare).await?.index_status() == Some(&IndexStatus::Active),
+        "the index is not active after create-table waited for it"
+    );
+
+    // `--wait 0` asks for the index and returns; the next run waits for it.
+    let unwaited = unique("chargebacks-unwaited");
+    create_table(&client, &unwaited, INDEX, no_index()).await?;
+    let mut command = cli_command(&server.endpoint, &unwaited);
+    isolated(&mut command);
+    let output = command.args(["create-table", "--wait", "0"]).output().await?;
+    let stdout = text(&output.stdout);
+    ensure!(output.status.success(), "{}", text(&output.stderr));
+    let status = index_of(&client, &unwaited).await?.index_status().cloned();
+    ensure!(
+        stdout.contains("already there; date index added")
+            && (stdout.contains("keys only")
+                || stdout.contains(&format!(
+                    "index {INDEX} being built (CREATING): the function scans the table"
+                ))),
+        "{stdout}"
+    );
+    ensure!(
+        matches!(
+            status,
+            Some(IndexStatus::Active | IndexStatus::Creating) | None
+        ),
+        "{status:?}"
+    );
+    let mut command = cli_command(&server.endpoint, &unwaited);
+    isolated(&mut command);
+    let output = command.args(["create-table"]).output().await?;
+    let stdout = text(&output.stdout);
+    ensure!(output.status.success(), "{}", text(&output.stderr));
+    ensure!(
+        stdout.contains(&format!("Table {unwaited}: already there; key"))
+            && stdout.contains("keys only"),
+        "{stdout}"
+    );
+    ensure!(index_of(&client, &unwaited).await?.index_status() == Some(&IndexStatus::Active));
     Ok(())
+}
+
+/// An access key no other test uses: DynamoDB Local keeps a database per
+/// access key and region.
+const ISOLATED_ACCESS_KEY: &str = "createtabletest";
+
+async fn isolated_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let sdk = load_sdk_config(Some(REGION)).await;
+    let config = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            ISOLATED_ACCESS_KEY,
+            "local",
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+fn no_index() -> TableShape {
+    TableShape {
+        index: None,
+        ..TableShape::default()
+    }
+}
+
+async fn index_of(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> anyhow::Result<GlobalSecondaryIndexDescription> {
+    let described = client.describe_table().table_name(table).send().await?;
+    described
+        .table()
+        .and_then(|t| t.global_secondary_indexes().first().cloned())
+        .with_context(|| format!("{table} has no index"))
 }
 
 /// The demo's report says what its labels say.

@@ -1,7 +1,9 @@
 //! The table's layout: the attributes the adapter relies on, and how the keys
 //! of a day are read, found once with `DescribeTable`.
 
-use aws_sdk_dynamodb::types::{KeyType, ProjectionType, TableDescription};
+use aws_sdk_dynamodb::types::{
+    GlobalSecondaryIndexDescription, IndexStatus, KeyType, ProjectionType, TableDescription,
+};
 use tracing::{info, warn};
 
 use super::DynamoStore;
@@ -36,9 +38,30 @@ pub enum KeyReader {
     /// Query the date index; when it projects `consolidation_execution`,
     /// records already stamped are counted on read and never written.
     Index { projects_execution: bool },
-    /// No date index: a parallel scan with the same selection as a filter
-    /// (slow and costly), which also sees `consolidation_execution`.
-    Scan { segments: u32 },
+    /// No date index, or one that cannot be read yet: a parallel scan with
+    /// the same selection as a filter (slow and costly), which also sees
+    /// `consolidation_execution`.
+    Scan {
+        segments: u32,
+        /// The date index exists but is not readable (being built or
+        /// deleted): its status, e.g. `CREATING, backfilling`.
+        index_not_ready: Option<String>,
+    },
+}
+
+/// Why an index cannot be queried yet: its status when that is neither
+/// `ACTIVE` nor `UPDATING` (a throughput change, readable), with
+/// `backfilling` when DynamoDB says so. A server that reports no status
+/// (some local ones) is taken at its word that the index is there.
+pub(crate) fn index_not_ready(index: &GlobalSecondaryIndexDescription) -> Option<String> {
+    match index.index_status() {
+        None | Some(IndexStatus::Active | IndexStatus::Updating) => None,
+        Some(status) => Some(if index.backfilling() == Some(true) {
+            format!("{}, backfilling", status.as_str())
+        } else {
+            status.as_str().to_owned()
+        }),
+    }
 }
 
 impl DynamoStore {
@@ -138,13 +161,28 @@ fn layout_of(
                 }),
                 _ => false,
             };
-            info!(
-                table = %table_name,
-                index = %index_name,
-                projects_execution,
-                "reading keys from the date index"
-            );
-            KeyReader::Index { projects_execution }
+            if let Some(status) = index_not_ready(index) {
+                warn!(
+                    table = %table_name,
+                    index = %index_name,
+                    index_status = %status,
+                    "the date index cannot be read yet (DynamoDB refuses queries while it is \
+                     built): falling back to a parallel Scan of the whole table for every \
+                     message until a cold start finds the index ACTIVE"
+                );
+                KeyReader::Scan {
+                    segments: SCAN_SEGMENTS,
+                    index_not_ready: Some(status),
+                }
+            } else {
+                info!(
+                    table = %table_name,
+                    index = %index_name,
+                    projects_execution,
+                    "reading keys from the date index"
+                );
+                KeyReader::Index { projects_execution }
+            }
         }
         None => {
             warn!(
@@ -156,6 +194,7 @@ fn layout_of(
             );
             KeyReader::Scan {
                 segments: SCAN_SEGMENTS,
+                index_not_ready: None,
             }
         }
     };
@@ -188,7 +227,7 @@ fn layout_of(
             } | KeyReader::Scan { .. }
         ),
         scan_segments: match layout.reader {
-            KeyReader::Scan { segments } => Some(segments),
+            KeyReader::Scan { segments, .. } => Some(segments),
             KeyReader::Index { .. } => None,
         },
     }
@@ -317,9 +356,54 @@ mod tests {
         assert_eq!(
             layout.reader,
             KeyReader::Scan {
-                segments: SCAN_SEGMENTS
+                segments: SCAN_SEGMENTS,
+                index_not_ready: None,
             }
         );
+    }
+
+    /// DynamoDB refuses a `Query` on an index it is still building ("Cannot
+    /// read from backfilling global secondary index"): such an index is
+    /// scanned around, and its status said; `UPDATING` (a throughput change)
+    /// and no status at all (local servers) are read as usual.
+    #[test]
+    fn an_index_being_built_or_deleted_is_scanned_around_until_it_is_active() {
+        let with_status = |status: Option<IndexStatus>, backfilling: Option<bool>| {
+            let index = date_index(
+                PARTITION_DATE_ATTRIBUTE,
+                CREATED_AT_ATTRIBUTE,
+                projecting(ProjectionType::KeysOnly, &[]),
+            );
+            let index = GlobalSecondaryIndexDescription::builder()
+                .set_index_name(index.index_name)
+                .set_key_schema(index.key_schema)
+                .set_projection(index.projection)
+                .set_index_status(status)
+                .set_backfilling(backfilling)
+                .build();
+            layout_of(&table(Some(index)), "chargebacks", INDEX)
+                .unwrap()
+                .reader
+        };
+        let scan = |status: &str| KeyReader::Scan {
+            segments: SCAN_SEGMENTS,
+            index_not_ready: Some(status.to_owned()),
+        };
+        assert_eq!(
+            with_status(Some(IndexStatus::Creating), Some(true)),
+            scan("CREATING, backfilling")
+        );
+        assert_eq!(
+            with_status(Some(IndexStatus::Creating), Some(false)),
+            scan("CREATING")
+        );
+        assert_eq!(with_status(Some(IndexStatus::Deleting), None), scan("DELETING"));
+        let index = KeyReader::Index {
+            projects_execution: false,
+        };
+        assert_eq!(with_status(Some(IndexStatus::Active), Some(false)), index);
+        assert_eq!(with_status(Some(IndexStatus::Updating), None), index);
+        assert_eq!(with_status(None, None), index);
     }
 
     #[test]

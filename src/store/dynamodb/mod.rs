@@ -144,7 +144,7 @@ impl ChargebackStore for DynamoStore {
     async fn key_streams(&self) -> Result<u32, StoreError> {
         Ok(match self.layout().await?.reader {
             KeyReader::Index { .. } => 1,
-            KeyReader::Scan { segments } => segments,
+            KeyReader::Scan { segments, .. } => segments,
         })
     }
 

@@ -3,16 +3,18 @@
 //! DynamoDB-compatible servers.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
-    GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType,
+    GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType, Projection, ProjectionType,
     PutRequest, ScalarAttributeType, TableStatus, WriteRequest,
 };
 use tokio::task::JoinSet;
+use tracing::info;
 
+use super::layout::index_not_ready;
 use super::{CREATED_AT_ATTRIBUTE, EXECUTION_ATTRIBUTE, PARTITION_DATE_ATTRIBUTE, classify};
 use crate::domain::failure::{ErrorClass, StoreError};
 use crate::synthetic::Chargeback;
@@ -131,19 +133,22 @@ pub(super) async fn describe_if_exists(
 /// unless they exist; safe to run again, and against a table created by
 /// someone else (its own key schema and billing stay as they are). An index
 /// of that name with another key schema is an error: it cannot be fixed in
-/// place.
+/// place. A date index added to an existing table, or found being built, is
+/// waited for up to `index_wait` (zero: not at all); the table's layout then
+/// says whether it is active.
 pub async fn ensure_table(
     client: &Client,
     table: &str,
     index_name: &str,
     shape: TableShape,
+    index_wait: Duration,
 ) -> Result<Ensured, StoreError> {
     let Some(described) = describe_if_exists(client, table).await? else {
         return match create_table(client, table, index_name, shape).await {
             Ok(()) => Ok(Ensured::Created),
             // Created meanwhile by someone else: check it like any existing table.
             Err(error) if error.code.as_deref() == Some("ResourceInUseException") => {
-                Box::pin(ensure_table(client, table, index_name, shape)).await
+                Box::pin(ensure_table(client, table, index_name, shape, index_wait)).await
             }
             Err(error) => Err(error),
         };
@@ -179,11 +184,14 @@ pub async fn ensure_table(
                     ),
                 ));
             }
+            if index_not_ready(index).is_some() {
+                wait_for_index(client, table, index_name, index_wait).await?;
+            }
             Ok(Ensured::AlreadyThere)
         }
         (None, None) => Ok(Ensured::AlreadyThere),
         (None, Some(projection)) => {
-            add_index(client, table, index_name, projection).await?;
+            add_index(client, table, index_name, projection, index_wait).await?;
             Ok(Ensured::IndexAdded)
         }
     }
@@ -215,12 +223,13 @@ fn date_index(
 }
 
 /// Adds the date index to an existing table (on-demand tables need no
-/// throughput for it) and waits until it is active.
+/// throughput for it) and waits up to `wait` for it to become active.
 async fn add_index(
     client: &Client,
     table: &str,
     index_name: &str,
     projection: IndexProjection,
+    wait: Duration,
 ) -> Result<(), StoreError> {
     let index = date_index(index_name, projection)?;
     let create = CreateGlobalSecondaryIndexAction::builder()
@@ -240,42 +249,142 @@ async fn add_index(
         .send()
         .await
         .map_err(|e| classify("UpdateTable", e))?;
-    wait_until_active(client, table, Some(index_name)).await
+    wait_for_index(client, table, index_name, wait).await
 }
 
-/// Waits until the table (and the named index) are active: up to a minute.
+/// How long a new table may take to become active.
+const TABLE_WAIT: Duration = Duration::from_secs(60);
+
+/// How a wait polls `DescribeTable`: at once and often at first (local
+/// servers answer within a second), then less often (it is a control-plane
+/// call, and an index's backfill on a large table takes minutes to hours).
+#[derive(Debug, Clone, Copy)]
+struct Polling {
+    first: Duration,
+    longest: Duration,
+    /// How often a wait still going says so (INFO).
+    progress_every: Duration,
+}
+
+const POLLING: Polling = Polling {
+    first: Duration::from_millis(100),
+    longest: Duration::from_secs(5),
+    progress_every: Duration::from_secs(15),
+};
+
+/// Asks `not_ready` until it answers `None` (ready) or `limit` has passed,
+/// saying every `progress_every` what it still waits for. Returns the last
+/// status when `limit` passed first.
+async fn poll_until_ready<F, Fut>(
+    polling: Polling,
+    limit: Duration,
+    what: &str,
+    mut not_ready: F,
+) -> Result<Option<String>, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<String>, StoreError>>,
+{
+    let started = Instant::now();
+    let mut delay = polling.first;
+    let mut next_progress = polling.progress_every;
+    loop {
+        let Some(status) = not_ready().await? else {
+            return Ok(None);
+        };
+        let waited = started.elapsed();
+        if waited >= limit {
+            return Ok(Some(status));
+        }
+        if waited >= next_progress {
+            info!(
+                status = %status,
+                waited_seconds = waited.as_secs(),
+                limit_seconds = limit.as_secs(),
+                "waiting for {what} to become active"
+            );
+            next_progress += polling.progress_every;
+        }
+        tokio::time::sleep(delay.min(limit - waited)).await;
+        delay = (delay * 2).min(polling.longest);
+    }
+}
+
+/// What keeps the table (and the named index) from being usable: `None`
+/// once both are active.
+async fn not_active(
+    client: &Client,
+    table: &str,
+    index_name: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    let described = client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| classify("DescribeTable", e))?;
+    let Some(described) = described.table() else {
+        return Ok(Some("not described".to_owned()));
+    };
+    if described.table_status() != Some(&TableStatus::Active) {
+        let status = described
+            .table_status()
+            .map_or("no status", TableStatus::as_str);
+        return Ok(Some(format!("table {status}")));
+    }
+    let Some(name) = index_name else {
+        return Ok(None);
+    };
+    Ok(
+        match described
+            .global_secondary_indexes()
+            .iter()
+            .find(|i| i.index_name() == Some(name))
+        {
+            None => Some("index not listed yet".to_owned()),
+            Some(index) => index_not_ready(index).map(|status| format!("index {status}")),
+        },
+    )
+}
+
+/// Waits until the table (and the named index) are active: up to a minute,
+/// for a table just created (with its index, which then has nothing to
+/// backfill).
 pub(super) async fn wait_until_active(
     client: &Client,
     table: &str,
     index_name: Option<&str>,
 ) -> Result<(), StoreError> {
-    for _ in 0..600 {
-        let described = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|e| classify("DescribeTable", e))?;
-        let Some(described) = described.table() else {
-            continue;
-        };
-        let index_active = index_name.is_none_or(|name| {
-            described
-                .global_secondary_indexes()
-                .iter()
-                .find(|i| i.index_name() == Some(name))
-                .is_some_and(|i| i.index_status() == Some(&IndexStatus::Active))
-        });
-        if described.table_status() == Some(&TableStatus::Active) && index_active {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let what = format!("table {table}");
+    match poll_until_ready(POLLING, TABLE_WAIT, &what, || {
+        not_active(client, table, index_name)
+    })
+    .await?
+    {
+        None => Ok(()),
+        Some(status) => Err(StoreError::new(
+            ErrorClass::Setup,
+            "DescribeTable",
+            format!("table {table} did not become active within a minute ({status})"),
+        )),
     }
-    Err(StoreError::new(
-        ErrorClass::Setup,
-        "DescribeTable",
-        format!("table {table} did not become active within a minute"),
-    ))
+}
+
+/// Waits up to `limit` for the date index of an existing table to become
+/// active (DynamoDB builds it from the table's items first). Whether it did
+/// is for the caller to read from the table's layout.
+async fn wait_for_index(
+    client: &Client,
+    table: &str,
+    index_name: &str,
+    limit: Duration,
+) -> Result<(), StoreError> {
+    let what = format!("the date index {index_name} of table {table}");
+    poll_until_ready(POLLING, limit, &what, || {
+        not_active(client, table, Some(index_name))
+    })
+    .await
+    .map(drop)
 }
 
 /// A chargeback as a DynamoDB item.
@@ -379,4 +488,81 @@ async fn write_batch(
         "BatchWriteItem",
         "items left unprocessed after 10 attempts",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    const QUICK: Polling = Polling {
+        first: Duration::from_millis(1),
+        longest: Duration::from_millis(4),
+        progress_every: Duration::from_millis(10),
+    };
+
+    /// Answers "not ready" `times` times, then ready; counts the asks.
+    fn ready_after(
+        times: usize,
+        asked: &Cell<usize>,
+    ) -> impl FnMut() -> std::future::Ready<Result<Option<String>, StoreError>> + '_ {
+        move || {
+            asked.set(asked.get() + 1);
+            std::future::ready(Ok((asked.get() <= times)
+                .then(|| "index CREATING, backfilling".to_owned())))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_asks_again_until_the_index_is_active() {
+        let asked = Cell::new(0);
+        let ask = ready_after(3, &asked);
+        let last = poll_until_ready(QUICK, Duration::from_secs(5), "the index", ask)
+            .await
+            .unwrap();
+        assert_eq!(last, None);
+        assert_eq!(asked.get(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_wait_that_runs_out_returns_the_last_status() {
+        let asked = Cell::new(0);
+        let ask = ready_after(usize::MAX, &asked);
+        let started = Instant::now();
+        let limit = Duration::from_millis(30);
+        let last = poll_until_ready(QUICK, limit, "the index", ask)
+            .await
+            .unwrap();
+        assert_eq!(last.as_deref(), Some("index CREATING, backfilling"));
+        assert!(started.elapsed() >= limit);
+        // Asked at the start and after each delay (1, 2, then 4 ms at most),
+        // and once more at the limit.
+        assert!(asked.get() >= 1 + 30 / 4, "asked {} times", asked.get());
+    }
+
+    #[tokio::test]
+    async fn a_zero_wait_asks_once() {
+        let asked = Cell::new(0);
+        let ask = ready_after(usize::MAX, &asked);
+        let last = poll_until_ready(QUICK, Duration::ZERO, "the index", ask)
+            .await
+            .unwrap();
+        assert!(last.is_some());
+        assert_eq!(asked.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_describe_ends_the_wait_with_its_error() {
+        let error = poll_until_ready(QUICK, Duration::from_secs(5), "the index", || async {
+            Err::<Option<String>, _>(StoreError::new(
+                ErrorClass::Setup,
+                "DescribeTable",
+                "AccessDeniedException",
+            ))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(error.operation, "DescribeTable");
+    }
 }

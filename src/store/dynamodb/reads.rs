@@ -80,7 +80,7 @@ impl DynamoStore {
                     .map_err(|e| classify("Query", e))?;
                 (output.items, output.last_evaluated_key)
             }
-            KeyReader::Scan { segments } => {
+            KeyReader::Scan { segments, .. } => {
                 let output = self
                     .client
                     .scan()

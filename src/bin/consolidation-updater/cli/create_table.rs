@@ -1,6 +1,7 @@
 //! `create-table`: the table contract on any endpoint, idempotently.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use super::{exit_code, with_setup_hint};
 use consolidation_updater::app::{self, KeyReader, load_sdk_config};
@@ -12,6 +13,7 @@ use consolidation_updater::settings::Settings;
 pub(super) async fn run(
     settings: &Settings,
     projection: IndexProjection,
+    index_wait: Duration,
 ) -> anyhow::Result<ExitCode> {
     let sdk = load_sdk_config(settings.region.as_deref()).await;
     let client = aws_sdk_dynamodb::Client::new(&sdk);
@@ -21,7 +23,7 @@ pub(super) async fn run(
         index: Some(projection),
         ..TableShape::default()
     };
-    let ensured = ensure_table(&client, table, index, shape)
+    let ensured = ensure_table(&client, table, index, shape, index_wait)
         .await
         .map_err(|e| anyhow::anyhow!(with_setup_hint(&e.to_string())))?;
     // The same store, and the same check, as the function's at cold start.
@@ -48,11 +50,28 @@ pub(super) async fn run(
         KeyReader::Index {
             projects_execution: false,
         } => format!("index {index} (partition_date + created_at, keys only)"),
-        KeyReader::Scan { .. } => format!("no index {index}: the function will scan"),
+        KeyReader::Scan {
+            index_not_ready: Some(ref status),
+            ..
+        } => format!(
+            "index {index} being built ({status}): the function scans the table until a cold \
+             start finds the index active"
+        ),
+        KeyReader::Scan {
+            index_not_ready: None,
+            ..
+        } => format!("no index {index}: the function will scan"),
     };
     println!(
         "Table {table}: {what}; key {}{range}; {reader}",
         layout.hash_key
+    );
+    let index_pending = matches!(
+        layout.reader,
+        KeyReader::Scan {
+            index_not_ready: Some(_),
+            ..
+        }
     );
     if let Some(ledger) = settings.ledger_table.as_deref() {
         let ensured = ensure_ledger_table(&client, ledger)
@@ -65,6 +84,15 @@ pub(super) async fn run(
                 _ => "already there",
             }
         );
+    }
+    if index_pending && !index_wait.is_zero() {
+        eprintln!(
+            "consolidation-updater: the date index {index} of table {table} is not active after \
+             waiting {} s; DynamoDB finishes building it on its own: run create-table again to \
+             wait for it (--wait sets how long)",
+            index_wait.as_secs()
+        );
+        return Ok(ExitCode::from(exit_code::FAILED));
     }
     Ok(ExitCode::from(exit_code::DONE))
 }

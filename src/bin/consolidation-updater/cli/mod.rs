@@ -95,10 +95,19 @@ enum Command {
     /// the DynamoDB the environment configures (e.g. AWS_ENDPOINT_URL_DYNAMODB
     /// for DynamoDB Local). Safe to run again: an existing table is checked,
     /// and given the date index if it lacks it.
+    ///
+    /// DynamoDB builds an index added to an existing table from the table's
+    /// items (minutes to hours on a large table); until it is active the
+    /// function scans the table instead. Exits 1 if it is still being built
+    /// after --wait (it finishes on its own: run create-table again to wait).
     CreateTable {
         /// The date index's projection.
         #[arg(long, value_enum, default_value_t = ProjectionArg::KeysOnly)]
         index_projection: ProjectionArg,
+        /// How long to wait for a date index being built to become active;
+        /// 0 = do not wait.
+        #[arg(long, value_parser = count, value_name = "SECONDS", default_value_t = 600)]
+        wait: u64,
     },
     /// Show the runs of a day the run ledger (LEDGER_TABLE_NAME) holds: each
     /// execution's status and counts beside the event's; or, with --since,
@@ -199,8 +208,16 @@ pub async fn main() -> ExitCode {
         } => redrive::run(&settings, &queue_url, max, dry_run).await,
         Command::Backfill(args) => backfill::run(&settings, args).await,
         Command::Status(args) => status::run(&settings, args).await,
-        Command::CreateTable { index_projection } => {
-            create_table::run(&settings, index_projection.into()).await
+        Command::CreateTable {
+            index_projection,
+            wait,
+        } => {
+            create_table::run(
+                &settings,
+                index_projection.into(),
+                std::time::Duration::from_secs(wait),
+            )
+            .await
         }
         #[cfg(feature = "embedded")]
         Command::Demo(args) => demo::run(&settings, args).await,
