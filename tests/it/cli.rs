@@ -314,7 +314,10 @@ pub async fn create_table_makes_the_contract_and_can_run_again(
     create_table(&client, &unwaited, INDEX, no_index()).await?;
     let mut command = cli_command(&server.endpoint, &unwaited);
     isolated(&mut command);
-    let output = command.args(["create-table", "--wait", "0"]).output().await?;
+    let output = command
+        .args(["create-table", "--wait", "0"])
+        .output()
+        .await?;
     let stdout = text(&output.stdout);
     ensure!(output.status.success(), "{}", text(&output.stderr));
     let status = index_of(&client, &unwaited).await?.index_status().cloned();

@@ -397,7 +397,10 @@ mod tests {
             with_status(Some(IndexStatus::Creating), Some(false)),
             scan("CREATING")
         );
-        assert_eq!(with_status(Some(IndexStatus::Deleting), None), scan("DELETING"));
+        assert_eq!(
+            with_status(Some(IndexStatus::Deleting), None),
+            scan("DELETING")
+        );
         let index = KeyReader::Index {
             projects_execution: false,
         };
