@@ -159,11 +159,14 @@ pub trait RunLedger: Send + Sync {
     /// An unfinished fan-out of `run` got this far: every selected record up
     /// to the checkpoint is done. Only forward (by `created_at`), only on an
     /// in-progress run of the same table and cutoff: `Ok(false)` when the
-    /// ledger kept what it had.
+    /// ledger kept what it had. `replacing`: a checkpoint this pass could not
+    /// start after (refused as a start key); while the ledger still holds
+    /// it, this one replaces it even though it lies behind.
     fn save_checkpoint<'a>(
         &'a self,
         run: &'a RunStart,
         checkpoint: &'a Checkpoint,
+        replacing: Option<&'a IndexPosition>,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// Requests sent to the ledger so far, when the adapter counts them.

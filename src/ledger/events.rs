@@ -6,7 +6,7 @@ use tracing::{debug, info, warn};
 
 use crate::domain::event::ConsolidationEvent;
 use crate::domain::failure::StoreError;
-use crate::domain::run::{Checkpoint, Run, RunCounts, RunStart, ledger_time};
+use crate::domain::run::{Checkpoint, IndexPosition, Run, RunCounts, RunStart, ledger_time};
 use crate::telemetry::metrics;
 
 /// A completed run covers the event: no fan-out. (`RunsSuperseded` is
@@ -59,6 +59,8 @@ pub(crate) struct CheckpointSaved<'a> {
     pub(crate) run: &'a RunStart,
     pub(crate) checkpoint: &'a Checkpoint,
     pub(crate) moved: bool,
+    /// The refused checkpoint this one may replace.
+    pub(crate) replacing: Option<&'a IndexPosition>,
 }
 
 impl CheckpointSaved<'_> {
@@ -70,6 +72,7 @@ impl CheckpointSaved<'_> {
             checkpoint_created_at = %position.created_at,
             done = counts.selected(),
             moved = self.moved,
+            replacing_created_at = self.replacing.map(|r| r.created_at.as_str()),
             "{}",
             if self.moved {
                 "checkpoint saved: every record up to it is done"

@@ -260,15 +260,21 @@ impl Checkpoints for RunCheckpoints<'_> {
                 position,
                 counts: counted(self.resume.map(|c| c.counts), resumed, done),
             };
+            // A pass that did not start after the run's checkpoint (refused
+            // as a start key) may put its own in place of it: otherwise
+            // every stopped pass would leave the unusable one, and the run
+            // would start over from the beginning on every delivery.
+            let replacing = self.resume.filter(|_| !resumed).map(|c| &c.position);
             match self
                 .ledger
-                .call(port.save_checkpoint(self.start, &checkpoint))
+                .call(port.save_checkpoint(self.start, &checkpoint, replacing))
                 .await
             {
                 Ok(moved) => CheckpointSaved {
                     run: self.start,
                     checkpoint: &checkpoint,
                     moved,
+                    replacing,
                 }
                 .emit(),
                 Err(error) => {

@@ -108,6 +108,7 @@ impl RunLedger for MemoryLedger {
         &'a self,
         run: &'a RunStart,
         checkpoint: &'a Checkpoint,
+        replacing: Option<&'a IndexPosition>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
             self.failure()?;
@@ -115,10 +116,10 @@ impl RunLedger for MemoryLedger {
             let Some(entry) = runs.get_mut(&(run.partition_date, run.execution_sequence)) else {
                 return Ok(false);
             };
-            let forward = entry
-                .checkpoint
-                .as_ref()
-                .is_none_or(|c| c.created_at <= checkpoint.position.created_at);
+            let forward = entry.checkpoint.as_ref().is_none_or(|c| {
+                c.created_at <= checkpoint.position.created_at
+                    || replacing.is_some_and(|refused| refused.created_at == c.created_at)
+            });
             if entry.status != RunStatus::InProgress || !forward {
                 return Ok(false);
             }
@@ -387,6 +388,52 @@ async fn a_checkpoint_the_store_refused_counts_the_full_pass_alone() {
         .completed(&second, &full, Completion::Forward, "r2")
         .await;
     assert_eq!(port.run(2).map(|r| r.counts), Some(counts(1, 5)));
+}
+
+/// A pass that could not start after the run's checkpoint puts its own in
+/// place of it, though it lies behind; a pass that did start there never
+/// moves it back.
+#[tokio::test]
+async fn a_pass_whose_start_was_refused_replaces_the_refused_checkpoint() {
+    let (port, ledger) = ledger();
+    let store = FakeStore::default();
+    let first = ledger
+        .before_fan_out(&store, &event(2), Verdict::Respect, "r1")
+        .await;
+    if let Some(saved) = ledger.checkpoints(&first, "r1") {
+        saved
+            .save(position("2025-11-20T05:00:00"), counts(50, 0), false)
+            .await;
+    }
+    let second = ledger
+        .before_fan_out(&store, &event(2), Verdict::Respect, "r2")
+        .await;
+    let pass = ledger.checkpoints(&second, "r2").expect("a tracked run");
+    // Resumed after it: a checkpoint behind it is not taken.
+    pass.save(position("2025-11-20T01:00:00"), counts(10, 0), true)
+        .await;
+    assert_eq!(
+        port.run(2).and_then(|r| r.checkpoint),
+        Some(position("2025-11-20T05:00:00"))
+    );
+    // Refused as a start key (not resumed): this pass's replaces it, and
+    // counts alone.
+    pass.save(position("2025-11-20T01:00:00"), counts(10, 0), false)
+        .await;
+    let run = port.run(2).expect("recorded");
+    assert_eq!(
+        (run.checkpoint, run.counts),
+        (Some(position("2025-11-20T01:00:00")), counts(10, 0))
+    );
+    // From then on, forward only.
+    pass.save(position("2025-11-20T00:30:00"), counts(5, 0), false)
+        .await;
+    pass.save(position("2025-11-20T02:00:00"), counts(20, 0), false)
+        .await;
+    assert_eq!(
+        port.run(2).and_then(|r| r.checkpoint),
+        Some(position("2025-11-20T02:00:00"))
+    );
 }
 
 #[tokio::test]

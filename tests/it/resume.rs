@@ -62,16 +62,21 @@ fn handler(
     ledger: &Arc<DynamoLedger>,
     rate: Option<u32>,
 ) -> Arc<BatchHandler<DynamoStore>> {
-    Arc::new(
-        BatchHandler::new(
-            FanOut::new(Arc::clone(store), 8, Arc::default()).with_max_write_rate(rate),
-        )
+    Arc::new(handler_of(store, tables, ledger, rate))
+}
+
+fn handler_of(
+    store: &Arc<DynamoStore>,
+    tables: &Tables,
+    ledger: &Arc<DynamoLedger>,
+    rate: Option<u32>,
+) -> BatchHandler<DynamoStore> {
+    BatchHandler::new(FanOut::new(Arc::clone(store), 8, Arc::default()).with_max_write_rate(rate))
         .with_ledger(Ledger::new(
             Arc::clone(ledger) as Arc<dyn RunLedger>,
             &tables.ledger_table,
         ))
-        .with_deadline_margin(Duration::from_secs(1)),
-    )
+        .with_deadline_margin(Duration::from_secs(1))
 }
 
 /// Every record of `day` created before `before` is at `execution`.
@@ -193,24 +198,34 @@ pub async fn a_run_stopped_at_its_deadline_resumes_after_its_checkpoint(
     .await
 }
 
-/// A position the index does not accept: not the index's key.
+/// A position the index does not accept as a start key: the index's keys
+/// without the table's (`chargeback_id`), as if the table had been
+/// recreated with another key. Late in the day, so that a pass stopped
+/// early lies behind it.
 fn stale_position() -> IndexPosition {
+    let created_at = "2025-11-20T06:25:00.000Z";
     IndexPosition {
-        created_at: "2025-11-20T03:00:00.000Z".into(),
-        key: BTreeMap::from([("chargeback_id".into(), KeyPart::S("cb-gone".into()))]),
+        created_at: created_at.into(),
+        key: BTreeMap::from([
+            ("partition_date".into(), KeyPart::S("2025-11-20".into())),
+            ("created_at".into(), KeyPart::S(created_at.into())),
+        ]),
     }
 }
 
 /// A checkpoint the server refuses as `ExclusiveStartKey`
-/// (ValidationException) is read from the start: the message is applied,
-/// not dead-lettered, and the run counts the full pass alone.
+/// (ValidationException) is read from the start: the message is not
+/// dead-lettered. The full pass, stopped by its deadline, puts its own
+/// checkpoint in place of the refused one although it lies behind it, so
+/// the next delivery resumes; the run counts the full pass alone.
 pub async fn a_checkpoint_refused_as_a_start_key_means_a_full_pass(
     backend: Backend,
 ) -> anyhow::Result<()> {
     let tables = Tables::create(&backend).await?;
-    let day_records = sample_day(100);
+    let day_records = sample_day(400);
     let selected = day_records.before_cutoff;
     tables.chargebacks.seed(day_records.chargebacks()).await?;
+    let store = Arc::new(tables.chargebacks.store().with_keys_per_page(40));
     let ledger = tables.ledger();
     let run = start_of(2, CUTOFF, &tables.store.table_identity().await?)?;
     ledger.start(&run).await?;
@@ -218,27 +233,53 @@ pub async fn a_checkpoint_refused_as_a_start_key_means_a_full_pass(
         position: stale_position(),
         counts: counts(40),
     };
-    ensure!(ledger.save_checkpoint(&run, &stale).await?, "saved");
+    ensure!(ledger.save_checkpoint(&run, &stale, None).await?, "saved");
 
     let sink = Arc::new(RecordingSink::default());
-    let handler = Arc::new(
-        BatchHandler::new(FanOut::new(Arc::clone(&tables.store), 8, Arc::default()))
-            .with_ledger(Ledger::new(
-                Arc::clone(&ledger) as Arc<dyn RunLedger>,
-                &tables.ledger_table,
-            ))
-            .with_dead_letters(Arc::clone(&sink) as Arc<dyn DeadLetterSink>),
+    let with_sink = |rate| {
+        Arc::new(
+            handler_of(&store, &tables, &ledger, rate)
+                .with_dead_letters(Arc::clone(&sink) as Arc<dyn DeadLetterSink>),
+        )
+    };
+    // 360 records at 100 writes/s take 3.6 s: new work stops after 1.5 s.
+    let mut first = Invocation::unbounded("r1");
+    first.deadline = Some(Instant::now() + Duration::from_millis(2500));
+    let stopped = with_sink(Some(100)).handle(event_of(2), &first).await?;
+    let MessageOutcome::Unfinished { done, .. } = only_outcome(&stopped)? else {
+        return Err(anyhow!("first delivery: {stopped:?}"));
+    };
+    ensure!(sink.count() == 0, "nothing dead-lettered");
+    ensure!(!done.resumed, "the refused start read from the beginning");
+    let run = tables
+        .runs()
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow!("no run"))?;
+    let checkpoint = run
+        .checkpoint
+        .clone()
+        .ok_or_else(|| anyhow!("no checkpoint after {done:?}: {run:?}"))?;
+    let before = run.counts.selected();
+    ensure!(
+        checkpoint.created_at < stale.position.created_at
+            && checkpoint.key.contains_key("partition_date")
+            && before > 0
+            && before < selected
+            && before % 40 == 0,
+        "the full pass's checkpoint (whole pages, behind the refused one) replaced it: {run:?}"
     );
-    let outcome = handler
-        .handle(event_of(2), &Invocation::unbounded("r1"))
+
+    let resumed = with_sink(None)
+        .handle(event_of(2), &Invocation::unbounded("r2"))
         .await?;
-    let MessageOutcome::Applied(report) = only_outcome(&outcome)? else {
-        return Err(anyhow!("{outcome:?}"));
+    let MessageOutcome::Applied(report) = only_outcome(&resumed)? else {
+        return Err(anyhow!("second delivery: {resumed:?}"));
     };
     ensure!(sink.count() == 0, "nothing dead-lettered");
     ensure!(
-        !report.resumed && report.written + report.already_applied == selected,
-        "{report:?}"
+        report.resumed && report.examined() == selected - before,
+        "resumed after the full pass's checkpoint: {report:?}"
     );
     let run = tables
         .runs()
@@ -249,7 +290,13 @@ pub async fn a_checkpoint_refused_as_a_start_key_means_a_full_pass(
         run.status == RunStatus::Completed && run.counts.selected() == selected,
         "the full pass alone is counted: {run:?}"
     );
-    Ok(())
+    stamped_before(
+        &tables.chargebacks,
+        sample_day(400),
+        "2025-11-20T06:30:01",
+        2,
+    )
+    .await
 }
 
 fn position_at(created_at: &str) -> IndexPosition {
@@ -280,22 +327,34 @@ pub async fn checkpoints_only_move_forward(backend: Backend) -> anyhow::Result<(
         position: position_at(created_at),
         counts: counts(stamped),
     };
+    let refused = position_at("2025-11-20T05:00:00.000Z");
+    let other = position_at("2025-11-20T04:30:00.000Z");
+    // (checkpoint, counts, the one it may replace, whether it is taken)
     let moves = [
-        ("2025-11-20T03:00:00.000Z", 30, true),
-        ("2025-11-20T02:00:00.000Z", 20, false),
-        ("2025-11-20T03:00:00.000Z", 31, true),
-        ("2025-11-20T04:00:00.000Z", 40, true),
+        ("2025-11-20T03:00:00.000Z", 30, None, true),
+        ("2025-11-20T02:00:00.000Z", 20, None, false),
+        ("2025-11-20T03:00:00.000Z", 31, None, true),
+        ("2025-11-20T05:00:00.000Z", 50, None, true),
+        // Behind, in place of a checkpoint the item no longer holds: refused.
+        ("2025-11-20T01:00:00.000Z", 10, Some(&other), false),
+        // Behind, in place of the one it holds (refused as a start key): taken.
+        ("2025-11-20T01:00:00.000Z", 10, Some(&refused), true),
+        ("2025-11-20T00:30:00.000Z", 5, Some(&refused), false),
+        ("2025-11-20T04:00:00.000Z", 40, Some(&refused), true),
     ];
-    for (created_at, stamped, expected) in moves {
+    for (created_at, stamped, replacing, expected) in moves {
         let moved = ledger
-            .save_checkpoint(&run, &at(created_at, stamped))
+            .save_checkpoint(&run, &at(created_at, stamped), replacing)
             .await?;
-        ensure!(moved == expected, "{created_at}: moved {moved}");
+        ensure!(
+            moved == expected,
+            "{created_at} replacing {replacing:?}: moved {moved}"
+        );
     }
     let other_cutoff = start_of(2, "2025-11-20T06:31:00", &ours)?;
     ensure!(
         !ledger
-            .save_checkpoint(&other_cutoff, &at("2025-11-20T05:00:00.000Z", 50))
+            .save_checkpoint(&other_cutoff, &at("2025-11-20T05:00:00.000Z", 50), None)
             .await?,
         "another cutoff's checkpoint is refused"
     );
@@ -314,7 +373,7 @@ pub async fn checkpoints_only_move_forward(backend: Backend) -> anyhow::Result<(
         .await?;
     ensure!(
         !ledger
-            .save_checkpoint(&run, &at("2025-11-20T05:00:00.000Z", 50))
+            .save_checkpoint(&run, &at("2025-11-20T05:00:00.000Z", 50), None)
             .await?,
         "a completed run takes no checkpoint"
     );

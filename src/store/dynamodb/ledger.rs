@@ -19,8 +19,8 @@ use super::usage::Usage;
 use crate::domain::event::PartitionDate;
 use crate::domain::failure::{ErrorClass, StoreError};
 use crate::domain::run::{
-    Checkpoint, Completion, Recorded, Run, RunCounts, RunStart, RunStatus, TableIdentity,
-    ledger_time,
+    Checkpoint, Completion, IndexPosition, Recorded, Run, RunCounts, RunStart, RunStatus,
+    TableIdentity, ledger_time,
 };
 use crate::ports::{BoxFuture, RunLedger};
 
@@ -68,6 +68,12 @@ const CHECKPOINT: &str = "SET checkpoint = :checkpoint, checkpoint_created_at = 
 const CHECKPOINT_FORWARD: &str = "chargebacks_table_id = :table_id AND #status = :in_progress \
      AND execution_time = :execution_time AND (attribute_not_exists(checkpoint_created_at) \
      OR checkpoint_created_at <= :checkpoint_created_at)";
+/// The same, or in place of the checkpoint this pass could not start after
+/// (known by its `created_at`) while the item still holds that one.
+const CHECKPOINT_REPLACING: &str = "chargebacks_table_id = :table_id AND #status = :in_progress \
+     AND execution_time = :execution_time AND (attribute_not_exists(checkpoint_created_at) \
+     OR checkpoint_created_at <= :checkpoint_created_at \
+     OR checkpoint_created_at = :refused_created_at)";
 
 /// Only forward: an in-progress run, or a completed one with an earlier
 /// cutoff (the same one too, for `backfill --force`).
@@ -265,6 +271,7 @@ impl DynamoLedger {
         &self,
         run: &RunStart,
         checkpoint: &Checkpoint,
+        replacing: Option<&IndexPosition>,
     ) -> Result<bool, StoreError> {
         let all = self.event_values(run, Utc::now());
         let mut values: HashMap<String, AttributeValue> = all
@@ -288,8 +295,14 @@ impl DynamoLedger {
         values.insert(":stamped".into(), number(counts.stamped));
         values.insert(":already_applied".into(), number(counts.already_applied));
         values.insert(":gone".into(), number(counts.gone));
-        self.update_if(run, CHECKPOINT, CHECKPOINT_FORWARD, values)
-            .await
+        let condition = match replacing {
+            Some(refused) => {
+                values.insert(":refused_created_at".into(), string(&refused.created_at));
+                CHECKPOINT_REPLACING
+            }
+            None => CHECKPOINT_FORWARD,
+        };
+        self.update_if(run, CHECKPOINT, condition, values).await
     }
 
     /// A new in-progress run, in place of another table's.
@@ -362,8 +375,9 @@ impl RunLedger for DynamoLedger {
         &'a self,
         run: &'a RunStart,
         checkpoint: &'a Checkpoint,
+        replacing: Option<&'a IndexPosition>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(self.record_checkpoint(run, checkpoint))
+        Box::pin(self.record_checkpoint(run, checkpoint, replacing))
     }
 
     fn requests_sent(&self) -> Option<u64> {
