@@ -63,17 +63,14 @@ const CHECKPOINT: &str = "SET checkpoint = :checkpoint, checkpoint_created_at = 
      stamped = :stamped, already_applied = :already_applied, gone = :gone, \
      checkpoint_at = :now, updated_at = :now, expires_at = :expires_at";
 /// Only forward, judged on `created_at` alone (the index's order among
-/// equal values is not documented), and only on an in-progress run of this
-/// table and cutoff.
+/// equal values is not documented), or in place of the checkpoint this pass
+/// could not start after (`:replaces_created_at`, its `created_at`; the new
+/// one's own when there is none, which adds nothing) while the item still
+/// holds that one; and only on an in-progress run of this table and cutoff.
 const CHECKPOINT_FORWARD: &str = "chargebacks_table_id = :table_id AND #status = :in_progress \
      AND execution_time = :execution_time AND (attribute_not_exists(checkpoint_created_at) \
-     OR checkpoint_created_at <= :checkpoint_created_at)";
-/// The same, or in place of the checkpoint this pass could not start after
-/// (known by its `created_at`) while the item still holds that one.
-const CHECKPOINT_REPLACING: &str = "chargebacks_table_id = :table_id AND #status = :in_progress \
-     AND execution_time = :execution_time AND (attribute_not_exists(checkpoint_created_at) \
      OR checkpoint_created_at <= :checkpoint_created_at \
-     OR checkpoint_created_at = :refused_created_at)";
+     OR checkpoint_created_at = :replaces_created_at)";
 
 /// Only forward: an in-progress run, or a completed one with an earlier
 /// cutoff (the same one too, for `backfill --force`).
@@ -295,14 +292,12 @@ impl DynamoLedger {
         values.insert(":stamped".into(), number(counts.stamped));
         values.insert(":already_applied".into(), number(counts.already_applied));
         values.insert(":gone".into(), number(counts.gone));
-        let condition = match replacing {
-            Some(refused) => {
-                values.insert(":refused_created_at".into(), string(&refused.created_at));
-                CHECKPOINT_REPLACING
-            }
-            None => CHECKPOINT_FORWARD,
-        };
-        self.update_if(run, CHECKPOINT, condition, values).await
+        values.insert(
+            ":replaces_created_at".into(),
+            string(&replacing.unwrap_or(&checkpoint.position).created_at),
+        );
+        self.update_if(run, CHECKPOINT, CHECKPOINT_FORWARD, values)
+            .await
     }
 
     /// A new in-progress run, in place of another table's.
