@@ -285,20 +285,26 @@ pub async fn create_table_makes_the_contract_and_can_run_again(
     // server builds an added index on a pool of 10 threads it shares with a
     // TTL job per TTL-enabled table (every ledger table of the suite), which
     // can hold the build back for many minutes.
-    let isolated = |command: &mut Command| {
-        command.env("AWS_ACCESS_KEY_ID", ISOLATED_ACCESS_KEY);
-    };
     let client = isolated_client(&server.endpoint).await;
+    let isolated = |table: String, args: &'static [&'static str]| {
+        let endpoint = server.endpoint.clone();
+        async move {
+            let output = cli_command(&endpoint, &table)
+                .env("AWS_ACCESS_KEY_ID", ISOLATED_ACCESS_KEY)
+                .args(args)
+                .output()
+                .await?;
+            ensure!(output.status.success(), "{}", text(&output.stderr));
+            anyhow::Ok(text(&output.stdout))
+        }
+    };
     let bare = unique("chargebacks-bare");
     create_table(&client, &bare, INDEX, no_index()).await?;
-    let mut command = cli_command(&server.endpoint, &bare);
-    isolated(&mut command);
-    let output = command
-        .args(["create-table", "--index-projection", "include-execution"])
-        .output()
-        .await?;
-    let stdout = text(&output.stdout);
-    ensure!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = isolated(
+        bare.clone(),
+        &["create-table", "--index-projection", "include-execution"],
+    )
+    .await?;
     ensure!(
         stdout.contains("already there; date index added")
             && stdout.contains("projects consolidation_execution"),
@@ -312,14 +318,7 @@ pub async fn create_table_makes_the_contract_and_can_run_again(
     // `--wait 0` asks for the index and returns; the next run waits for it.
     let unwaited = unique("chargebacks-unwaited");
     create_table(&client, &unwaited, INDEX, no_index()).await?;
-    let mut command = cli_command(&server.endpoint, &unwaited);
-    isolated(&mut command);
-    let output = command
-        .args(["create-table", "--wait", "0"])
-        .output()
-        .await?;
-    let stdout = text(&output.stdout);
-    ensure!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = isolated(unwaited.clone(), &["create-table", "--wait", "0"]).await?;
     let status = index_of(&client, &unwaited).await?.index_status().cloned();
     ensure!(
         stdout.contains("already there; date index added")
@@ -336,11 +335,7 @@ pub async fn create_table_makes_the_contract_and_can_run_again(
         ),
         "{status:?}"
     );
-    let mut command = cli_command(&server.endpoint, &unwaited);
-    isolated(&mut command);
-    let output = command.args(["create-table"]).output().await?;
-    let stdout = text(&output.stdout);
-    ensure!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = isolated(unwaited.clone(), &["create-table"]).await?;
     ensure!(
         stdout.contains(&format!("Table {unwaited}: already there; key"))
             && stdout.contains("keys only"),

@@ -85,6 +85,14 @@ impl Tables {
         runs.sort_by_key(|r| r.execution_sequence);
         Ok(runs)
     }
+
+    /// The day's run of the highest execution.
+    pub(crate) async fn last_run(&self) -> anyhow::Result<Run> {
+        self.runs()
+            .await?
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("no run"))
+    }
 }
 
 pub(crate) fn day() -> PartitionDate {

@@ -125,11 +125,7 @@ pub async fn a_run_stopped_at_its_deadline_resumes_after_its_checkpoint(
     let MessageOutcome::Unfinished { done, .. } = only_outcome(&stopped)? else {
         return Err(anyhow!("first delivery: {stopped:?}"));
     };
-    let run = tables
-        .runs()
-        .await?
-        .pop()
-        .ok_or_else(|| anyhow!("no run"))?;
+    let run = tables.last_run().await?;
     ensure!(run.status == RunStatus::InProgress, "{run:?}");
     let checkpoint = run
         .checkpoint
@@ -173,11 +169,7 @@ pub async fn a_run_stopped_at_its_deadline_resumes_after_its_checkpoint(
         report.examined(),
         selected - before
     );
-    let run = tables
-        .runs()
-        .await?
-        .pop()
-        .ok_or_else(|| anyhow!("no run"))?;
+    let run = tables.last_run().await?;
     ensure!(
         run.status == RunStatus::Completed
             && run.counts.selected() == selected
@@ -251,11 +243,7 @@ pub async fn a_checkpoint_refused_as_a_start_key_means_a_full_pass(
     };
     ensure!(sink.count() == 0, "nothing dead-lettered");
     ensure!(!done.resumed, "the refused start read from the beginning");
-    let run = tables
-        .runs()
-        .await?
-        .pop()
-        .ok_or_else(|| anyhow!("no run"))?;
+    let run = tables.last_run().await?;
     let checkpoint = run
         .checkpoint
         .clone()
@@ -281,11 +269,7 @@ pub async fn a_checkpoint_refused_as_a_start_key_means_a_full_pass(
         report.resumed && report.examined() == selected - before,
         "resumed after the full pass's checkpoint: {report:?}"
     );
-    let run = tables
-        .runs()
-        .await?
-        .pop()
-        .ok_or_else(|| anyhow!("no run"))?;
+    let run = tables.last_run().await?;
     ensure!(
         run.status == RunStatus::Completed && run.counts.selected() == selected,
         "the full pass alone is counted: {run:?}"
@@ -358,11 +342,7 @@ pub async fn checkpoints_only_move_forward(backend: Backend) -> anyhow::Result<(
             .await?,
         "another cutoff's checkpoint is refused"
     );
-    let stored = tables
-        .runs()
-        .await?
-        .pop()
-        .ok_or_else(|| anyhow!("no run"))?;
+    let stored = tables.last_run().await?;
     ensure!(
         stored.checkpoint == Some(position_at("2025-11-20T04:00:00.000Z"))
             && stored.counts.stamped == 40,
